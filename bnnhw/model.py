@@ -1,0 +1,387 @@
+"""The network description and the versioned model file.
+
+A model is an :class:`InputQuantizer` followed by a chain of binary dense layers. Every layer but
+the last is *thresholded*: neuron ``r`` outputs bit 1 (the value +1) exactly when its popcount
+``P_r = popcount(XNOR(x, w_r))`` satisfies ``P_r >= T_r``. The last layer is the *output* layer:
+it has no thresholds and its popcounts are the class scores.
+
+Encoding: bit 1 stands for +1 and bit 0 for -1 everywhere (inputs, weights, activations).
+
+File format (version 1)
+-----------------------
+A ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``) holding:
+
+``format``
+    0-d unicode array, always ``"bnnhw-model"``.
+``version``
+    0-d int64 array, the format version (1).
+``header``
+    0-d unicode array with a JSON object ``{"input": {...}, "layers": [...], "meta": {...}}``.
+    ``input`` is ``{"kind": "thermometer", "pixels": N, "levels": L}``; each layer is
+    ``{"kind": "dense" | "output", "in_features": MW, "out_features": MH}``; ``meta`` is free
+    JSON (dataset, architecture, training figures).
+``input_thresholds``
+    int16 array ``(L,)``, strictly increasing, each in ``[0, 256]``. Pixel ``p`` (0..255) gives
+    ``L`` bits, bit ``l`` being ``p >= input_thresholds[l]``. A fixed threshold is ``L = 1``.
+``layer{i}.weights``
+    uint8 array ``(MH, ceil(MW / 8))``: row ``r`` holds neuron ``r``'s weight bits packed with
+    ``numpy.packbits(..., bitorder="little")``; bits past ``MW`` are zero.
+``layer{i}.thresholds``
+    int32 array ``(MH,)`` with values in ``[0, MW + 1]`` (dense layers only). ``0`` means the
+    neuron is constantly +1 and ``MW + 1`` constantly -1.
+
+Writing is atomic (a temporary file in the target folder, then a rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_NAME = "bnnhw-model"
+FORMAT_VERSION = 1
+LAYER_KINDS = ("dense", "output")
+
+
+class ModelError(ValueError):
+    """A model that is inconsistent, or a model file that cannot be read."""
+
+
+@dataclass(frozen=True)
+class InputQuantizer:
+    """Thermometer code of 8-bit pixels: bit ``l`` of pixel ``p`` is ``p >= thresholds[l]``.
+
+    A single threshold is the fixed-threshold binarization (``sign(p - t)`` with
+    ``sign(0) = +1`` becomes ``p >= ceil(t)``).
+
+    Parameters
+    ----------
+    thresholds : tuple of int
+        Strictly increasing integers in ``[0, 256]``.
+    pixels : int
+        Number of pixels per image (784 for MNIST).
+    """
+
+    thresholds: tuple[int, ...]
+    pixels: int = 784
+
+    def __post_init__(self) -> None:
+        t = self.thresholds
+        if len(t) < 1:
+            raise ModelError("the input quantizer needs at least one threshold")
+        if any(not isinstance(v, int | np.integer) or not 0 <= v <= 256 for v in t):
+            raise ModelError(f"input thresholds must be integers in [0, 256], got {list(t)}")
+        if any(b <= a for a, b in zip(t, t[1:], strict=False)):
+            raise ModelError(f"input thresholds must be strictly increasing, got {list(t)}")
+        if self.pixels < 1:
+            raise ModelError(f"pixels must be positive, got {self.pixels}")
+
+    @classmethod
+    def fixed(cls, threshold: float, pixels: int = 784) -> InputQuantizer:
+        """Binarize with ``sign(p - threshold)``, ``sign(0) = +1``: ``p >= ceil(threshold)``."""
+        return cls((int(np.ceil(threshold)),), pixels)
+
+    @classmethod
+    def thermometer(cls, levels: int, pixels: int = 784) -> InputQuantizer:
+        """Evenly spaced thermometer code: ``thresholds[l] = round(256 (l + 1) / (levels + 1))``."""
+        if levels < 1:
+            raise ModelError(f"thermometer levels must be >= 1, got {levels}")
+        return cls(tuple(int(round(256 * (k + 1) / (levels + 1))) for k in range(levels)), pixels)
+
+    @property
+    def levels(self) -> int:
+        """Bits per pixel ``L``."""
+        return len(self.thresholds)
+
+    @property
+    def out_bits(self) -> int:
+        """Bits per image, ``pixels * L``; bit ``j * L + l`` is level ``l`` of pixel ``j``."""
+        return self.pixels * self.levels
+
+    def quantize(self, images: np.ndarray) -> np.ndarray:
+        """Map uint8 images ``(N, pixels)`` to bits ``(N, pixels * L)`` (uint8 0/1)."""
+        images = np.asarray(images)
+        if images.ndim != 2 or images.shape[1] != self.pixels:
+            raise ModelError(
+                f"images must have shape (N, {self.pixels}), got {tuple(images.shape)}"
+            )
+        t = np.asarray(self.thresholds, dtype=np.int16)
+        bits = images.astype(np.int16)[:, :, None] >= t[None, None, :]
+        return bits.reshape(images.shape[0], -1).astype(np.uint8)
+
+
+@dataclass(frozen=True, eq=False)
+class DenseLayer:
+    """A binary dense layer of ``MH`` neurons over ``MW`` input bits.
+
+    Parameters
+    ----------
+    weights : ndarray of uint8, shape (MH, MW)
+        Weight bits (1 = +1, 0 = -1).
+    thresholds : ndarray of int64, shape (MH,), or None
+        Neuron ``r`` outputs 1 iff ``popcount(XNOR(x, w_r)) >= thresholds[r]``. ``None`` marks
+        the output layer, whose popcounts are the scores.
+    """
+
+    weights: np.ndarray
+    thresholds: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weights)
+        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+            raise ModelError(f"weights must be a non-empty 2-D array, got shape {w.shape}")
+        if not np.isin(w, (0, 1)).all():
+            raise ModelError("weights must hold only bits 0 and 1")
+        object.__setattr__(self, "weights", w.astype(np.uint8))
+        if self.thresholds is not None:
+            t = np.asarray(self.thresholds)
+            if t.shape != (w.shape[0],):
+                raise ModelError(
+                    f"thresholds must have shape ({w.shape[0]},) to match MH={w.shape[0]}, "
+                    f"got {t.shape}"
+                )
+            if not np.issubdtype(t.dtype, np.integer):
+                raise ModelError(f"thresholds must be integers, got dtype {t.dtype}")
+            if t.size and (t.min() < 0 or t.max() > w.shape[1] + 1):
+                raise ModelError(
+                    f"thresholds must lie in [0, MW + 1] = [0, {w.shape[1] + 1}], "
+                    f"got min {t.min()} max {t.max()}"
+                )
+            object.__setattr__(self, "thresholds", t.astype(np.int64))
+
+    @property
+    def kind(self) -> str:
+        """``"dense"`` for a thresholded layer, ``"output"`` for the scoring layer."""
+        return "output" if self.thresholds is None else "dense"
+
+    @property
+    def in_features(self) -> int:
+        """``MW``, the number of input bits."""
+        return int(self.weights.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        """``MH``, the number of neurons."""
+        return int(self.weights.shape[0])
+
+    @property
+    def weight_bits(self) -> int:
+        """Weight memory in bits, ``MH * MW``."""
+        return self.in_features * self.out_features
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A quantizer, thresholded dense layers, and one output layer at the end.
+
+    Parameters
+    ----------
+    quantizer : InputQuantizer
+    layers : tuple of DenseLayer
+        ``layers[0].in_features == quantizer.out_bits``; each layer feeds the next; only the
+        last layer is an output layer.
+    meta : dict
+        JSON-serialisable facts about the model (dataset, architecture, training figures).
+    """
+
+    quantizer: InputQuantizer
+    layers: tuple[DenseLayer, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ModelError("a model needs at least one layer")
+        expected = self.quantizer.out_bits
+        for i, layer in enumerate(self.layers):
+            if layer.in_features != expected:
+                raise ModelError(
+                    f"layer {i} expects {layer.in_features} input bits but receives {expected}"
+                )
+            last = i == len(self.layers) - 1
+            if last and layer.kind != "output":
+                raise ModelError(f"the last layer (layer {i}) must be an output layer")
+            if not last and layer.kind != "dense":
+                raise ModelError(f"layer {i} is an output layer but is not the last layer")
+            expected = layer.out_features
+        if self.classes < 2:
+            raise ModelError(f"the output layer needs at least 2 classes, got {self.classes}")
+        try:
+            json.dumps(self.meta)
+        except TypeError as exc:
+            raise ModelError(f"meta must be JSON-serialisable: {exc}") from None
+
+    @property
+    def classes(self) -> int:
+        """Number of classes (neurons of the output layer)."""
+        return self.layers[-1].out_features
+
+    @property
+    def weight_bits(self) -> int:
+        """Total weight memory in bits."""
+        return sum(layer.weight_bits for layer in self.layers)
+
+    @property
+    def topology(self) -> str:
+        """``"784-256-256-256-10"``-style description of the bit widths."""
+        return "-".join(str(v) for v in [self.quantizer.out_bits]
+                        + [layer.out_features for layer in self.layers])
+
+    def header(self) -> dict[str, Any]:
+        """The JSON header written into the model file."""
+        return {
+            "input": {"kind": "thermometer", "pixels": self.quantizer.pixels,
+                      "levels": self.quantizer.levels},
+            "layers": [{"kind": layer.kind, "in_features": layer.in_features,
+                        "out_features": layer.out_features} for layer in self.layers],
+            "meta": self.meta,
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All arrays of the model file, keyed by their archive names."""
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(FORMAT_NAME),
+            "version": np.array(FORMAT_VERSION, dtype=np.int64),
+            "header": np.array(json.dumps(self.header(), sort_keys=True)),
+            "input_thresholds": np.array(self.quantizer.thresholds, dtype=np.int16),
+        }
+        for i, layer in enumerate(self.layers):
+            arrays[f"layer{i}.weights"] = np.packbits(layer.weights, axis=1, bitorder="little")
+            if layer.thresholds is not None:
+                arrays[f"layer{i}.thresholds"] = layer.thresholds.astype(np.int32)
+        return arrays
+
+    def sha256(self) -> str:
+        """Content hash of the model (header and every array), stable across saves."""
+        digest = hashlib.sha256()
+        for name, array in sorted(self.arrays().items()):
+            digest.update(name.encode())
+            digest.update(str(array.dtype).encode() + str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model file atomically (temporary file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **self.arrays())
+        write_atomic(path, buffer.getvalue())
+        return path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _array(archive: dict[str, np.ndarray], name: str, dtype: str, shape: tuple[int, ...],
+           where: str) -> np.ndarray:
+    if name not in archive:
+        raise ModelError(f"{where}: missing array '{name}'")
+    array = archive[name]
+    if array.dtype != np.dtype(dtype):
+        raise ModelError(f"{where}: array '{name}' has dtype {array.dtype}, expected {dtype}")
+    if array.shape != shape:
+        raise ModelError(f"{where}: array '{name}' has shape {array.shape}, expected {shape}")
+    return array
+
+
+def _header(archive: dict[str, np.ndarray], where: str) -> dict[str, Any]:
+    for name in ("format", "version", "header"):
+        if name not in archive:
+            raise ModelError(f"{where}: missing array '{name}' (not a bnnhw model file?)")
+    if archive["format"].shape != () or str(archive["format"]) != FORMAT_NAME:
+        raise ModelError(f"{where}: format is {archive['format']!r}, expected '{FORMAT_NAME}'")
+    version = archive["version"]
+    if version.shape != () or not np.issubdtype(version.dtype, np.integer):
+        raise ModelError(f"{where}: version must be a scalar integer, got {version!r}")
+    if int(version) != FORMAT_VERSION:
+        raise ModelError(
+            f"{where}: unsupported model file version {int(version)} "
+            f"(this bnnhw reads version {FORMAT_VERSION})"
+        )
+    try:
+        header = json.loads(str(archive["header"]))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{where}: header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict) or not {"input", "layers", "meta"} <= header.keys():
+        raise ModelError(f"{where}: header must hold 'input', 'layers' and 'meta'")
+    return header
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Read and validate a model file.
+
+    Raises
+    ------
+    ModelError
+        With a message naming the file and the first problem found: not an archive, truncated,
+        wrong format or version, missing arrays, wrong dtypes or shapes, values out of range,
+        or layers that do not chain.
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise ModelError(f"{where}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            archive = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise ModelError(f"{where}: not a readable model archive ({exc})") from None
+    header = _header(archive, where)
+    spec = header["input"]
+    if not isinstance(spec, dict) or spec.get("kind") != "thermometer":
+        raise ModelError(f"{where}: unknown input quantizer {spec!r}")
+    try:
+        pixels, levels = int(spec["pixels"]), int(spec["levels"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelError(f"{where}: input quantizer needs integer 'pixels' and 'levels'") from None
+    thresholds = _array(archive, "input_thresholds", "int16", (levels,), where)
+    layers = []
+    specs = header["layers"]
+    if not isinstance(specs, list) or not specs:
+        raise ModelError(f"{where}: header 'layers' must be a non-empty list")
+    try:
+        quantizer = InputQuantizer(tuple(int(v) for v in thresholds), pixels)
+        for i, layer_spec in enumerate(specs):
+            kind = layer_spec.get("kind") if isinstance(layer_spec, dict) else None
+            if kind not in LAYER_KINDS:
+                raise ModelError(f"layer {i} has unknown kind {kind!r}")
+            mw, mh = int(layer_spec["in_features"]), int(layer_spec["out_features"])
+            if mw < 1 or mh < 1:
+                raise ModelError(f"layer {i} has non-positive size {mh}x{mw}")
+            packed = _array(archive, f"layer{i}.weights", "uint8", (mh, (mw + 7) // 8), where)
+            bits = np.unpackbits(packed, axis=1, bitorder="little")
+            if bits[:, mw:].any():
+                raise ModelError(f"layer {i} has weight bits set past MW={mw}")
+            t = None
+            if kind == "dense":
+                t = _array(archive, f"layer{i}.thresholds", "int32", (mh,), where)
+            layers.append(DenseLayer(bits[:, :mw], t))
+        model = Model(quantizer, tuple(layers), header["meta"])
+    except ModelError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise ModelError(f"{where}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: malformed layer description ({exc})") from None
+    return model

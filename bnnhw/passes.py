@@ -1,0 +1,123 @@
+"""Pure passes from a float model to the integer model file.
+
+The float network (trained by :mod:`bnnhw.train`) computes, for a hidden neuron with binary
+weights ``w`` (+-1) on ``K`` binary inputs ``x`` (+-1)::
+
+    dot = sum_k w_k x_k                          # an integer in {-K, -K+2, ..., K}
+    y   = batchnorm_eval(dot) = (dot - mu) * (gamma / sqrt(var + eps)) + beta
+    out = sign(y),   sign(0) = +1
+
+:func:`fold_batchnorm` turns this into the integer test on the popcount ``P = (dot + K) / 2``
+used by the hardware and the reference: ``out = +1  <=>  P' >= T`` where
+
+* ``gamma >= 0``: ``P' = P`` and ``T = min{P in 0..K : batchnorm_eval(2P - K) >= 0}``
+  (``K + 1`` when there is none: the neuron is constantly -1);
+* ``gamma < 0``: ``batchnorm_eval`` decreases with ``dot``, so the weight row is negated
+  (the *flip*): ``P' = K - P`` and ``T = min{P' : batchnorm_eval(K - 2P') >= 0}``;
+* ``gamma = 0``: ``batchnorm_eval`` is the constant ``beta``: ``T = 0`` (always +1) when
+  ``beta >= 0``, else ``T = K + 1`` (always -1). This falls out of the first rule.
+
+The minimum is found by binary search over ``P`` evaluating **the same floating-point
+expression** the float model evaluates (:func:`batchnorm_eval`, same dtype). Correctly rounded
+``-``, ``*``, ``+`` are monotone, so ``batchnorm_eval`` is monotone in ``dot`` in floating point
+too, and the folded thresholds reproduce the float network's output bits on every input,
+boundary cases included, instead of approximately reproducing the real-number threshold
+``ceil((K + mu - beta * sigma / gamma) / 2)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import DenseLayer, InputQuantizer, Model, ModelError
+
+
+def batchnorm_eval(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray,
+                   beta: np.ndarray, eps: float) -> np.ndarray:
+    """Eval-mode batch norm, ``(x - mean) * (gamma / sqrt(var + eps)) + beta``.
+
+    This is the one definition both the float model and the fold pass evaluate; the result
+    has the dtype of the parameters.
+    """
+    dtype = np.result_type(mean, var, gamma, beta)
+    scale = (gamma / np.sqrt(var + dtype.type(eps))).astype(dtype)
+    return (np.asarray(x, dtype=dtype) - mean) * scale + beta
+
+
+def binarize(x: np.ndarray) -> np.ndarray:
+    """``sign`` with ``sign(0) = +1``, returned as bits (1 for +1, 0 for -1)."""
+    return (np.asarray(x) >= 0).astype(np.uint8)
+
+
+def fold_batchnorm(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                   gamma: np.ndarray, beta: np.ndarray, eps: float) -> DenseLayer:
+    """Fold a binary dense layer followed by batch norm and sign into a thresholded layer.
+
+    Parameters
+    ----------
+    weights_pm1 : ndarray (MH, MW)
+        The binary weights as +-1 (or any reals: their sign is taken, ``sign(0) = +1``).
+    mean, var, gamma, beta : ndarray (MH,)
+        Batch-norm running statistics and affine parameters (all of one float dtype).
+    eps : float
+
+    Returns
+    -------
+    DenseLayer
+        Weight bits with the rows of ``gamma < 0`` negated, and integer thresholds in
+        ``[0, MW + 1]``; see the module docstring for the maths.
+    """
+    bits = binarize(weights_pm1)
+    mh, k = bits.shape
+    params = [np.asarray(p) for p in (mean, var, gamma, beta)]
+    for name, p in zip(("mean", "var", "gamma", "beta"), params, strict=True):
+        if p.shape != (mh,):
+            raise ModelError(f"batch-norm {name} must have shape ({mh},), got {p.shape}")
+        if not np.isfinite(p).all():
+            raise ModelError(f"batch-norm {name} holds non-finite values")
+    mean, var, gamma, beta = params
+    if (var + eps <= 0).any():
+        raise ModelError("batch-norm var + eps must be positive")
+    flip = gamma < 0
+    bits = np.where(flip[:, None], 1 - bits, bits).astype(np.uint8)
+
+    def fires(p: np.ndarray) -> np.ndarray:
+        dot = np.where(flip, k - 2 * p, 2 * p - k)
+        return batchnorm_eval(dot, mean, var, gamma, beta, eps) >= 0
+
+    lo = np.zeros(mh, dtype=np.int64)
+    hi = np.full(mh, k + 1, dtype=np.int64)
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        ok = fires(np.minimum(mid, k)) & (mid <= k)
+        hi = np.where(ok & (lo < hi), mid, hi)
+        lo = np.where(~ok & (lo < hi), mid + 1, lo)
+    return DenseLayer(bits, lo)
+
+
+def fold_output(weights_pm1: np.ndarray) -> DenseLayer:
+    """The output layer: weight bits only; its popcounts ``P = (dot + K) / 2`` are the scores.
+
+    The float model's logits must be ``alpha * dot`` with a scalar ``alpha > 0`` so that the
+    argmax (lowest index on ties) is the same on ``P``.
+    """
+    return DenseLayer(binarize(weights_pm1), None)
+
+
+def fold_model(quantizer: InputQuantizer, hidden: list[dict], output_weights: np.ndarray,
+               meta: dict) -> Model:
+    """Fold a whole float MLP into an integer :class:`Model`.
+
+    Parameters
+    ----------
+    quantizer : InputQuantizer
+    hidden : list of dict
+        One dict per hidden layer with keys ``weights`` (MH, MW), ``mean``, ``var``,
+        ``gamma``, ``beta`` (MH,) and ``eps``.
+    output_weights : ndarray (C, MW)
+    meta : dict
+    """
+    layers = [fold_batchnorm(h["weights"], h["mean"], h["var"], h["gamma"], h["beta"], h["eps"])
+              for h in hidden]
+    layers.append(fold_output(output_weights))
+    return Model(quantizer, tuple(layers), meta)
