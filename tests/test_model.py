@@ -1,0 +1,176 @@
+"""Model description and model file: round trip, validation messages, atomic writes."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bnnhw.model import DenseLayer, InputQuantizer, Model, ModelError, load_model
+
+
+def small_model(rng: np.random.Generator, sizes=(16, 8, 6, 3), levels=1) -> Model:
+    quantizer = InputQuantizer.thermometer(levels, pixels=sizes[0] // levels)
+    layers = []
+    for i, (mw, mh) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        w = rng.integers(0, 2, (mh, mw))
+        t = None if i == len(sizes) - 2 else rng.integers(0, mw + 2, mh)
+        layers.append(DenseLayer(w, t))
+    return Model(quantizer, tuple(layers), {"name": "test"})
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    model = small_model(np.random.default_rng(1), sizes=(30, 9, 4), levels=3)
+    path = model.save(tmp_path / "m.npz")
+    loaded = load_model(path)
+    assert loaded.sha256() == model.sha256()
+    assert loaded.quantizer == model.quantizer
+    assert loaded.meta == {"name": "test"}
+    for a, b in zip(model.layers, loaded.layers, strict=True):
+        np.testing.assert_array_equal(a.weights, b.weights)
+        if a.thresholds is None:
+            assert b.thresholds is None
+        else:
+            np.testing.assert_array_equal(a.thresholds, b.thresholds)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 70), st.integers(2, 12), st.integers(0, 2**32 - 1))
+def test_round_trip_property(hidden_layers, width, classes, seed):
+    rng = np.random.default_rng(seed)
+    sizes = (width,) + tuple(int(v) for v in rng.integers(1, 40, hidden_layers - 1)) + (classes,)
+    model = small_model(rng, sizes=sizes)
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **model.arrays())
+    loaded_arrays = dict(np.load(io.BytesIO(buffer.getvalue()), allow_pickle=False))
+    assert set(loaded_arrays) == set(model.arrays())
+    assert model.topology == "-".join(str(s) for s in sizes)
+
+
+def test_quantizer_fixed_threshold_is_sign_with_zero_positive():
+    q = InputQuantizer.fixed(90, pixels=4)
+    bits = q.quantize(np.array([[89, 90, 91, 0]], dtype=np.uint8))
+    assert bits.tolist() == [[0, 1, 1, 0]]  # sign(90 - 90) = +1
+    assert InputQuantizer.fixed(127.5).thresholds == (128,)
+
+
+def test_quantizer_thermometer_bit_order():
+    q = InputQuantizer((10, 20), pixels=2)
+    assert q.quantize(np.array([[15, 25]], dtype=np.uint8)).tolist() == [[1, 0, 1, 1]]
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "message"),
+    [((), "at least one threshold"), ((5, 5), "strictly increasing"),
+     ((300,), "integers in [0, 256]")],
+)
+def test_quantizer_rejects_bad_thresholds(thresholds, message):
+    with pytest.raises(ModelError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        InputQuantizer(thresholds)
+
+
+def test_layers_must_chain():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ModelError, match="layer 1 expects 7 input bits but receives 8"):
+        Model(InputQuantizer((128,), 16),
+              (DenseLayer(rng.integers(0, 2, (8, 16)), np.zeros(8, int)),
+               DenseLayer(rng.integers(0, 2, (3, 7)))))
+
+
+def test_threshold_range_is_checked():
+    with pytest.raises(ModelError, match=r"\[0, MW \+ 1\] = \[0, 5\]"):
+        DenseLayer(np.ones((2, 4), int), np.array([0, 6]))
+
+
+def test_last_layer_must_be_output():
+    with pytest.raises(ModelError, match="must be an output layer"):
+        Model(InputQuantizer((128,), 4), (DenseLayer(np.ones((3, 4), int), np.zeros(3, int)),))
+
+
+def rewrite(path, **changes):
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays.update(changes)
+    for key, value in list(arrays.items()):
+        if value is None:
+            del arrays[key]
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"version": np.array(2)}, "unsupported model file version 2"),
+        ({"format": np.array("other")}, "format is"),
+        ({"layer0.thresholds": None}, "missing array 'layer0.thresholds'"),
+        ({"layer0.thresholds": np.zeros(8, np.int64)}, "has dtype int64, expected int32"),
+        ({"layer0.thresholds": np.zeros(7, np.int32)}, r"has shape \(7,\), expected \(8,\)"),
+        ({"layer0.thresholds": np.full(8, 99, np.int32)}, r"thresholds must lie in"),
+        ({"header": np.array("{not json")}, "header is not valid JSON"),
+        ({"input_thresholds": np.array([200, 100], np.int16)}, "expected"),
+    ],
+)
+def test_loader_names_the_problem(tmp_path, changes, message):
+    path = small_model(np.random.default_rng(2)).save(tmp_path / "m.npz")
+    rewrite(path, **changes)
+    with pytest.raises(ModelError, match=message) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_loader_rejects_weight_bits_past_mw(tmp_path):
+    model = small_model(np.random.default_rng(3), sizes=(12, 5, 2))
+    path = model.save(tmp_path / "m.npz")
+    packed = np.load(path)["layer0.weights"].copy()
+    packed[0, 1] |= 0x80
+    rewrite(path, **{"layer0.weights": packed})
+    with pytest.raises(ModelError, match="weight bits set past MW=12"):
+        load_model(path)
+
+
+def test_loader_rejects_pickled_objects(tmp_path):
+    path = small_model(np.random.default_rng(4)).save(tmp_path / "m.npz")
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays["header"] = np.array([{"evil": 1}], dtype=object)
+    np.savez(path, **arrays)
+    with pytest.raises(ModelError, match="not a readable model archive"):
+        load_model(path)
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = small_model(np.random.default_rng(5)).save(tmp_path / "m.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="not a readable model archive"):
+        load_model(path)
+    with pytest.raises(ModelError, match="no such model file"):
+        load_model(tmp_path / "missing.npz")
+
+
+def test_header_layer_kind_is_checked(tmp_path):
+    path = small_model(np.random.default_rng(6)).save(tmp_path / "m.npz")
+    header = json.loads(str(np.load(path)["header"]))
+    header["layers"][0]["kind"] = "conv9"
+    rewrite(path, header=np.array(json.dumps(header)))
+    with pytest.raises(ModelError, match="layer 0 has unknown kind 'conv9'"):
+        load_model(path)
+
+
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
+    model = small_model(np.random.default_rng(7))
+    target = tmp_path / "m.npz"
+    model.save(target)
+    before = target.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("bnnhw.model.os.replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        small_model(np.random.default_rng(8)).save(target)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    assert zipfile.is_zipfile(target)
