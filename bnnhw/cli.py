@@ -1,5 +1,183 @@
-"""The ``bnnhw`` command."""
+"""The ``bnnhw`` command: one subcommand per stage, and ``demo`` for the whole path.
+
+Every subcommand mirrors a Python function (named in its help) and, with ``--json``, prints
+exactly one JSON object on stdout. Errors in the input (a malformed model file, an impossible
+folding, an unknown dataset or board) print ``bnnhw: error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .datasets import DATASETS, DatasetError
+from .model import ModelError
 
 
-def main(argv=None) -> int:
+def evaluate(model_path: str | Path, dataset: str = "mnist", limit: int | None = None,
+             data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Accuracy of a model file on a test set, with the integer reference.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (fraction correct), ``images``, ``seconds`` (reference inference only),
+        ``ms_per_image``, ``model_sha256``, ``topology`` and ``confusion`` (10x10 counts,
+        rows = true label).
+    """
+    import numpy as np
+
+    from . import datasets, reference
+    from .model import load_model
+
+    model = load_model(model_path)
+    split = datasets.load(dataset, "test", data_dir)
+    images, labels = split.images[:limit], split.labels[:limit]
+    start = time.perf_counter()
+    classes, _ = reference.infer(model, images)
+    seconds = time.perf_counter() - start
+    confusion = np.zeros((model.classes, model.classes), dtype=np.int64)
+    np.add.at(confusion, (labels, classes), 1)
+    return {
+        "model": str(model_path), "model_sha256": model.sha256(), "topology": model.topology,
+        "dataset": dataset, "images": int(len(labels)),
+        "accuracy": float((classes == labels).mean()) if len(labels) else 0.0,
+        "seconds": seconds, "ms_per_image": 1e3 * seconds / max(1, len(labels)),
+        "confusion": confusion.tolist(),
+    }
+
+
+def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from .train import train
+
+    result = train(args.dataset, args.arch, args.epochs, args.seed, args.out,
+                   data_dir=args.data_dir, mode=args.mode,
+                   input_threshold=args.input_threshold,
+                   thermometer_levels=args.thermometer, progress=not args.json)
+    return {"model": str(args.out), "dataset": args.dataset, "arch": args.arch,
+            "mode": args.mode, "epochs": args.epochs, "seed": args.seed,
+            "float_test_accuracy": result.float_test_accuracy, "seconds": result.seconds,
+            "curves_png": str(result.curves_png) if result.curves_png else None}
+
+
+def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    result = evaluate(args.model, args.dataset, args.limit, args.data_dir)
+    if not args.json:
+        result.pop("confusion")
+    return result
+
+
+def _cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    from .export import generate
+    from .folding import parse_fold
+    from .model import load_model
+
+    model = load_model(args.model)
+    return generate(model, args.out, parse_fold(args.fold, model))
+
+
+def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
+    from .sim import run_sim
+
+    return run_sim(args.model, dataset=args.dataset, limit=args.limit,
+                   simulator=args.simulator, fold=args.fold, waves=args.waves,
+                   data_dir=args.data_dir)
+
+
+def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from .demo import run_demo
+
+    return run_demo(out_dir=args.out, dataset=args.dataset, arch=args.arch,
+                    epochs=args.epochs, sim_images=args.sim_images, data_dir=args.data_dir)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bnnhw", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+        p.add_argument("--data-dir", help="folder with the IDX files (default: $BNNHW_DATA, "
+                                          "else download to the cache)")
+        return p
+
+    p = command("train", _cmd_train, "train a BNN in numpy and write a model file "
+                                     "(bnnhw.train.train)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--arch", default="sfc", help="preset: seed000, tfc, sfc, lfc")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", default="W1A1", help="W1A1 (exportable), W1A32 or FP32")
+    p.add_argument("--input-threshold", type=float, help="fixed input threshold, e.g. 127.5")
+    p.add_argument("--thermometer", type=int, help="thermometer code with this many levels")
+    p.add_argument("--out", type=Path, required=True, help="model file to write")
+
+    p = command("eval", _cmd_eval, "accuracy of a model file with the integer reference "
+                                   "(bnnhw.cli.evaluate)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--limit", type=int)
+
+    p = command("generate", _cmd_generate, "write the accelerator's Verilog and JSON sidecar "
+                                           "(bnnhw.export.generate)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fold", help="PExSIMD per layer, e.g. 16x49,16x32,16x32,10x32 "
+                                  "(default: balanced)")
+
+    p = command("sim", _cmd_sim, "simulate the Verilog with cocotb against the reference "
+                                 "(bnnhw.sim.run_sim)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus")
+    p.add_argument("--fold")
+    p.add_argument("--waves", action="store_true", help="dump a waveform")
+
+    p = command("demo", _cmd_demo, "train, evaluate, generate and simulate a default model "
+                                   "(bnnhw.demo.run_demo)")
+    p.add_argument("--out", type=Path, default=Path("bnnhw-demo"))
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--arch", default="sfc")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--sim-images", type=int, default=20)
+    return parser
+
+
+def _print_human(result: dict[str, Any]) -> None:
+    if "table" in result:
+        print(result["table"])
+        return
+    width = max((len(k) for k in result), default=0)
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        elif isinstance(value, list | dict):
+            value = json.dumps(value)
+        print(f"{key:<{width}}  {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bnnhw`` console command."""
+    args = _parser().parse_args(argv)
+    try:
+        result = args.handler(args)
+    except (ModelError, DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"bnnhw: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_human(result)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
