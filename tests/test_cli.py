@@ -1,0 +1,44 @@
+"""The ``bnnhw`` command: JSON output and clear errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bnnhw.cli import main
+from bnnhw.model import DenseLayer, InputQuantizer, Model
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    rng = np.random.default_rng(0)
+    model = Model(InputQuantizer.fixed(127.5),
+                  (DenseLayer(rng.integers(0, 2, (32, 784)), rng.integers(380, 405, 32)),
+                   DenseLayer(rng.integers(0, 2, (10, 32)))))
+    return model.save(tmp_path / "model.npz")
+
+
+@pytest.mark.skipif(not os.environ.get("BNNHW_DATA"), reason="BNNHW_DATA is not set")
+def test_eval_prints_one_json_object(model_file, capsys):
+    assert main(["eval", str(model_file), "--dataset", "mnist", "--limit", "500",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 500
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert result["seconds"] >= 0
+    assert np.array(result["confusion"]).sum() == 500
+
+
+def test_malformed_model_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    assert main(["eval", str(bad), "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bnnhw: error: ") and str(bad) in err
+
+
+def test_unknown_dataset_is_rejected(model_file, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", str(model_file), "--dataset", "cifar10"])
+    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
