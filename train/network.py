@@ -1,0 +1,209 @@
+"""The float MLP that trains, predicts, and (in mode W1A1) exports to an integer model.
+
+Modes, for hidden widths ``h_1 .. h_L`` and ``C`` classes:
+
+``W1A1``
+    ``x`` in {-1, +1} (the input quantizer's bits), then per hidden layer
+    ``a = sign(BN(x @ sign(W).T))`` and finally ``logits = alpha * (a @ sign(W_out).T)`` with
+    one learnable scalar ``alpha = exp(s) > 0``. :meth:`MLP.export` folds this network into a
+    :class:`bnnhw.model.Model` whose integer inference reproduces :meth:`MLP.predict` exactly:
+    BN in eval mode is :func:`bnnhw.passes.batchnorm_eval` on float32 parameters, the dot
+    products of +-1 vectors are exact integers in float32, and ``alpha * dot`` keeps the order
+    (and the ties) of the popcounts ``P = (dot + K) / 2``.
+``W1A32``
+    BinaryConnect: binary weights, real activations ``hardtanh(BN(x @ sign(W).T))``, the same
+    binary scaled output layer.
+``FP32``
+    Real weights: ``relu(BN(x @ W.T + b))`` and a real output layer ``a @ W_out.T + b_out``.
+
+The input of W1A1 is always quantized. W1A32 and FP32 read ``pixel / 127.5 - 1`` unless a
+quantizer is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnnhw.model import InputQuantizer, Model
+from bnnhw.passes import fold_model
+
+from .layers import (
+    F32,
+    BatchNorm1d,
+    BinaryDense,
+    Dense,
+    Dropout,
+    Hardtanh,
+    Layer,
+    ReLU,
+    Scale,
+    SignActivation,
+)
+
+MODES = ("W1A1", "W1A32", "FP32")
+PREDICT_CHUNK = 2048
+
+
+def check_mode(mode: str) -> str:
+    """Return ``mode`` if known; ``ValueError`` naming the value and the choices."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    return mode
+
+
+class MLP:
+    """A multilayer perceptron in one of :data:`MODES`.
+
+    Parameters
+    ----------
+    hidden : sequence of int
+        Hidden layer widths.
+    mode : str
+    quantizer : InputQuantizer or None
+        Required for W1A1; optional for the other modes.
+    rng : numpy.random.Generator
+        Initial weights.
+    dropout_rng : numpy.random.Generator
+        Dropout masks.
+    classes, pixels : int
+    dropout_input, dropout_hidden : float
+    bn_eps : float
+    """
+
+    def __init__(self, hidden: tuple[int, ...], mode: str, quantizer: InputQuantizer | None,
+                 rng: np.random.Generator, dropout_rng: np.random.Generator, classes: int = 10,
+                 pixels: int = 784, dropout_input: float = 0.0, dropout_hidden: float = 0.0,
+                 bn_eps: float = 1e-4) -> None:
+        check_mode(mode)
+        if mode == "W1A1" and quantizer is None:
+            raise ValueError("mode W1A1 needs an input quantizer (fixed threshold or thermometer)")
+        if quantizer is not None and quantizer.pixels != pixels:
+            raise ValueError(f"quantizer has {quantizer.pixels} pixels, expected {pixels}")
+        if not hidden or any(h < 1 for h in hidden):
+            raise ValueError(f"hidden widths must be positive and non-empty, got {hidden}")
+        self.mode, self.quantizer, self.hidden = mode, quantizer, tuple(hidden)
+        self.classes, self.pixels, self.bn_eps = classes, pixels, bn_eps
+        self.layers: list[Layer] = []
+        width = quantizer.out_bits if quantizer is not None else pixels
+        for i, h in enumerate(self.hidden):
+            rate = dropout_input if i == 0 else dropout_hidden
+            if rate:
+                self.layers.append(Dropout(rate, dropout_rng))
+            if mode == "FP32":
+                self.layers += [Dense(width, h, rng), BatchNorm1d(h, bn_eps), ReLU()]
+            else:
+                act = SignActivation() if mode == "W1A1" else Hardtanh()
+                self.layers += [BinaryDense(width, h, rng), BatchNorm1d(h, bn_eps), act]
+            width = h
+        if dropout_hidden:
+            self.layers.append(Dropout(dropout_hidden, dropout_rng))
+        if mode == "FP32":
+            self.layers.append(Dense(width, classes, rng))
+        else:
+            self.layers += [BinaryDense(width, classes, rng), Scale(1 / np.sqrt(width))]
+        self._first = next(i for i, layer in enumerate(self.layers)
+                           if isinstance(layer, BinaryDense | Dense))
+        self.layers[self._first].need_input_grad = False
+
+    # -- data -----------------------------------------------------------------------------
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Network input for uint8 images ``(N, pixels)``, as int8 (+-1) or float32.
+
+        With a quantizer: ``2 * bits - 1`` (int8; bit ``j * L + l`` is level ``l`` of pixel
+        ``j``). Without: ``pixel / 127.5 - 1`` (float32).
+        """
+        images = np.asarray(images)
+        if images.ndim != 2 or images.shape[1] != self.pixels:
+            raise ValueError(f"images must have shape (N, {self.pixels}), got {images.shape}")
+        if self.quantizer is not None:
+            return (self.quantizer.quantize(images).astype(np.int8) * 2 - 1).astype(np.int8)
+        return images.astype(F32) / F32(127.5) - F32(1)
+
+    # -- forward / backward ---------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Logits for encoded inputs ``x`` (see :meth:`encode`)."""
+        out = np.asarray(x, dtype=F32)
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Back-propagate ``dL/dlogits`` and leave every parameter gradient in its layer.
+
+        The input needs no gradient, so the pass stops at the first dense layer.
+        """
+        for layer in reversed(self.layers[self._first:]):
+            grad = layer.backward(grad)
+
+    def constrain(self) -> None:
+        """Clip latent binary weights to ``[-1, 1]``."""
+        for layer in self.layers:
+            layer.constrain()
+
+    def param_groups(self) -> list[tuple[dict, dict]]:
+        """``(params, grads)`` of every layer that has parameters."""
+        return [(layer.params, layer.grads) for layer in self.layers if layer.params]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Eval-mode logits ``(N, classes)`` of uint8 images, computed in chunks."""
+        images = np.asarray(images)
+        out = np.empty((images.shape[0], self.classes), dtype=F32)
+        for start in range(0, images.shape[0], PREDICT_CHUNK):
+            chunk = images[start:start + PREDICT_CHUNK]
+            out[start:start + PREDICT_CHUNK] = self.forward(self.encode(chunk), training=False)
+        return out
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Eval-mode classes: ``argmax`` of the float logits, lowest index on ties."""
+        return np.argmax(self.logits(images), axis=1).astype(np.int64)
+
+    # -- inspection -----------------------------------------------------------------------
+    def state(self) -> dict[str, np.ndarray]:
+        """Every parameter and running statistic, keyed ``"{layer}.{name}"``."""
+        state = {}
+        for i, layer in enumerate(self.layers):
+            for name, value in layer.params.items():
+                state[f"{i}.{name}"] = value
+            if isinstance(layer, BatchNorm1d):
+                state[f"{i}.running_mean"] = layer.running_mean
+                state[f"{i}.running_var"] = layer.running_var
+        return state
+
+    def footprint_bytes(self) -> int:
+        """Bytes of parameters needed for inference, as stored.
+
+        W1A1: packed weight bits (``ceil(MW / 8)`` bytes per row) plus one int16 threshold per
+        hidden neuron. W1A32: packed weight bits, the eval BN as a float32 scale and shift per
+        hidden neuron, and the float32 output scale. FP32: every weight and bias as float32
+        plus the BN scale and shift per hidden neuron.
+        """
+        total = 0
+        for layer in self.layers:
+            if isinstance(layer, BinaryDense):
+                mh, mw = layer.params["W"].shape
+                total += mh * -(-mw // 8)
+            elif isinstance(layer, Dense):
+                total += 4 * (layer.params["W"].size + layer.params["b"].size)
+            elif isinstance(layer, BatchNorm1d):
+                total += layer.running_mean.size * (2 if self.mode == "W1A1" else 8)
+            elif isinstance(layer, Scale):
+                total += 4
+        return total
+
+    def export(self, meta: dict) -> Model:
+        """Fold the W1A1 network into an integer :class:`bnnhw.model.Model`.
+
+        Raises
+        ------
+        ValueError
+            For any mode but W1A1.
+        """
+        if self.mode != "W1A1":
+            raise ValueError(f"only mode W1A1 exports to an integer model, not {self.mode!r}")
+        dense = [layer for layer in self.layers if isinstance(layer, BinaryDense)]
+        norms = [layer for layer in self.layers if isinstance(layer, BatchNorm1d)]
+        hidden = [{"weights": d.binary_weights(), "mean": bn.running_mean,
+                   "var": bn.running_var, "gamma": bn.params["gamma"],
+                   "beta": bn.params["beta"], "eps": bn.eps}
+                  for d, bn in zip(dense[:-1], norms, strict=True)]
+        return fold_model(self.quantizer, hidden, dense[-1].binary_weights(), meta)
