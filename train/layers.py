@@ -226,9 +226,9 @@ class Scale(Layer):
         self.params["s"] = np.array([np.log(alpha)], dtype=F32)
 
     @property
-    def alpha(self) -> np.float32:
-        """The current scale ``exp(s)``."""
-        return F32(np.exp(self.params["s"][0]))
+    def alpha(self) -> np.floating:
+        """The current scale ``exp(s)`` (in the dtype of ``s``)."""
+        return np.exp(self.params["s"][0])
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._x = x
@@ -236,5 +236,5 @@ class Scale(Layer):
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         alpha = self.alpha
-        self.grads["s"] = np.array([alpha * np.sum(grad * self._x)], dtype=F32)
+        self.grads["s"] = np.array([alpha * np.sum(grad * self._x)], dtype=alpha.dtype)
         return grad * alpha
