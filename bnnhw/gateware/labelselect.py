@@ -1,0 +1,93 @@
+"""Label select: the argmax of the class scores, plus the scores, as one word per frame."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["LabelSelect"]
+
+
+class LabelSelect(wiring.Component):
+    """Collect ``C`` scores arriving ``PE`` per word and emit ``(class, scores)`` once per frame.
+
+    Maths: ``class = min{c : s_c = max_k s_k}`` (ties go to the lowest index, as
+    :func:`bnnhw.reference.argmax_lowest`). Input word ``w`` holds score ``w*PE + p`` in bits
+    ``[p*S, (p+1)*S)`` with ``S = score_bits``. The output payload holds the class in bits
+    ``[0, class_bits)`` and score ``c`` in bits ``[class_bits + c*S, class_bits + (c+1)*S)``,
+    ``class_bits = max(1, (C-1).bit_length())``.
+
+    The running maximum is updated word by word with strict ``>`` comparisons in index order,
+    so an equal later score never displaces an earlier one. ``i_stream.ready = ~o.valid |
+    o.ready``.
+
+    Timing
+    ------
+    latency : int
+        ``C / PE`` cycles: the last of the ``C / PE`` words is accepted ``C/PE - 1`` cycles
+        after the first, and the result is registered one cycle later.
+    cycles_per_frame : int
+        ``C / PE``.
+
+    Parameters
+    ----------
+    classes : int
+        ``C`` (>= 2).
+    pe : int
+        Scores per input word; must divide ``C``.
+    score_bits : int
+        Bits per score ``S``.
+    """
+
+    def __init__(self, classes, pe, score_bits):
+        if classes < 2 or pe < 1 or classes % pe:
+            raise ValueError(
+                f"label select needs C >= 2 classes and PE dividing C (C={classes}, PE={pe})")
+        self.classes = classes
+        self.pe = pe
+        self.score_bits = score_bits
+        self.class_bits = max(1, (classes - 1).bit_length())
+        self.words = classes // pe
+        self.latency = self.words
+        self.cycles_per_frame = self.words
+        self.out_width = self.class_bits + classes * score_bits
+        super().__init__({
+            "i_stream": In(stream.Signature(pe * score_bits)),
+            "o_stream": Out(stream.Signature(self.out_width)),
+        })
+
+    def frame_times(self, in_times):
+        """Output time of the frame offered at ``in_times`` to an idle unit, consumer ready."""
+        return [in_times[-1] + 1]
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_stream, self.o_stream
+        s = self.score_bits
+        count = Signal(range(self.words))
+        best = Signal(s)
+        best_index = Signal(self.class_bits)
+        scores = Signal(self.classes * s)
+        m.d.comb += i.ready.eq(~o.valid | o.ready)
+
+        first = count == 0
+        value, index = best, best_index
+        for p in range(self.pe):
+            score = i.payload[p * s:(p + 1) * s]
+            take = (score > value) | (first if p == 0 else 0)
+            value = Mux(take, score, value)
+            index = Mux(take, count * self.pe + p, index)
+        shifted = Cat(scores[self.pe * s:], i.payload)
+
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(i.valid & i.ready):
+            m.d.sync += [best.eq(value), best_index.eq(index), scores.eq(shifted)]
+            with m.If(count == self.words - 1):
+                m.d.sync += [
+                    count.eq(0),
+                    o.valid.eq(1),
+                    o.payload.eq(Cat(index[:self.class_bits], shifted)),
+                ]
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+        return m

@@ -1,0 +1,205 @@
+"""Matrix-vector-threshold unit (MVTU) with PE/SIMD folding and a ping-pong input buffer."""
+
+import numpy as np
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..packing import check_folding, mvtu_thresholds, mvtu_weight_words, words_to_ints
+from .popcount import Popcount, popcount_latency
+
+__all__ = ["MVTU"]
+
+
+class MVTU(wiring.Component):
+    """One binary dense layer of ``MH`` neurons over ``MW`` input bits, folded by PE and SIMD.
+
+    Maths (as :mod:`bnnhw.reference`): for input bits ``x`` and weight row ``w_r``,
+    ``P_r = sum_k XNOR(x_k, w_rk)``. A thresholded layer emits bit ``P_r >= T_r``; the output
+    layer emits ``P_r`` itself as an unsigned score of ``MW.bit_length()`` bits.
+
+    Folding and memories (:mod:`bnnhw.packing`): ``NF = MH / PE``, ``SF = MW / SIMD``. PE
+    ``pe`` has its own weight ROM of ``NF * SF`` words of ``SIMD`` bits
+    (:func:`~bnnhw.packing.mvtu_weight_words`) and a threshold slot per neuron fold
+    (:func:`~bnnhw.packing.mvtu_thresholds`). Output word ``nf`` holds lane ``pe`` = neuron
+    ``nf * PE + pe`` (one bit, or one score of ``MW.bit_length()`` bits).
+
+    Structure:
+
+    * **Collector.** Input words of ``in_width = r * SIMD`` bits are written into a ping-pong
+      buffer of two banks of ``D = MW / in_width`` words. A full bank is handed to the
+      compute side; the collector fills the other bank meanwhile, so the next vector streams
+      in while the current one is computed. ``i_stream.ready`` is low only while both banks
+      are full.
+    * **Compute.** For ``nf`` in ``0..NF-1`` and ``sf`` in ``0..SF-1``, one cycle each, it reads
+      slice ``sf % r`` of buffer word ``sf // r`` and weight word ``nf * SF + sf`` of every PE
+      (synchronous reads), XNORs them, counts with a pipelined :class:`Popcount`, and
+      accumulates. After ``sf = SF - 1`` the result word is registered. Each input vector is
+      read once from the stream and reused from the buffer for all ``NF`` folds. The bank is
+      released right after its last read, so the next vector starts without a gap.
+    * **Back-pressure.** The pipeline stalls as a whole while the output word waits.
+
+    Timing
+    ------
+    latency : int
+        ``D + SF + popcount_latency(SIMD) + 1``: the vector is collected in ``D`` cycles,
+        issue starts the cycle after, the first fold takes ``SF`` issue cycles, one cycle of
+        memory read, the popcount pipeline, and the output register.
+    cycles_per_frame : int
+        ``NF * SF`` per input vector (the collector needs only ``D <= SF`` cycles).
+
+    Parameters
+    ----------
+    weights : ndarray (MH, MW) of 0/1
+    thresholds : ndarray (MH,) of int or None
+        ``None`` makes this the output layer (scores instead of bits).
+    pe, simd : int
+        Folding; ``PE | MH`` and ``SIMD | MW``.
+    in_width : int or None
+        Bits per input word, a multiple of ``SIMD`` dividing ``MW``; default ``SIMD``.
+    name : str
+        Layer name for error messages.
+    """
+
+    def __init__(self, weights, thresholds, pe, simd, in_width=None, name="?"):
+        weights = np.asarray(weights, dtype=np.uint8)
+        self.mh, self.mw = weights.shape
+        check_folding(self.mh, self.mw, pe, simd, name)
+        in_width = simd if in_width is None else in_width
+        if in_width % simd or self.mw % in_width:
+            raise ValueError(
+                f"layer {name}: input word width must be a multiple of SIMD dividing MW "
+                f"(in_width={in_width}, SIMD={simd}, MW={self.mw})")
+        self.weights = weights
+        self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.int64)
+        self.pe, self.simd, self.in_width = pe, simd, in_width
+        self.nf, self.sf = self.mh // pe, self.mw // simd
+        self.depth = self.mw // in_width
+        self.score_bits = self.mw.bit_length()
+        self.lane_bits = 1 if self.thresholds is not None else self.score_bits
+        self.out_width = pe * self.lane_bits
+        self.popcount_latency = popcount_latency(simd)
+        self.cycles_per_frame = self.nf * self.sf
+        self.latency = self.depth + self.sf + self.popcount_latency + 1
+        super().__init__({
+            "i_stream": In(stream.Signature(in_width)),
+            "o_stream": Out(stream.Signature(self.out_width)),
+        })
+
+    def frame_times(self, in_times):
+        """Output times of one vector offered at ``in_times`` to an idle unit, consumer ready.
+
+        Output word ``nf`` leaves at ``in_times[-1] + 1 + (nf + 1) * SF + popcount_latency + 1``.
+        """
+        start = list(in_times)[-1] + 1
+        return [start + (nf + 1) * self.sf + self.popcount_latency + 1 for nf in range(self.nf)]
+
+    def weight_memory(self, pe, init):
+        """Create PE ``pe``'s weight memory (``NF * SF`` words of ``SIMD`` bits, ``init``).
+
+        The one place weight storage is made; override it to use another kind of memory
+        (for example one written at run time). Only a synchronous read port is taken from it.
+        """
+        return memory.Memory(shape=unsigned(self.simd), depth=self.nf * self.sf, init=init)
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i_stream, self.o_stream
+        nf_n, sf_n, d, r = self.nf, self.sf, self.depth, self.in_width // self.simd
+
+        # Ping-pong input buffer.
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=unsigned(self.in_width), depth=2 * d, init=[])
+        write, read = buffer.write_port(), buffer.read_port()
+        full = Signal(2)
+        wbank, wptr = Signal(), Signal(range(d))
+        m.d.comb += [
+            i.ready.eq(~full.bit_select(wbank, 1)),
+            write.addr.eq(Mux(wbank, d, 0) + wptr),
+            write.data.eq(i.payload),
+            write.en.eq(i.valid & i.ready),
+        ]
+        with m.If(i.valid & i.ready):
+            with m.If(wptr == d - 1):
+                m.d.sync += [wptr.eq(0), full.bit_select(wbank, 1).eq(1), wbank.eq(~wbank)]
+            with m.Else():
+                m.d.sync += wptr.eq(wptr + 1)
+
+        # Memories.
+        words = mvtu_weight_words(self.weights, self.pe, self.simd)
+        weight_ports = []
+        for pe in range(self.pe):
+            mem = self.weight_memory(pe, words_to_ints(words[pe]))
+            m.submodules[f"weights{pe}"] = mem
+            weight_ports.append(mem.read_port())
+        if self.thresholds is not None:
+            tbits = (self.mw + 1).bit_length()
+            slots = mvtu_thresholds(self.thresholds, self.pe)
+            init = [sum(int(slots[pe, nf]) << (pe * tbits) for pe in range(self.pe))
+                    for nf in range(nf_n)]
+            m.submodules.thresholds = tmem = memory.Memory(
+                shape=unsigned(self.pe * tbits), depth=nf_n, init=init)
+            tread = tmem.read_port(domain="comb")
+
+        # Popcount pipeline; its input readiness stalls the issue and read stages.
+        nf_bits = (nf_n - 1).bit_length()
+        m.submodules.popcount = pc = Popcount(self.simd, self.pe, nf_bits + 2)
+        en = pc.i_stream.ready
+
+        # Issue stage.
+        rbank = Signal()
+        nf, sf, part, entry = (Signal(range(nf_n)), Signal(range(sf_n)), Signal(range(r)),
+                               Signal(range(d)))
+        waddr = Signal(range(nf_n * sf_n))
+        active = full.bit_select(rbank, 1)
+        m.d.comb += [read.en.eq(en), read.addr.eq(Mux(rbank, d, 0) + entry)]
+        for port in weight_ports:
+            m.d.comb += [port.en.eq(en), port.addr.eq(waddr)]
+        with m.If(active & en):
+            m.d.sync += waddr.eq(Mux(waddr == nf_n * sf_n - 1, 0, waddr + 1))
+            with m.If(part == r - 1):
+                m.d.sync += [part.eq(0), entry.eq(Mux(entry == d - 1, 0, entry + 1))]
+            with m.Else():
+                m.d.sync += part.eq(part + 1)
+            with m.If(sf == sf_n - 1):
+                m.d.sync += sf.eq(0)
+                with m.If(nf == nf_n - 1):
+                    m.d.sync += [nf.eq(0), full.bit_select(rbank, 1).eq(0), rbank.eq(~rbank)]
+                with m.Else():
+                    m.d.sync += nf.eq(nf + 1)
+            with m.Else():
+                m.d.sync += sf.eq(sf + 1)
+
+        # Read stage: XNOR of the buffered slice with each PE's weight word.
+        valid1, part1, tag1 = Signal(), Signal(range(r)), Signal(nf_bits + 2)
+        with m.If(en):
+            m.d.sync += [valid1.eq(active), part1.eq(part),
+                         tag1.eq(Cat(nf, sf == 0, sf == sf_n - 1))]
+        x = read.data.word_select(part1, self.simd)
+        m.d.comb += [
+            pc.i_stream.valid.eq(valid1),
+            pc.i_stream.payload.eq(Cat(*(~(x ^ port.data) for port in weight_ports), tag1)),
+        ]
+
+        # Accumulate and emit.
+        cw = pc.count_width
+        tag2 = pc.o_stream.payload[self.pe * cw:]
+        nf2, first2, last2 = tag2[:nf_bits], tag2[nf_bits], tag2[nf_bits + 1]
+        m.d.comb += pc.o_stream.ready.eq(~o.valid | o.ready)
+        lanes = []
+        for pe in range(self.pe):
+            acc = Signal(self.score_bits, name=f"acc{pe}")
+            total = Mux(first2, 0, acc) + pc.o_stream.payload[pe * cw:(pe + 1) * cw]
+            with m.If(pc.o_stream.valid & pc.o_stream.ready):
+                m.d.sync += acc.eq(total)
+            if self.thresholds is None:
+                lanes.append(total[:self.score_bits])
+            else:
+                lanes.append(total >= tread.data[pe * tbits:(pe + 1) * tbits])
+        if self.thresholds is not None:
+            m.d.comb += tread.addr.eq(nf2)
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(pc.o_stream.valid & pc.o_stream.ready & last2):
+            m.d.sync += [o.valid.eq(1), o.payload.eq(Cat(*lanes))]
+        return m

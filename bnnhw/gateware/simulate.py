@@ -1,0 +1,123 @@
+"""Drive a stream component in Amaranth's simulator: words in, words out, with timing.
+
+One testbench acts as producer and consumer at once. Every cycle it decides (from a seeded
+random generator) whether to offer the next input word and whether to accept an output word,
+then samples both handshakes at the clock edge. A word moves exactly on an edge where
+``valid & ready``. Cycle ``c`` is the ``c``-th edge after the testbench starts.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from amaranth.sim import Simulator
+
+__all__ = ["StreamRun", "run_stream", "steady_interval"]
+
+
+@dataclass
+class StreamRun:
+    """What one simulation observed.
+
+    Attributes
+    ----------
+    outputs : list of int
+        Output payloads in order.
+    in_times, out_times : list of int
+        Cycle of each input / output transfer.
+    first_valid : list of int
+        Cycle at which each output word was first offered (``valid`` high).
+    cycles : int
+        Cycles simulated.
+    """
+
+    outputs: list = field(default_factory=list)
+    in_times: list = field(default_factory=list)
+    out_times: list = field(default_factory=list)
+    first_valid: list = field(default_factory=list)
+    cycles: int = 0
+
+
+def run_stream(dut, words, n_out, *, in_stall=0.0, out_stall=0.0, seed=0, max_cycles=None,
+               vcd=None):
+    """Simulate ``dut`` (a component with ``i_stream`` / ``o_stream``) on ``words``.
+
+    Parameters
+    ----------
+    dut : amaranth.lib.wiring.Component
+    words : sequence of int
+        Input payloads, sent in order.
+    n_out : int
+        Output words to collect before stopping.
+    in_stall, out_stall : float
+        Probability that the producer withholds ``valid`` / the consumer withholds ``ready``
+        in a cycle (an offered word stays offered until taken, as the stream rules require).
+    seed : int
+        Seed of the stall pattern.
+    max_cycles : int or None
+        Give up (``RuntimeError``) after this many cycles; default ``1000 + 100 * (words +
+        n_out)`` scaled up by the stall probabilities.
+    vcd : str or None
+        Write a waveform to this path.
+
+    Returns
+    -------
+    StreamRun
+    """
+    words = [int(w) for w in words]
+    rng = np.random.default_rng(seed)
+    if max_cycles is None:
+        slack = 1.0 / max(0.05, (1 - in_stall) * (1 - out_stall))
+        max_cycles = int((1000 + 100 * (len(words) + n_out)) * slack)
+    run = StreamRun()
+    i, o = dut.i_stream, dut.o_stream
+
+    async def bench(ctx):
+        sent = 0
+        offering = False
+        cycle = 0
+        while len(run.outputs) < n_out:
+            if cycle >= max_cycles:
+                raise RuntimeError(
+                    f"stream simulation stalled: {sent}/{len(words)} words in, "
+                    f"{len(run.outputs)}/{n_out} out after {cycle} cycles")
+            if not offering and sent < len(words) and rng.random() >= in_stall:
+                offering = True
+                ctx.set(i.payload, words[sent])
+            ctx.set(i.valid, offering)
+            ctx.set(o.ready, rng.random() >= out_stall)
+            _, _, i_ready, o_valid, o_ready, payload = await ctx.tick().sample(
+                i.ready, o.valid, o.ready, o.payload)
+            if o_valid and len(run.first_valid) == len(run.outputs):
+                run.first_valid.append(cycle)
+            if offering and i_ready:
+                run.in_times.append(cycle)
+                sent += 1
+                offering = False
+            if o_valid and o_ready:
+                run.outputs.append(int(payload))
+                run.out_times.append(cycle)
+            cycle += 1
+        run.cycles = cycle
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    if vcd is None:
+        sim.run()
+    else:
+        with sim.write_vcd(vcd):
+            sim.run()
+    return run
+
+
+def steady_interval(times, per_frame, skip=1):
+    """Mean cycles between frames from transfer ``times`` of ``per_frame`` words each.
+
+    Frame ``f`` is marked by its first word; the first ``skip`` frames (the pipeline filling)
+    are left out. Needs at least ``skip + 2`` frames.
+    """
+    marks = times[::per_frame]
+    if len(marks) < skip + 2:
+        raise ValueError(f"need at least {skip + 2} frames, got {len(marks)}")
+    marks = marks[skip:]
+    return (marks[-1] - marks[0]) / (len(marks) - 1)
