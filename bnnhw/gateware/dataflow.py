@@ -1,0 +1,127 @@
+"""The whole accelerator: quantizer, one MVTU per layer, width converters, label select."""
+
+from dataclasses import dataclass
+from math import lcm
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .labelselect import LabelSelect
+from .mvtu import MVTU
+from .quantizer import InputQuantizer
+from .widthconv import WidthConverter
+
+__all__ = ["Accelerator", "Stage"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the dataflow, with the timing its component declares.
+
+    Attributes
+    ----------
+    name : str
+        ``"quantizer"``, ``"conv0"`` (width converter in front of layer 0), ``"layer0"``, ...,
+        ``"labelselect"``.
+    component : amaranth.lib.wiring.Component
+    latency, cycles_per_frame : int
+        Copied from the component.
+    """
+
+    name: str
+    component: object
+    latency: int
+    cycles_per_frame: int
+
+
+class Accelerator(wiring.Component):
+    """A streaming accelerator for ``model`` folded as ``folding``.
+
+    Dataflow (all links are :mod:`amaranth.lib.stream` with back-pressure, joined with
+    :func:`amaranth.lib.wiring.connect`)::
+
+        i_stream -> InputQuantizer -> [WidthConverter] -> MVTU 0 -> [WidthConverter] -> MVTU 1
+                 -> ... -> output MVTU -> LabelSelect -> o_stream
+
+    A width converter stands in front of layer ``i`` when the producer's word width ``A``
+    (``P * L`` after the quantizer, ``PE_{i-1}`` after a hidden layer) is not a multiple of
+    ``SIMD_i``; it gathers words up to ``lcm(A, SIMD_i)`` bits, which the MVTU buffers as whole
+    words and reads ``SIMD_i`` bits at a time.
+
+    Ports: ``i_stream`` carries ``P`` pixels per word, pixel ``w*P + j`` of a frame in bits
+    ``[8j, 8j+8)`` of word ``w`` (:func:`bnnhw.packing.pixel_words`); ``o_stream`` carries one
+    word per frame: the class in bits ``[0, class_bits)``, then score ``c`` in bits
+    ``[class_bits + c*score_bits, class_bits + (c+1)*score_bits)`` (see :class:`LabelSelect`).
+
+    Timing
+    ------
+    latency : int
+        Cycles from accepting the first input word of a frame to the output word, with the
+        pipeline idle and no stalls. Computed exactly by passing the input word times
+        ``0, 1, ..., pixels/P - 1`` through every stage's ``frame_times`` (each stage's own
+        schedule for one frame on an idle unit), so it follows the stages' own formulas.
+    cycles_per_frame : int
+        ``max`` over stages of their ``cycles_per_frame`` (the ping-pong buffers let every
+        stage work on one frame while it receives the next).
+
+    Parameters
+    ----------
+    model : bnnhw.model.Model
+    folding : bnnhw.folding.Folding
+        Checked against the model (raises :class:`bnnhw.folding.FoldingError`).
+    """
+
+    def __init__(self, model, folding):
+        folding.check(model)
+        self.model = model
+        self.folding = folding
+        q = model.quantizer
+        self.pixels_per_word = folding.pixels_per_word
+        self.words_per_frame = q.pixels // folding.pixels_per_word
+        self.classes = model.classes
+        stages = [("quantizer", InputQuantizer(q.thresholds, q.pixels, folding.pixels_per_word))]
+        width = folding.pixels_per_word * q.levels
+        for index, (layer, (pe, simd)) in enumerate(zip(model.layers, folding.layers,
+                                                        strict=True)):
+            in_width = lcm(width, simd)
+            if in_width != width:
+                stages.append((f"conv{index}",
+                               WidthConverter(width, in_width, layer.in_features)))
+            mvtu = self.make_mvtu(index, layer, pe, simd, in_width)
+            stages.append((f"layer{index}", mvtu))
+            width = mvtu.out_width
+        self.score_bits = mvtu.score_bits
+        select = LabelSelect(model.classes, folding.layers[-1][0], self.score_bits)
+        stages.append(("labelselect", select))
+        self.class_bits = select.class_bits
+        self.out_width = select.out_width
+        self.stages = [Stage(name, c, c.latency, c.cycles_per_frame) for name, c in stages]
+        self.cycles_per_frame = max(s.cycles_per_frame for s in self.stages)
+        self.latency = self.frame_times(range(self.words_per_frame))[0]
+        super().__init__({
+            "i_stream": In(stream.Signature(8 * folding.pixels_per_word)),
+            "o_stream": Out(stream.Signature(self.out_width)),
+        })
+
+    def make_mvtu(self, index, layer, pe, simd, in_width):
+        """Create the MVTU of layer ``index``; override to change how layers are built."""
+        return MVTU(layer.weights, layer.thresholds, pe, simd, in_width, name=str(index))
+
+    def frame_times(self, in_times):
+        """Output time of one frame offered at ``in_times`` to the idle accelerator."""
+        times = list(in_times)
+        for stage in self.stages:
+            times = stage.component.frame_times(times)
+        return times
+
+    def elaborate(self, platform):
+        m = Module()
+        components = [stage.component for stage in self.stages]
+        for stage in self.stages:
+            m.submodules[stage.name] = stage.component
+        wiring.connect(m, wiring.flipped(self.i_stream), components[0].i_stream)
+        for producer, consumer in zip(components, components[1:], strict=False):
+            wiring.connect(m, producer.o_stream, consumer.i_stream)
+        wiring.connect(m, components[-1].o_stream, wiring.flipped(self.o_stream))
+        return m
