@@ -15,8 +15,6 @@ Timing contract (measured by ``tests/test_boards_uart.py``):
   ``cycles_per_byte = 10 * divisor`` cycles, so back-to-back bytes leave without gaps.
 """
 
-from __future__ import annotations
-
 from amaranth.hdl import Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
