@@ -107,7 +107,7 @@ def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
     ``PE | MH``, ``SIMD | MW`` and ``NF * SF <= T`` that uses the fewest lanes ``PE * SIMD``
     (ties: the larger SIMD, which needs fewer accumulators and comparators). Pixels per word:
     the smallest ``P`` with ``pixels / P <= max NF*SF``. For SFC (784-256-256-256-10, one
-    level) and 256 lanes: ``T = 784``; layers get 16x16 (784 cycles), 4x32 (512), 4x32 (512)
+    level) and 256 lanes: ``T = 784``; layers get 16x16 (784 cycles), 1x128 (512), 1x128 (512)
     and 1x4 (640), and ``P = 1``.
 
     Parameters
