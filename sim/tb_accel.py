@@ -62,47 +62,10 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from bnnhw.packing import pixel_words
 
+from .check import compare
+
 JOB_ENV = "BNNHW_SIM_JOB"
-DETAILS = 5
 RESET_CYCLES = 4
-
-
-def decode(word: int, class_bits: int, score_bits: int, classes: int) -> list[int]:
-    """Split an output word into ``[class, score_0, ..., score_{C-1}]``.
-
-    The class sits in bits ``[0, class_bits)``; score ``c`` in
-    ``[class_bits + c * score_bits, class_bits + (c + 1) * score_bits)``.
-    """
-    fields = [word & ((1 << class_bits) - 1)]
-    mask = (1 << score_bits) - 1
-    for c in range(classes):
-        fields.append((word >> (class_bits + c * score_bits)) & mask)
-    return fields
-
-
-def compare(words: list[int | None], expected: np.ndarray, sidecar: dict[str, Any]
-            ) -> tuple[int, list[dict[str, Any]]]:
-    """Count images whose output word differs from the expected class and scores.
-
-    ``None`` stands for a word holding X or Z bits. Returns the count and the first
-    :data:`DETAILS` differences.
-    """
-    class_bits, score_bits = int(sidecar["class_bits"]), int(sidecar["score_bits"])
-    classes = int(sidecar["classes"])
-    rows = expected.tolist()
-    mismatches, details = 0, []
-    for k, word in enumerate(words[:len(rows)]):
-        got = None if word is None else decode(word, class_bits, score_bits, classes)
-        if got == rows[k]:
-            continue
-        mismatches += 1
-        if len(details) < DETAILS:
-            neighbour = [j for j in (k - 1, k + 1) if 0 <= j < len(rows) and got == rows[j]]
-            details.append({"image": k, "expected_class": rows[k][0], "got_class":
-                            None if got is None else got[0], "expected_scores": rows[k][1:],
-                            "got_scores": None if got is None else got[1:],
-                            "neighbour": neighbour[0] if neighbour else None})
-    return mismatches, details
 
 
 class Bench:
