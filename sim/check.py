@@ -31,7 +31,7 @@ def encode(row: list[int], class_bits: int, score_bits: int) -> int:
     return word
 
 
-def compare(words: list[int | None], expected: np.ndarray, sidecar: dict[str, Any]
+def compare(words: list[int | None], expected: np.ndarray, layout: dict[str, int]
             ) -> tuple[int, list[dict[str, Any]]]:
     """Count images whose output word differs from the expected class and scores.
 
@@ -42,8 +42,8 @@ def compare(words: list[int | None], expected: np.ndarray, sidecar: dict[str, An
         expected count are not compared (they are duplicates, counted elsewhere).
     expected : ndarray of int, shape (N, 1 + C)
         Class then scores per image.
-    sidecar : dict
-        ``class_bits``, ``score_bits`` and ``classes`` of the design.
+    layout : dict
+        ``class_bits``, ``score_bits`` and ``classes`` of the design (see :func:`layout`).
 
     Returns
     -------
@@ -53,8 +53,8 @@ def compare(words: list[int | None], expected: np.ndarray, sidecar: dict[str, An
         ``k - 1`` or ``k + 1`` whose expectation the word matches instead (an order fault),
         else None.
     """
-    class_bits, score_bits = int(sidecar["class_bits"]), int(sidecar["score_bits"])
-    classes = int(sidecar["classes"])
+    class_bits, score_bits = layout["class_bits"], layout["score_bits"]
+    classes = layout["classes"]
     rows = np.asarray(expected).tolist()
     mismatches, details = 0, []
     for k, word in enumerate(words[:len(rows)]):
@@ -71,3 +71,19 @@ def compare(words: list[int | None], expected: np.ndarray, sidecar: dict[str, An
                 "neighbour": neighbour[0] if neighbour else None,
             })
     return mismatches, details
+
+
+def layout(sidecar: dict[str, Any]) -> dict[str, int]:
+    """The stream layout and timing the bench needs, from a ``bnnhw_top.json`` sidecar.
+
+    Returns ``pixels_per_word``, ``class_bits``, ``score_bits``, ``classes``, ``latency``
+    and ``cycles_per_frame`` (see :func:`bnnhw.export.sidecar`).
+    """
+    try:
+        output = sidecar["output"]
+        return {"pixels_per_word": int(sidecar["pixels_per_word"]),
+                "class_bits": int(output["class_bits"]), "score_bits": int(output["score_bits"]),
+                "classes": int(output["classes"]), "latency": int(sidecar["latency"]),
+                "cycles_per_frame": int(sidecar["cycles_per_frame"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"sidecar lacks the stream layout or timing ({exc!r})") from None

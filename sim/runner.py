@@ -33,6 +33,8 @@ import numpy as np
 
 from bnnhw.model import Model, load_model
 
+from .check import layout
+
 SIMULATORS = ("icarus", "verilator")
 TOPLEVEL = "bnnhw_top"
 TEST_MODULE = "bnnhw.sim.tb_accel"
@@ -155,8 +157,8 @@ def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.nda
     verilog : path
         The design (module ``bnnhw_top``).
     sidecar : dict
-        Its sidecar (``pixels_per_word``, ``class_bits``, ``score_bits``, ``classes``,
-        ``latency``, ``cycles_per_frame``).
+        Its ``bnnhw_top.json`` sidecar (:func:`bnnhw.export.sidecar`); the stream layout and
+        the declared timing are read from it (:func:`bnnhw.sim.check.layout`).
     images : ndarray of uint8, shape (N, pixels)
     expected : ndarray of int, shape (N, 1 + C)
         Expected class then scores of each image.
@@ -184,8 +186,8 @@ def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.nda
     Raises
     ------
     ValueError
-        Unknown simulator, a stall probability outside ``[0, 1)``, or images and expected rows
-        of different counts.
+        Unknown simulator, a stall probability outside ``[0, 1)``, images and expected rows
+        of different counts, or a sidecar without the layout.
     RuntimeError
         The build or the simulation failed (the message holds the log's tail).
     """
@@ -197,18 +199,18 @@ def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.nda
     if images.ndim != 2 or expected.shape[0] != images.shape[0] or images.shape[0] < 1:
         raise ValueError(f"need N >= 1 images (N, pixels) and N expected rows, got images "
                          f"{images.shape} and expected {expected.shape}")
+    flat = layout(sidecar)
     verilog = Path(verilog).resolve()
     temporary = build_dir is None
     root = Path(tempfile.mkdtemp(prefix="bnnhw-sim-") if temporary else build_dir).resolve()
     try:
-        return _simulate(verilog, sidecar, images, expected, simulator, root, seed, stall,
-                         waves)
+        return _simulate(verilog, flat, images, expected, simulator, root, seed, stall, waves)
     finally:
         if temporary and not waves:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _simulate(verilog: Path, sidecar: dict[str, Any], images: np.ndarray,
+def _simulate(verilog: Path, flat: dict[str, int], images: np.ndarray,
               expected: np.ndarray, simulator: str, root: Path, seed: int, stall: float,
               waves: bool) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
@@ -216,12 +218,12 @@ def _simulate(verilog: Path, sidecar: dict[str, Any], images: np.ndarray,
     data.mkdir(exist_ok=True)
     np.save(data / "images.npy", images, allow_pickle=False)
     np.save(data / "expected.npy", expected, allow_pickle=False)
-    sidecar_path = data / "sidecar.json"
-    sidecar_path.write_text(json.dumps(sidecar))
-    latency, cpf = int(sidecar["latency"]), int(sidecar["cycles_per_frame"])
+    layout_path = data / "layout.json"
+    layout_path.write_text(json.dumps(flat))
+    latency, cpf = flat["latency"], flat["cycles_per_frame"]
     n = images.shape[0]
     job = {"images": str(data / "images.npy"), "expected": str(data / "expected.npy"),
-           "sidecar": str(sidecar_path), "result": str(root / "run" / "result.json"),
+           "layout": str(layout_path), "result": str(root / "run" / "result.json"),
            "seed": seed, "stall_in": stall, "stall_out": stall,
            "clean_images": clean_phase(n, stall),
            "idle_limit": 10 * (latency + cpf) + 1000, "drain_cycles": latency + 2 * cpf + 16}
@@ -318,9 +320,11 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
     temporary = build_dir is None
     root = Path(tempfile.mkdtemp(prefix="bnnhw-sim-") if temporary else build_dir).resolve()
     try:
+        root.mkdir(parents=True, exist_ok=True)
         rtl = root / "rtl"
         staging = Path(tempfile.mkdtemp(prefix="rtl-", dir=root))
-        sidecar = export.generate(model, staging, folding.parse_fold(fold, model))
+        folded = folding.parse_fold(fold, model)
+        sidecar = export.generate(model, staging, folded)
         _keep_unchanged(staging, rtl)
         result = simulate(rtl / f"{TOPLEVEL}.v", sidecar, images, expected, simulator, root,
                           seed, stall, waves)
@@ -333,7 +337,7 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
     seconds = time.perf_counter() - start
     result.update({
         "model_sha256": model.sha256(), "topology": model.topology, "dataset": dataset,
-        "fold": sidecar.get("folding", fold), "accuracy": float((hw == labels).mean()),
+        "fold": folded.spec, "accuracy": float((hw == labels).mean()),
         "reference_accuracy": float((classes == labels).mean()), "seconds": seconds,
         "images_per_minute": 60 * len(labels) / result["sim_seconds"],
     })

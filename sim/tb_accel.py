@@ -9,8 +9,10 @@ with ``tb_`` so pytest never imports it). It reads its job from the JSON file na
 ``expected``
     ``.npy`` file, int64 ``(N, 1 + C)``: the reference class, then the ``C`` scores
     (:func:`bnnhw.reference.infer`).
-``sidecar``
-    ``bnnhw_top.json`` written by :func:`bnnhw.export.generate`.
+``layout``
+    JSON file with the design's stream layout and declared timing (``pixels_per_word``,
+    ``class_bits``, ``score_bits``, ``classes``, ``latency``, ``cycles_per_frame``), as
+    :func:`bnnhw.sim.check.layout` reads them from the ``bnnhw_top.json`` layout.
 ``result``
     where to write the result JSON.
 ``seed``, ``stall_in``, ``stall_out``
@@ -71,11 +73,11 @@ RESET_CYCLES = 4
 class Bench:
     """Cycle loop driving ``i_stream`` and consuming ``o_stream`` of one design."""
 
-    def __init__(self, dut: Any, job: dict[str, Any], sidecar: dict[str, Any]) -> None:
+    def __init__(self, dut: Any, job: dict[str, Any], layout: dict[str, Any]) -> None:
         self.dut = dut
         self.job = job
         images = np.load(job["images"], allow_pickle=False)
-        ppw = int(sidecar["pixels_per_word"])
+        ppw = int(layout["pixels_per_word"])
         self.words = [w for image in images for w in pixel_words(image, ppw)]
         self.n_images = int(images.shape[0])
         self.words_per_image = images.shape[1] // ppw
@@ -160,11 +162,11 @@ class Bench:
         value = signal.value
         return value.to_unsigned() if value.is_resolvable else None
 
-    def result(self, expected: np.ndarray, sidecar: dict[str, Any]) -> dict[str, Any]:
+    def result(self, expected: np.ndarray, layout: dict[str, Any]) -> dict[str, Any]:
         """The figures described in the module docstring."""
         n, received = self.n_images, len(self.outputs)
-        mismatches, details = compare(self.outputs, expected, sidecar)
-        class_mask = (1 << int(sidecar["class_bits"])) - 1
+        mismatches, details = compare(self.outputs, expected, layout)
+        class_mask = (1 << int(layout["class_bits"])) - 1
         out = self.out_cycles
         clean_out = min(self.clean, received)
         start = max(1, clean_out // 2)
@@ -191,12 +193,12 @@ class Bench:
 async def accelerator_matches_reference(dut: Any) -> None:
     """Stream the job's images through ``bnnhw_top`` and write the result JSON."""
     job = json.loads(Path(os.environ[JOB_ENV]).read_text())
-    sidecar = json.loads(Path(job["sidecar"]).read_text())
+    layout = json.loads(Path(job["layout"]).read_text())
     expected = np.load(job["expected"], allow_pickle=False)
-    bench = Bench(dut, job, sidecar)
+    bench = Bench(dut, job, layout)
     Clock(dut.clk, 10, unit="ns").start()
     await bench.run()
-    result = bench.result(expected, sidecar)
+    result = bench.result(expected, layout)
     tmp = Path(job["result"]).with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     tmp.replace(job["result"])
