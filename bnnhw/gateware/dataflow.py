@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The whole accelerator: quantizer, one MVTU per layer, width converters, label select."""
 
 from dataclasses import dataclass
@@ -103,6 +104,12 @@ class Accelerator(wiring.Component):
             "i_stream": In(stream.Signature(8 * folding.pixels_per_word)),
             "o_stream": Out(stream.Signature(self.out_width)),
         })
+
+    def decode(self, word):
+        """Split an output word into ``(class, [score_0, ..., score_{C-1}])``."""
+        cb, sb = self.class_bits, self.score_bits
+        scores = [(word >> (cb + c * sb)) & ((1 << sb) - 1) for c in range(self.classes)]
+        return word & ((1 << cb) - 1), scores
 
     def make_mvtu(self, index, layer, pe, simd, in_width):
         """Create the MVTU of layer ``index``; override to change how layers are built."""

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Stream width conversion that keeps element order (element 0 first, low bits first)."""
 
 from math import gcd

@@ -1,0 +1,101 @@
+# amaranth: UnusedElaboratable=no
+"""The whole accelerator against the reference: random networks, foldings and stalls."""
+
+import numpy as np
+import pytest
+from gateware_helpers import random_folding, random_images, random_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bnnhw import reference
+from bnnhw.folding import Folding, balanced_folding, parse_fold
+from bnnhw.gateware.dataflow import Accelerator
+from bnnhw.gateware.simulate import run_stream, steady_interval
+from bnnhw.packing import pixel_words
+
+
+def frame_words(model, folding, images):
+    return [w for image in images for w in pixel_words(image, folding.pixels_per_word)]
+
+
+def check_against_reference(model, folding, images, seed, in_stall, out_stall):
+    accel = Accelerator(model, folding)
+    classes, scores = reference.infer(model, images)
+    words = frame_words(model, folding, images)
+    run = run_stream(accel, words, len(images), in_stall=in_stall, out_stall=out_stall,
+                     seed=seed)
+    got = [accel.decode(word) for word in run.outputs]
+    assert got == [(int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
+    return accel, words
+
+
+def measure(accel, words, frames):
+    """Latency and steady-state interval with no stalls (first frame, then frames 2..)."""
+    run = run_stream(accel, words, frames)
+    return run.out_times[0] - run.in_times[0], steady_interval(run.out_times, 1, skip=1)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), depth=st.integers(1, 3), levels=st.integers(1, 3),
+       pixels=st.integers(1, 12), stall=st.sampled_from([0.0, 0.2, 0.5]))
+def test_accelerator_equals_reference(seed, depth, levels, pixels, stall):
+    rng = np.random.default_rng(seed)
+    sizes = [int(v) for v in rng.integers(1, 13, depth - 1)] + [int(rng.integers(2, 7))]
+    model = random_model(rng, pixels, levels, sizes)
+    folding = random_folding(rng, model)
+    images = random_images(rng, model, 3)
+    accel, words = check_against_reference(model, folding, images, seed, stall,
+                                           float(rng.choice([0.0, 0.3, 0.6])))
+    latency, interval = measure(accel, words, len(images))
+    assert latency == accel.latency
+    assert interval == accel.cycles_per_frame
+
+
+def test_pinned_edge_cases():
+    """Constant neurons (T = 0 and T = MW + 1), quantizer thresholds 0 and 256, score ties."""
+    rng = np.random.default_rng(7)
+    model = random_model(rng, 4, 2, [6, 4])
+    quantizer = type(model.quantizer)((0, 256), 4)
+    hidden = type(model.layers[0])(model.layers[0].weights, np.array([0, 9, 9, 0, 9, 0]))
+    # Output rows 0 and 2 equal, rows 1 and 3 equal: every frame has a tie.
+    out = model.layers[1].weights.copy()
+    out[2], out[3] = out[0], out[1]
+    model = type(model)(quantizer, (hidden, type(model.layers[1])(out)))
+    images = rng.integers(0, 256, (4, 4)).astype(np.uint8)
+    check_against_reference(model, parse_fold("3x4,2x3@2", model), images, 0, 0.3, 0.3)
+
+
+def test_balanced_folding_runs_at_declared_rate():
+    """A multi-layer net, balanced folding: the measured interval is the declared one, and
+    that is within 5 % of the slowest layer's NF * SF (efficiency >= 0.95)."""
+    rng = np.random.default_rng(3)
+    model = random_model(rng, 64, 1, [32, 32, 10])
+    folding = balanced_folding(model, lanes=16)
+    accel = Accelerator(model, folding)
+    images = random_images(rng, model, 5)
+    check_against_reference(model, folding, images, 1, 0.0, 0.0)
+    latency, interval = measure(accel, frame_words(model, folding, images), len(images))
+    ideal = max(folding.layer_cycles(model))
+    assert interval == accel.cycles_per_frame
+    assert ideal / interval >= 0.95
+    assert latency == accel.latency
+
+
+def test_stage_list_and_widths():
+    rng = np.random.default_rng(5)
+    model = random_model(rng, 6, 2, [4, 3])
+    accel = Accelerator(model, parse_fold("2x3,3x2@3", model))
+    names = [s.name for s in accel.stages]
+    # P*L = 6 is a multiple of SIMD 3: no converter; PE 2 and SIMD 2: none either.
+    assert names == ["quantizer", "layer0", "layer1", "labelselect"]
+    assert accel.cycles_per_frame == max(s.cycles_per_frame for s in accel.stages)
+    assert accel.class_bits == 2 and accel.score_bits == 3
+    assert accel.out_width == 2 + 3 * 3
+    assert accel.i_stream.payload.shape().width == 24
+
+
+def test_rejects_bad_folding():
+    rng = np.random.default_rng(5)
+    model = random_model(rng, 6, 1, [4, 3])
+    with pytest.raises(ValueError, match=r"layer 0: PE must divide MH \(MH=4, PE=3\)"):
+        Accelerator(model, Folding(((3, 1), (1, 1)), 1))
