@@ -29,7 +29,8 @@ class WidthConverter(wiring.Component):
         Up: ``r`` (``r - 1`` more input words, then the register). Down: 1. General: ``1 +
         B / g``.
     cycles_per_frame : int
-        ``V / min(A, B)``: one narrow word per cycle.
+        ``V / gcd(A, B)``: one word of the narrowest width in the path per cycle (``V /
+        min(A, B)`` for up and down).
 
     Parameters
     ----------
@@ -47,8 +48,8 @@ class WidthConverter(wiring.Component):
         self.in_width = in_width
         self.out_width = out_width
         self.length = length
-        self.cycles_per_frame = length // min(in_width, out_width)
         narrow = gcd(in_width, out_width)
+        self.cycles_per_frame = length // narrow
         if narrow not in (in_width, out_width):
             self._parts = (WidthConverter(in_width, narrow, length),
                            WidthConverter(narrow, out_width, length))

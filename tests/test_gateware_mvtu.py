@@ -1,0 +1,66 @@
+# amaranth: UnusedElaboratable=no
+"""MVTU alone against reference.popcounts: bits, scores, foldings, input widths, timing."""
+
+import numpy as np
+import pytest
+from gateware_helpers import divisors, random_thresholds
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bnnhw.gateware.mvtu import MVTU
+from bnnhw.gateware.simulate import run_stream
+from bnnhw.packing import pack_bits, vector_to_words, words_to_ints
+from bnnhw.reference import popcounts
+
+
+def expected_words(weights, thresholds, pe, vectors, lane_bits):
+    p = popcounts(pack_bits(vectors), pack_bits(weights), weights.shape[1])
+    lanes = p if thresholds is None else (p >= thresholds).astype(np.int64)
+    return [sum(int(v) << (k * lane_bits) for k, v in enumerate(row))
+            for row in lanes.reshape(-1, pe)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(mh=st.integers(1, 12), mw=st.integers(1, 24), output=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+def test_mvtu_matches_reference(mh, mw, output, seed):
+    rng = np.random.default_rng(seed)
+    pe = int(rng.choice(divisors(mh)))
+    simd = int(rng.choice(divisors(mw)))
+    in_width = simd * int(rng.choice(divisors(mw // simd)))
+    weights = rng.integers(0, 2, (mh, mw)).astype(np.uint8)
+    thresholds = None if output else random_thresholds(rng, mw, mh)
+    vectors = rng.integers(0, 2, (4, mw)).astype(np.uint8)
+    vectors[0] = weights[0]  # a full match: P = MW
+    words = [w for v in vectors for w in words_to_ints(vector_to_words(v, in_width))]
+    dut = MVTU(weights, thresholds, pe, simd, in_width)
+    expected = expected_words(weights, thresholds, pe, vectors, dut.lane_bits)
+    run = run_stream(dut, words, len(expected), in_stall=0.3, out_stall=0.4, seed=seed)
+    assert run.outputs == expected
+    run = run_stream(MVTU(weights, thresholds, pe, simd, in_width), words, len(expected))
+    assert run.out_times[0] - run.in_times[0] == dut.latency
+    assert run.out_times[:dut.nf] == dut.frame_times(run.in_times[:mw // in_width])
+    nf = dut.nf
+    assert run.out_times[2 * nf] - run.out_times[nf] == dut.cycles_per_frame == nf * (mw // simd)
+
+
+def test_mvtu_weight_memory_is_overridable():
+    built = []
+
+    class Recording(MVTU):
+        def weight_memory(self, pe, init):
+            built.append((pe, list(init)))
+            return super().weight_memory(pe, init)
+
+    weights = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], dtype=np.uint8)
+    dut = Recording(weights, None, 2, 2)
+    run = run_stream(dut, [0b01, 0b11], 1)
+    assert run.outputs == expected_words(weights, None, 2, np.array([[1, 0, 1, 1]]), 3)
+    assert built == [(0, [0b01, 0b11]), (1, [0b00, 0b01])]
+
+
+def test_mvtu_rejects_bad_folding():
+    with pytest.raises(ValueError, match=r"layer 2: SIMD must divide MW \(MW=6, SIMD=4\)"):
+        MVTU(np.zeros((4, 6)), None, 2, 4, name="2")
+    with pytest.raises(ValueError, match=r"in_width=4, SIMD=2, MW=6"):
+        MVTU(np.zeros((4, 6)), None, 2, 2, in_width=4)
