@@ -102,6 +102,7 @@ def generate(model: Model, out_dir: str | os.PathLike, folding: Folding) -> dict
     bnnhw.folding.FoldingError
         If the folding does not fit the model (nothing is written).
     """
+    folding.check(model)
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     from amaranth.back import verilog
 

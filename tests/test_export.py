@@ -1,0 +1,57 @@
+# amaranth: UnusedElaboratable=no
+"""Verilog export: files written, sidecar consistent with the accelerator, no partial output."""
+
+import json
+
+import numpy as np
+import pytest
+from gateware_helpers import random_model
+
+from bnnhw.export import generate
+from bnnhw.folding import Folding, FoldingError, parse_fold
+from bnnhw.gateware.dataflow import Accelerator
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(np.random.default_rng(1), 8, 2, [8, 4])
+
+
+def test_generate_writes_verilog_and_sidecar(model, tmp_path):
+    folding = parse_fold("4x4,2x4@2", model)
+    result = generate(model, tmp_path / "out", folding)
+    verilog = (tmp_path / "out" / "bnnhw_top.v").read_text()
+    info = json.loads((tmp_path / "out" / "bnnhw_top.json").read_text())
+    assert result["verilog_path"].endswith("bnnhw_top.v")
+    assert {k: v for k, v in result.items() if not k.endswith("_path")} == info
+    assert "module bnnhw_top" in verilog
+    accel = Accelerator(model, folding)
+    widths = {"clk": 1, "rst": 1, "i_stream__payload": 16, "i_stream__valid": 1,
+              "i_stream__ready": 1, "o_stream__payload": accel.out_width,
+              "o_stream__valid": 1, "o_stream__ready": 1}
+    assert {p["name"]: p["width"] for p in info["ports"]} == widths
+    for port in info["ports"]:
+        decl = f"{port['direction']} [{port['width'] - 1}:0] {port['name']};"
+        assert (decl if port["width"] > 1 else f"{port['direction']} {port['name']};") in verilog
+    assert info["top"] == "bnnhw_top"
+    assert info["model_sha256"] == model.sha256()
+    assert info["topology"] == "16-8-4"
+    assert info["latency"] == accel.latency
+    assert info["cycles_per_frame"] == accel.cycles_per_frame
+    assert info["pixels_per_word"] == info["input"]["pixels_per_word"] == 2
+    assert info["input"]["width"] == 16 and info["input"]["words_per_frame"] == 4
+    assert info["output"] == {**info["output"], "width": accel.out_width, "class_bits": 2,
+                              "score_bits": 4, "classes": 4}
+    assert [(f["pe"], f["simd"], f["nf"], f["sf"], f["kind"]) for f in info["folding"]] == [
+        (4, 4, 2, 4, "dense"), (2, 4, 2, 2, "output")]
+    stages = {s.name: s for s in accel.stages}
+    for f in info["folding"]:
+        stage = stages[f"layer{f['layer']}"]
+        assert (f["latency"], f["cycles_per_frame"]) == (stage.latency, stage.cycles_per_frame)
+        assert f["cycles_per_frame"] == f["nf"] * f["sf"]
+
+
+def test_failing_export_leaves_no_files(model, tmp_path):
+    with pytest.raises(FoldingError, match=r"layer 0: PE must divide MH \(MH=8, PE=3\)"):
+        generate(model, tmp_path / "out", Folding(((3, 4), (2, 4)), 2))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
