@@ -196,7 +196,7 @@ async def accelerator_matches_reference(dut: Any) -> None:
     layout = json.loads(Path(job["layout"]).read_text())
     expected = np.load(job["expected"], allow_pickle=False)
     bench = Bench(dut, job, layout)
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, 10, unit="ns", impl="gpi").start()
     await bench.run()
     result = bench.result(expected, layout)
     tmp = Path(job["result"]).with_suffix(".tmp")
