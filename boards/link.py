@@ -1,0 +1,367 @@
+"""Gateware end of the host link: request frames in, accelerator in the middle, replies out.
+
+The frame format is :mod:`bnnhw.boards.protocol` (and ``docs/host-link.md``). The link is
+board-agnostic; a board top puts a UART on ``i_bytes`` / ``o_bytes`` and the accelerator on
+``acc_in`` / ``acc_out``.
+
+Request parser (one byte per cycle at most)::
+
+    HUNT -SYNC0-> SYNC1 -SYNC1-> CMD -> LEN_LO -> LEN_HI -+-> PAYLOAD_RAW  -+-> CHECK -> HUNT
+                                                          +-> PAYLOAD_BITS -+
+                                                          +-> CHECK (IDENTIFY)
+
+* A header whose ``(CMD, LEN)`` is not one of IDENTIFY/0, CLASSIFY_RAW/``pixels`` or
+  CLASSIFY_BITS/``pixels * L / 8`` sends the parser back to HUNT without a reply; so does a
+  bad CRC on IDENTIFY. Garbage therefore produces no replies. (Unlike the host decoder, the
+  gateware cannot rescan consumed bytes: it resumes hunting at the next byte.)
+* Pixels stream into the accelerator as they arrive, packed ``P`` per word (pixel
+  ``w * P + j`` in bits ``[8j, 8j + 8)``), so the CRC is known only after the last pixel. A
+  classify frame with a bad CRC still yields one accelerator result, which is replied with
+  status BAD_CRC (the host discards it).
+* If no byte arrives for ``timeout_cycles`` inside a frame, a header is dropped; a classify
+  payload is completed with zero pixels and answered with status TIMEOUT, so the accelerator
+  never holds a partial frame.
+* CLASSIFY_BITS: each byte holds ``8 / L`` pixels of ``L`` thermometer bits. Pixel ``j``
+  with ``c`` ones is rebuilt as ``thresholds[c - 1]`` (0 when ``c = 0``), which the
+  accelerator's quantizer maps back to exactly ``c`` ones.
+
+Replies leave in request order: the parser queues a token (command, status) per reply and
+the serialiser pairs each classify token with the next accelerator output word.
+
+Timing contract (``tests/test_boards_link.py``): ``acc_in.valid`` rises ``latency = 1`` cycle
+after the edge that accepts a word's last pixel byte; a request of ``B`` bytes offered one
+per cycle is consumed in ``B`` cycles while the accelerator keeps ``acc_in.ready`` high
+(``cycles_per_frame = request_bytes_raw`` for CLASSIFY_RAW); the first reply byte is offered
+``reply_latency = 1`` cycle after the edge that takes the accelerator's output word.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .protocol import OVERHEAD_BYTES, REPLY, SYNC, Command, Status, crc8
+
+KIND_IDENTIFY, KIND_RAW, KIND_BITS = 0, 1, 2
+TOKEN_DEPTH = 8
+
+
+def crc8_next(crc: Value, byte: Value) -> Value:
+    """CRC-8 (polynomial 0x07) of ``crc`` extended by ``byte``.
+
+    The update is linear over GF(2): with ``v = crc ^ byte``, output bit ``i`` is the XOR of
+    the bits ``v[j]`` for which bit ``i`` of ``crc8(1 << j)`` (:func:`protocol.crc8` of one
+    byte) is set. That gives eight small XOR trees instead of eight chained shift steps.
+    """
+    v = (crc ^ byte)[:8]
+    columns = [crc8(bytes((1 << j,))) for j in range(8)]
+    out = []
+    for i in range(8):
+        taps = [v[j] for j in range(8) if columns[j] >> i & 1]
+        bit = taps[0]
+        for tap in taps[1:]:
+            bit = bit ^ tap
+        out.append(bit)
+    return Cat(*out)
+
+
+class Link(wiring.Component):
+    """Host-link protocol engine.
+
+    Parameters
+    ----------
+    pixels : int
+        Pixels per image (the CLASSIFY_RAW payload length).
+    pixels_per_word : int
+        ``P``; must divide ``pixels``.
+    out_width : int
+        Width of the accelerator's output word; replies carry ``ceil(out_width / 8)`` bytes.
+    class_bits : int
+        The class sits in bits ``[0, class_bits)`` of the output word (``last_class``).
+    identity : bytes
+        The IDENTIFY record (:meth:`bnnhw.boards.protocol.Identity.encode`).
+    bits_pixel_values : tuple of int or None
+        ``(0, t_0, ..., t_{L-1})`` clamped to 255: the pixel rebuilt from ``c`` ones. ``None``
+        disables CLASSIFY_BITS.
+    timeout_cycles : int
+        Idle cycles inside a frame before it is abandoned.
+
+    Attributes
+    ----------
+    latency, reply_latency, cycles_per_frame : int
+        See the module docstring.
+    request_bytes_raw, request_bytes_bits, reply_bytes : int
+        Frame sizes on the wire (``request_bytes_bits`` is 0 without CLASSIFY_BITS).
+
+    Ports besides the streams: ``last_class`` / ``last_class_valid`` hold the class of the
+    last OK classify reply; ``activity`` pulses for one cycle when a reply has been sent;
+    ``error`` is sticky after a BAD_CRC or TIMEOUT reply.
+    """
+
+    def __init__(self, *, pixels, pixels_per_word, out_width, class_bits, identity,
+                 bits_pixel_values=None, timeout_cycles=1 << 20):
+        if pixels % pixels_per_word:
+            raise ValueError(f"pixels per word ({pixels_per_word}) must divide the image size "
+                             f"({pixels})")
+        if len(identity) > 0xFFFE:
+            raise ValueError(f"identity record of {len(identity)} bytes is too long")
+        self.pixels = pixels
+        self.pixels_per_word = pixels_per_word
+        self.out_width = out_width
+        self.class_bits = class_bits
+        self.identity = bytes(identity)
+        self.result_bytes = -(-out_width // 8)
+        self.bits_pixel_values = bits_pixel_values
+        if bits_pixel_values is not None:
+            levels = len(bits_pixel_values) - 1
+            if levels not in (1, 2, 4, 8) or (pixels * levels) % 8:
+                raise ValueError(f"CLASSIFY_BITS needs levels in (1, 2, 4, 8) and whole bytes "
+                                 f"(pixels={pixels}, levels={levels})")
+            self.levels = levels
+            self.bits_bytes = pixels * levels // 8
+        else:
+            self.levels = 0
+            self.bits_bytes = 0
+        if timeout_cycles < 1:
+            raise ValueError(f"timeout_cycles must be >= 1, got {timeout_cycles}")
+        self.timeout_cycles = timeout_cycles
+        self.request_bytes_raw = OVERHEAD_BYTES + pixels
+        self.request_bytes_bits = OVERHEAD_BYTES + self.bits_bytes if self.bits_bytes else 0
+        self.reply_bytes = OVERHEAD_BYTES + 1 + self.result_bytes
+        self.latency = 1
+        self.reply_latency = 1
+        self.cycles_per_frame = self.request_bytes_raw
+        super().__init__({
+            "i_bytes": In(stream.Signature(8)),
+            "o_bytes": Out(stream.Signature(8)),
+            "acc_in": Out(stream.Signature(8 * pixels_per_word)),
+            "acc_out": In(stream.Signature(out_width)),
+            "last_class": Out(class_bits),
+            "last_class_valid": Out(1),
+            "activity": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self.pixels_per_word
+        b = self.i_bytes
+
+        # --- pixel packer: P pixels -> one accelerator word --------------------------------
+        pix_valid = Signal()
+        pix_data = Signal(8)
+        word = Signal(8 * P)
+        count = Signal(range(P + 1))
+        full = Signal()
+        pix_ready = ~full | self.acc_in.ready
+        m.d.comb += [self.acc_in.valid.eq(full), self.acc_in.payload.eq(word)]
+        with m.If(full & self.acc_in.ready):
+            m.d.sync += full.eq(0)
+        with m.If(pix_valid & pix_ready):
+            m.d.sync += word.eq((word >> 8) | (pix_data << (8 * (P - 1))))
+            with m.If(count == P - 1):
+                m.d.sync += [count.eq(0), full.eq(1)]
+            with m.Else():
+                m.d.sync += count.eq(count + 1)
+
+        # --- reply tokens ------------------------------------------------------------------
+        m.submodules.tokens = tokens = SyncFIFOBuffered(width=4, depth=TOKEN_DEPTH)
+        tok_kind = Signal(2)
+        tok_status = Signal(2)
+        m.d.comb += tokens.w_data.eq(Cat(tok_kind, tok_status))
+
+        # --- request parser ----------------------------------------------------------------
+        cmd = Signal(8)
+        length = Signal(16)
+        crc = Signal(8)
+        bytes_left = Signal(range(max(self.pixels, self.bits_bytes) + 1))
+        pixels_left = Signal(range(self.pixels + 1))
+        idle = Signal(range(self.timeout_cycles + 1))
+        timeout = Signal()
+        kind = Signal(2)
+        m.d.comb += timeout.eq(idle == self.timeout_cycles)
+
+        # CLASSIFY_BITS expander: one byte -> 8 / L pixels, one per cycle.
+        levels = max(self.levels, 1)
+        exp_bits = Signal(8)
+        exp_left = Signal(range(9))
+        if self.bits_pixel_values is not None:
+            lut = Array(Const(min(v, 255), 8) for v in self.bits_pixel_values)
+            ones = sum(exp_bits[i] for i in range(levels))
+            exp_pixel = lut[ones]
+        else:
+            exp_pixel = Const(0, 8)
+
+        accept = Signal()
+        m.d.comb += b.ready.eq(accept)
+        taken = b.valid & accept
+        with m.If(taken):
+            m.d.sync += crc.eq(crc8_next(crc, b.payload))
+
+        with m.FSM(name="parser"):
+            with m.State("HUNT"):
+                m.d.comb += accept.eq(1)
+                with m.If(taken & (b.payload == SYNC[0])):
+                    m.next = "SYNC1"
+            with m.State("SYNC1"):
+                m.d.comb += accept.eq(1)
+                with m.If(taken):
+                    with m.If(b.payload == SYNC[1]):
+                        m.d.sync += crc.eq(0)
+                        m.next = "CMD"
+                    with m.Elif(b.payload != SYNC[0]):
+                        m.next = "HUNT"
+                with m.Elif(timeout):
+                    m.next = "HUNT"
+            with m.State("CMD"):
+                m.d.comb += accept.eq(1)
+                with m.If(taken):
+                    m.d.sync += cmd.eq(b.payload)
+                    m.next = "LEN_LO"
+                with m.Elif(timeout):
+                    m.next = "HUNT"
+            with m.State("LEN_LO"):
+                m.d.comb += accept.eq(1)
+                with m.If(taken):
+                    m.d.sync += length[:8].eq(b.payload)
+                    m.next = "LEN_HI"
+                with m.Elif(timeout):
+                    m.next = "HUNT"
+            with m.State("LEN_HI"):
+                m.d.comb += accept.eq(1)
+                full_len = Cat(length[:8], b.payload)
+                with m.If(taken):
+                    with m.If((cmd == Command.IDENTIFY) & (full_len == 0)):
+                        m.d.sync += kind.eq(KIND_IDENTIFY)
+                        m.next = "CHECK"
+                    with m.Elif((cmd == Command.CLASSIFY_RAW) & (full_len == self.pixels)):
+                        m.d.sync += [kind.eq(KIND_RAW), bytes_left.eq(self.pixels),
+                                     pixels_left.eq(self.pixels)]
+                        m.next = "PAYLOAD_RAW"
+                    if self.bits_bytes:
+                        with m.Elif((cmd == Command.CLASSIFY_BITS)
+                                    & (full_len == self.bits_bytes)):
+                            m.d.sync += [kind.eq(KIND_BITS), bytes_left.eq(self.bits_bytes),
+                                         pixels_left.eq(self.pixels)]
+                            m.next = "PAYLOAD_BITS"
+                    with m.Else():
+                        m.next = "HUNT"
+                with m.Elif(timeout):
+                    m.next = "HUNT"
+            with m.State("PAYLOAD_RAW"):
+                m.d.comb += [accept.eq(pix_ready), pix_valid.eq(b.valid),
+                             pix_data.eq(b.payload)]
+                with m.If(taken):
+                    m.d.sync += [bytes_left.eq(bytes_left - 1), pixels_left.eq(pixels_left - 1)]
+                    with m.If(bytes_left == 1):
+                        m.next = "CHECK"
+                with m.Elif(timeout):
+                    m.next = "PAD"
+            with m.State("PAYLOAD_BITS"):
+                expanding = exp_left != 0
+                m.d.comb += [pix_valid.eq(expanding), pix_data.eq(exp_pixel),
+                             accept.eq(~expanding & (bytes_left != 0))]
+                with m.If(expanding & pix_ready):
+                    m.d.sync += [exp_bits.eq(exp_bits >> levels), exp_left.eq(exp_left - 1),
+                                 pixels_left.eq(pixels_left - 1)]
+                with m.If(taken):
+                    m.d.sync += [exp_bits.eq(b.payload), exp_left.eq(8 // levels),
+                                 bytes_left.eq(bytes_left - 1)]
+                with m.If((bytes_left == 0) & ~expanding):
+                    m.next = "CHECK"
+                with m.Elif(timeout & ~expanding):
+                    m.next = "PAD"
+            with m.State("PAD"):
+                m.d.comb += [pix_valid.eq(pixels_left != 0), pix_data.eq(0)]
+                with m.If((pixels_left != 0) & pix_ready):
+                    m.d.sync += pixels_left.eq(pixels_left - 1)
+                with m.If((pixels_left == 0) & tokens.w_rdy):
+                    m.d.comb += [tokens.w_en.eq(1), tok_kind.eq(kind),
+                                 tok_status.eq(Status.TIMEOUT)]
+                    m.next = "HUNT"
+            with m.State("CHECK"):
+                m.d.comb += [accept.eq(tokens.w_rdy), tok_kind.eq(kind)]
+                with m.If(taken):
+                    good = b.payload == crc
+                    m.d.comb += tok_status.eq(Mux(good, Status.OK, Status.BAD_CRC))
+                    m.d.comb += tokens.w_en.eq((kind != KIND_IDENTIFY) | good)
+                    m.next = "HUNT"
+                with m.Elif(timeout & tokens.w_rdy):
+                    m.d.comb += [tokens.w_en.eq(kind != KIND_IDENTIFY),
+                                 tok_status.eq(Status.TIMEOUT)]
+                    m.next = "HUNT"
+
+        with m.If(b.valid):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timeout):
+            m.d.sync += idle.eq(idle + 1)
+
+        # --- reply serialiser --------------------------------------------------------------
+        result = Signal(8 * self.result_bytes)
+        r_kind = Signal(2)
+        r_status = Signal(2)
+        index = Signal(range(OVERHEAD_BYTES + 1 + max(len(self.identity), self.result_bytes)))
+        out_crc = Signal(8)
+        ident_rom = Array(Const(v, 8) for v in (self.identity or b"\0"))
+        ident_len, result_len = len(self.identity) + 1, self.result_bytes + 1
+        is_ident = r_kind == KIND_IDENTIFY
+        last = Mux(is_ident, OVERHEAD_BYTES + ident_len - 1, OVERHEAD_BYTES + result_len - 1)
+        o = self.o_bytes
+        byte = Signal(8)
+        with m.Switch(index):
+            with m.Case(0):
+                m.d.comb += byte.eq(SYNC[0])
+            with m.Case(1):
+                m.d.comb += byte.eq(SYNC[1])
+            with m.Case(2):
+                m.d.comb += byte.eq(Mux(is_ident, Command.IDENTIFY,
+                                        Mux(r_kind == KIND_RAW, Command.CLASSIFY_RAW,
+                                            Command.CLASSIFY_BITS)) | REPLY)
+            with m.Case(3):
+                m.d.comb += byte.eq(Mux(is_ident, ident_len & 0xFF, result_len & 0xFF))
+            with m.Case(4):
+                m.d.comb += byte.eq(Mux(is_ident, ident_len >> 8, result_len >> 8))
+            with m.Case(5):
+                m.d.comb += byte.eq(r_status)
+            with m.Default():
+                with m.If(index == last):
+                    m.d.comb += byte.eq(out_crc)
+                with m.Elif(is_ident):
+                    m.d.comb += byte.eq(ident_rom[index - 6])
+                with m.Else():
+                    m.d.comb += byte.eq(result[:8])
+        m.d.comb += o.payload.eq(byte)
+
+        m.d.sync += self.activity.eq(0)
+        with m.FSM(name="serialiser"):
+            with m.State("IDLE"):
+                m.d.comb += tokens.r_en.eq(1)
+                with m.If(tokens.r_rdy):
+                    m.d.sync += [r_kind.eq(tokens.r_data[:2]), r_status.eq(tokens.r_data[2:]),
+                                 index.eq(0), out_crc.eq(0)]
+                    with m.If(tokens.r_data[:2] == KIND_IDENTIFY):
+                        m.next = "SEND"
+                    with m.Else():
+                        m.next = "RESULT"
+            with m.State("RESULT"):
+                m.d.comb += self.acc_out.ready.eq(1)
+                with m.If(self.acc_out.valid):
+                    m.d.sync += result.eq(self.acc_out.payload)
+                    with m.If(r_status == Status.OK):
+                        m.d.sync += [self.last_class_valid.eq(1),
+                                     self.last_class.eq(self.acc_out.payload[:self.class_bits])]
+                    with m.Else():
+                        m.d.sync += self.error.eq(1)
+                    m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += o.valid.eq(1)
+                with m.If(o.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index >= 2):
+                        m.d.sync += out_crc.eq(crc8_next(out_crc, byte))
+                    with m.If((index > 5) & (r_kind != KIND_IDENTIFY)):
+                        m.d.sync += result.eq(result >> 8)
+                    with m.If(index == last):
+                        m.d.sync += self.activity.eq(1)
+                        m.next = "IDLE"
+        return m
