@@ -173,9 +173,9 @@ class MLP:
         """Bytes of parameters needed for inference, as stored.
 
         W1A1: packed weight bits (``ceil(MW / 8)`` bytes per row) plus one int16 threshold per
-        hidden neuron. W1A32: packed weight bits, the eval BN as a float32 scale and shift per
-        hidden neuron, and the float32 output scale. FP32: every weight and bias as float32
-        plus the BN scale and shift per hidden neuron.
+        hidden neuron. W1A32: packed weight bits and the eval BN as a float32 scale and shift per
+        hidden neuron (the positive output scale does not change the argmax). FP32: every
+        weight and bias as float32 plus the BN scale and shift per hidden neuron.
         """
         total = 0
         for layer in self.layers:
@@ -186,8 +186,6 @@ class MLP:
                 total += 4 * (layer.params["W"].size + layer.params["b"].size)
             elif isinstance(layer, BatchNorm1d):
                 total += layer.running_mean.size * (2 if self.mode == "W1A1" else 8)
-            elif isinstance(layer, Scale):
-                total += 4
         return total
 
     def export(self, meta: dict) -> Model:

@@ -32,8 +32,8 @@ class Preset:
 
     hidden: tuple[int, ...]
     batch_size: int = 100
-    lr: float = 1e-2
-    lr_end: float = 1e-4
+    lr: float = 3e-2
+    lr_end: float = 3e-4
     dropout_input: float = 0.0
     dropout_hidden: float = 0.0
     loss: str = "cross-entropy"
