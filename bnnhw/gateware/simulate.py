@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.sim import Simulator
 
-__all__ = ["StreamRun", "run_stream", "steady_interval"]
+__all__ = ["StreamRun", "measure_accelerator", "run_stream", "steady_interval"]
 
 
 @dataclass
@@ -121,3 +121,35 @@ def steady_interval(times, per_frame, skip=1):
         raise ValueError(f"need at least {skip + 2} frames, got {len(marks)}")
     marks = marks[skip:]
     return (marks[-1] - marks[0]) / (len(marks) - 1)
+
+
+def measure_accelerator(accelerator, images):
+    """Run ``images`` (uint8, ``(N, pixels)``, ``N >= 3``) back to back through an accelerator.
+
+    Returns
+    -------
+    dict
+        ``correct`` (every output equals :func:`bnnhw.reference.infer`), measured ``latency``
+        and steady-state ``interval`` (frames after the first), the declared
+        ``declared_latency`` / ``declared_cycles_per_frame``, ``ideal`` (``max NF*SF`` over
+        layers) and ``efficiency = ideal / interval``.
+    """
+    from ..packing import pixel_words
+    from ..reference import infer
+
+    model, folding = accelerator.model, accelerator.folding
+    words = [w for image in images for w in pixel_words(image, folding.pixels_per_word)]
+    run = run_stream(accelerator, words, len(images))
+    classes, scores = infer(model, images)
+    expected = [(int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
+    interval = steady_interval(run.out_times, 1, skip=1)
+    ideal = max(folding.layer_cycles(model))
+    return {
+        "correct": [accelerator.decode(w) for w in run.outputs] == expected,
+        "latency": run.out_times[0] - run.in_times[0],
+        "interval": interval,
+        "declared_latency": accelerator.latency,
+        "declared_cycles_per_frame": accelerator.cycles_per_frame,
+        "ideal": ideal,
+        "efficiency": ideal / interval,
+    }
