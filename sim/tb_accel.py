@@ -26,10 +26,16 @@ with ``tb_`` so pytest never imports it). It reads its job from the JSON file na
 ``drain_cycles``
     cycles to keep ``ready`` high after the last expected word, to catch extra words.
 
-Stream protocol: a word moves on a rising edge where ``valid & ready``. The bench drives its
+Stream protocol: a word moves on a rising edge where ``valid & ready``. The bench never
+withdraws an offered input word (gaps start only after a transfer), and checks the same of the
+design's output. The bench drives its
 outputs right after each rising edge and samples the design in the read-only phase of the same
 time step; nothing changes between that sample and the next edge, so the sample decides the
 transfer on the next edge. Transfer ``k`` is counted at cycle ``c_k`` = number of that edge.
+
+The clock is cocotb's GPI clock (period 10 ns); ``rst`` is held high for the first
+:data:`RESET_CYCLES` edges. Python work per cycle is one edge and one read-only wait, a few
+signal reads, and writes only when a driven value changes.
 
 Figures written to the result JSON (cycles counted from the first edge after reset):
 
@@ -137,7 +143,9 @@ class Bench:
                 break
             if cycle - last_progress > idle_limit:
                 break
-            new_valid = int(sent < total and (sent // wpi < clean or rng.random() >= stall_in))
+            # a word offered but not taken stays offered (valid is never withdrawn)
+            new_valid = int(sent < total and (sent // wpi < clean or (valid and not in_fire)
+                                              or rng.random() >= stall_in))
             if new_valid != valid:
                 i_valid.value = valid = new_valid
             new_ready = int(len(self.outputs) < clean or len(self.outputs) >= n
@@ -155,7 +163,6 @@ class Bench:
                 self.outputs.append(self._payload(o_payload))
             elif ov:
                 held = self._payload(o_payload)
-        dut.rst.value = 1
 
     @staticmethod
     def _payload(signal: Any) -> int | None:
