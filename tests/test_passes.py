@@ -77,7 +77,10 @@ def bn_layers(draw):
         elif kind == "beta-boundary":
             b = draw(st.floats(-3, 3, width=32))
             sigma = np.sqrt(F32(v) + F32(1e-4))
-            m = float(F32(draw(st.sampled_from(dots))) + F32(b) * sigma / F32(g or 1.0))
+            dot = F32(draw(st.sampled_from(dots)))
+            with np.errstate(over="ignore", divide="ignore"):
+                m = float(dot + F32(b) * sigma / F32(g or 1.0))
+            m = m if np.isfinite(m) else float(dot)
         else:
             b = draw(st.one_of(st.just(0.0), st.floats(-3, 3, width=32)))
             m = draw(st.floats(-k - 3, k + 3, width=32))
