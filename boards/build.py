@@ -294,7 +294,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"build        {report['build_seconds']:.1f} s, bitstream {report['bitstream']} "
         f"({report['bitstream_bytes']} bytes)",
     ]
-    if report["tool_stubs"]:
-        lines.append("note         not programming: " + ", ".join(
-            f"{k}={v}" for k, v in report["tool_stubs"].items()))
+    if report["programmed"]:
+        lines.append("program      done")
+    else:
+        stubs = ", ".join(f"{k}={v}" for k, v in report["tool_stubs"].items())
+        lines.append("program      not programming" + (f" (stubbed: {stubs})" if stubs else ""))
     return "\n".join(lines) + "\n"

