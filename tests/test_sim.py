@@ -18,7 +18,7 @@ from bnnhw import datasets, reference
 from bnnhw.model import DenseLayer, InputQuantizer, Model, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINED = {"tfc_mnist.npz": "balanced:256", "sfc_mnist.npz": "balanced:1024"}
+TRAINED = {"tfc_mnist.npz": "balanced:64", "sfc_mnist.npz": "balanced:128"}
 needs_data = pytest.mark.skipif(not os.environ.get("BNNHW_DATA"), reason="BNNHW_DATA is not set")
 
 
@@ -37,7 +37,7 @@ def pick_model() -> tuple[Model, str, str]:
         path = ROOT / "docs" / "models" / name
         if path.is_file():
             return load_model(path), fold, name
-    return small_model(), "balanced:256", "small random"
+    return small_model(), "balanced:64", "small random"
 
 
 
