@@ -1,0 +1,13 @@
+"""Board tops, the UART host link, bitstream builds and the host client.
+
+* :mod:`.uart`: 8N1 receiver and transmitter (stream components).
+* :mod:`.protocol`: the frame format shared by host, benches and gateware
+  (``docs/host-link.md``).
+* :mod:`.link`: the gateware protocol engine between the UART and the accelerator.
+* :mod:`.platforms` / :mod:`.top`: :data:`~.platforms.BOARDS` and the board tops.
+* :mod:`.build`: :func:`~.build.build`, a YoWASP build with a resource/fmax report.
+* :mod:`.simulate`: :func:`~.simulate.simulate_board`, the UART-level cocotb bench.
+* :mod:`.client`: :func:`~.client.run`, the host client over a serial port.
+
+Submodules are imported on use, so importing this package stays cheap.
+"""
