@@ -99,3 +99,16 @@ def test_real_icebreaker_build(tmp_path):
                                                   / report["cycles_per_frame"])
     assert report["link_images_per_s_raw"] == pytest.approx(1e6 / (10 * (64 + 6)))
     assert "not programming" in (tmp_path / "report.txt").read_text()
+
+
+@pytest.mark.synth
+def test_real_orangecrab_build(tmp_path):
+    model = tiny_model()
+    report = build(model, "orangecrab-25f", tmp_path, fold="16x16,5x4@4")
+    assert (tmp_path / report["bitstream"]).stat().st_size == report["bitstream_bytes"] > 0
+    util = report["utilisation"]
+    assert 0 < util["luts"]["used"] <= util["luts"]["total"] == 24288
+    assert 0 < util["ffs"]["used"] and util["bram"]["total"] == 56
+    assert report["fmax_mhz"] > 0 and report["clk_mhz"] == 48
+    assert report["tool_stubs"] == {"DFU_SUFFIX": report["tool_stubs"]["DFU_SUFFIX"]}
+    assert "stubbed: DFU_SUFFIX=" in (tmp_path / "report.txt").read_text()
