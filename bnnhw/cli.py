@@ -89,6 +89,21 @@ def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
                    data_dir=args.data_dir)
 
 
+def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
+    from .boards.build import build
+    from .model import load_model
+
+    return build(load_model(args.model), args.board, args.out, fold=args.fold,
+                 program=args.program)
+
+
+def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    from .boards.client import run
+
+    return run(args.port, args.dataset, args.limit, model=args.model, mode=args.mode,
+               baud=args.baud, data_dir=args.data_dir, progress=not args.json)
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from .demo import run_demo
 
@@ -141,6 +156,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fold")
     p.add_argument("--waves", action="store_true", help="dump a waveform")
 
+    p = command("build", _cmd_build, "build a bitstream for a board with yosys and nextpnr "
+                                     "(bnnhw.boards.build.build)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--board", required=True, help="icebreaker, ulx3s-85f or orangecrab-25f")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--fold")
+    p.add_argument("--program", action="store_true", help="program the board after building")
+
+    p = command("run", _cmd_run, "classify test images on a board over its UART "
+                                 "(bnnhw.boards.client.run)")
+    p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB1")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--model", type=Path, help="model file: checks the board's identity and "
+                                              "compares every answer with the reference")
+    p.add_argument("--mode", choices=("raw", "bits"), default="raw")
+    p.add_argument("--baud", type=int, default=1_000_000)
+
     p = command("demo", _cmd_demo, "train, evaluate, generate and simulate a default model "
                                    "(bnnhw.demo.run_demo)")
     p.add_argument("--out", type=Path, default=Path("bnnhw-demo"))
@@ -169,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except (ModelError, DatasetError, ValueError, FileNotFoundError) as exc:
+    except (ModelError, DatasetError, ValueError, FileNotFoundError, TimeoutError,
+            RuntimeError) as exc:
         print(f"bnnhw: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -260,6 +260,8 @@ def _simulate(verilog: Path, flat: dict[str, int], images: np.ndarray,
         "sim_seconds": finished - built, "cycles_per_frame_declared": cpf,
         "latency_declared": latency, "ideal_cycles": ideal,
         "efficiency": ideal / span if span else None, "stall": stall, "seed": seed,
+        "pipeline_efficiency": (cpf / result["cycles_per_frame_measured"]
+                                if result["cycles_per_frame_measured"] else None),
     })
     result.setdefault("waves", None)
     return result
@@ -299,7 +301,9 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
         ``images``, ``mismatches``, ``lost``, ``duplicated``, ``details`` (first mismatches),
         ``cycles_per_frame_measured`` / ``_declared``, ``latency_measured`` / ``_declared``,
         ``efficiency`` = ideal cycles ``latency + (N - 1) * cycles_per_frame`` over the cycles
-        from the first input word to the last output word, ``accuracy`` (decoded classes
+        from the first input word to the last output word (stall phases included, so below 1
+        when ``stall > 0``), ``pipeline_efficiency`` = declared over measured steady-state
+        cycles per frame (stall-free phase), ``accuracy`` (decoded classes
         against the labels; a lost image counts as wrong), ``reference_accuracy``,
         ``simulator``, ``seconds`` (wall time of the whole call), ``build_seconds``,
         ``sim_seconds``, ``images_per_minute`` (images per minute of simulation, build

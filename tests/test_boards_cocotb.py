@@ -30,7 +30,6 @@ def test_board_top_over_uart_matches_reference():
     assert result["tx_framing_errors"] == 0 and result["discarded"] == 0
 
 
-@pytest.mark.slow
 @pytest.mark.synth
 def test_post_synthesis_netlist_matches_reference():
     # About 3 minutes: yosys synth_ice40, then gate-level Icarus simulation.

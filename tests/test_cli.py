@@ -42,3 +42,23 @@ def test_unknown_dataset_is_rejected(model_file, capsys):
     with pytest.raises(SystemExit):
         main(["eval", str(model_file), "--dataset", "cifar10"])
     assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+
+
+def test_build_rejects_unknown_board_before_synthesis(model_file, tmp_path, capsys):
+    out = tmp_path / "build"
+    assert main(["build", str(model_file), "--board", "de10-nano", "--out", str(out)]) == 2
+    assert "unknown board 'de10-nano'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_generate_rejects_impossible_folding_and_writes_nothing(model_file, tmp_path, capsys):
+    out = tmp_path / "gen"
+    assert main(["generate", str(model_file), "--out", str(out), "--fold", "5x16,10x8"]) == 2
+    assert "PE must divide MH (MH=32, PE=5)" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_run_on_missing_port_is_a_clear_error(tmp_path, capsys):
+    port = tmp_path / "ttyUSB9"
+    assert main(["run", "--port", str(port), "--limit", "1"]) == 2
+    assert str(port) in capsys.readouterr().err
