@@ -1,5 +1,8 @@
 """Training loop: mini-batch Adam on MNIST / Fashion-MNIST, export, curves.
 
+A preset with ``conv`` blocks trains a binarized CNN (:class:`bnnhw.train.conv.CNN`, mode W1A1
+only); every other preset an :class:`MLP`.
+
 Determinism: one :class:`numpy.random.SeedSequence` seeded with ``seed`` spawns independent
 generators for the initial weights, the epoch shuffles and the dropout masks, and all
 arithmetic is float32 with fixed shapes, so the same seed gives bit-identical weights.
@@ -22,6 +25,7 @@ from tqdm import tqdm
 from bnnhw import datasets
 from bnnhw.model import InputQuantizer, Model, write_atomic
 
+from .conv import CNN
 from .losses import get_loss
 from .network import MLP, check_mode
 from .optim import Adam, decayed_lr
@@ -36,7 +40,7 @@ class TrainResult:
     ----------
     model : Model or None
         The folded integer model (W1A1 only).
-    network : MLP
+    network : MLP or CNN
         The trained float network.
     history : list of dict
         Per epoch: ``epoch``, ``lr``, ``loss``, ``train_accuracy``, ``test_accuracy``,
@@ -51,7 +55,7 @@ class TrainResult:
     """
 
     model: Model | None
-    network: MLP
+    network: MLP | CNN
     history: list[dict] = field(default_factory=list)
     float_test_accuracy: float = 0.0
     seconds: float = 0.0
@@ -86,7 +90,7 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     Parameters
     ----------
     dataset : {"mnist", "fashion-mnist"}
-    arch : {"seed000", "tfc", "sfc", "lfc"}
+    arch : {"seed000", "tfc", "sfc", "lfc", "cbcnn", "cnv-tiny"}
     epochs : int
         At least 1. The learning rate decays geometrically from ``lr`` to ``lr_end``.
     seed : int
@@ -114,7 +118,8 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     ------
     ValueError
         Unknown dataset, architecture, mode or loss (naming the value and the choices), bad
-        numbers, or ``out`` with a mode other than W1A1.
+        numbers, ``out`` with a mode other than W1A1, or a CNN preset with a mode other than
+        W1A1.
     """
     if dataset not in datasets.DATASETS:
         raise ValueError(
@@ -127,6 +132,9 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if limit_train is not None and limit_train < 1:
         raise ValueError(f"limit_train must be >= 1, got {limit_train}")
+    if preset.conv and mode != "W1A1":
+        raise ValueError(f"architecture {arch!r} is a binarized CNN and trains in mode W1A1 only, "
+                         f"not {mode!r}")
     if out is not None and mode != "W1A1":
         raise ValueError(f"only mode W1A1 exports a model file; mode {mode!r} cannot write {out}")
     batch = batch_size or preset.batch_size
@@ -143,9 +151,14 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
 
     init_seq, shuffle_seq, dropout_seq = np.random.SeedSequence(seed).spawn(3)
     shuffle_rng = np.random.default_rng(shuffle_seq)
-    net = MLP(preset.hidden, mode, quantizer, np.random.default_rng(init_seq),
-              np.random.default_rng(dropout_seq), dropout_input=preset.dropout_input,
-              dropout_hidden=preset.dropout_hidden)
+    if preset.conv:
+        net: MLP | CNN = CNN(preset.conv, preset.hidden, preset.kernel, quantizer,
+                             np.random.default_rng(init_seq), np.random.default_rng(dropout_seq),
+                             dropout_hidden=preset.dropout_hidden)
+    else:
+        net = MLP(preset.hidden, mode, quantizer, np.random.default_rng(init_seq),
+                  np.random.default_rng(dropout_seq), dropout_input=preset.dropout_input,
+                  dropout_hidden=preset.dropout_hidden)
     x_train = net.encode(images)
     opt = Adam(net.param_groups(), lr=lr0)
     history: list[dict] = []
@@ -183,6 +196,8 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
                 "hidden": list(preset.hidden), "input_thresholds": list(quantizer.thresholds),
                 "float_test_accuracy": result.float_test_accuracy,
                 "training_seconds": round(seconds, 3)}
+        if preset.conv:
+            meta.update(conv=[list(block) for block in preset.conv], kernel=preset.kernel)
         result.model = net.export(meta)
     if out is not None:
         result.out = result.model.save(out)
@@ -206,7 +221,8 @@ def plot_curves(history: list[dict], path: Path, title: str) -> Path:
     ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss")
-    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", label="train")
+    ax_acc.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o",
+                label="train (training mode, on the batches)")
     ax_acc.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", label="test")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (%)")
