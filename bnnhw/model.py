@@ -1,9 +1,15 @@
 """The network description and the versioned model file.
 
-A model is an :class:`InputQuantizer` followed by a chain of binary dense layers. Every layer but
-the last is *thresholded*: neuron ``r`` outputs bit 1 (the value +1) exactly when its popcount
-``P_r = popcount(XNOR(x, w_r))`` satisfies ``P_r >= T_r``. The last layer is the *output* layer:
-it has no thresholds and its popcounts are the class scores.
+A model is an :class:`InputQuantizer` followed by a chain of binary layers: optionally
+convolution and max-pool layers (:class:`ConvLayer`, :class:`MaxPoolLayer`) on ``H x W x C`` bit
+maps, then dense layers (:class:`DenseLayer`). Every layer but the last is *thresholded*: neuron
+``r`` outputs bit 1 (the value +1) exactly when its popcount ``P_r = popcount(XNOR(x, w_r))``
+satisfies ``P_r >= T_r``. The last layer is the dense *output* layer: it has no thresholds and
+its popcounts are the class scores.
+
+Bit maps are flattened in ``(y, x, c)`` order, channel innermost: bit ``(y * W + x) * C + c``.
+The quantizer's output is such a map with ``C = L`` (level ``l`` of pixel ``y * W + x`` is
+channel ``l``), and a dense layer after a convolution or pool reads the map in this order.
 
 Encoding: bit 1 stands for +1 and bit 0 for -1 everywhere (inputs, weights, activations).
 
@@ -18,17 +24,22 @@ A ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``) holding:
 ``header``
     0-d unicode array with a JSON object ``{"input": {...}, "layers": [...], "meta": {...}}``.
     ``input`` is ``{"kind": "thermometer", "pixels": N, "levels": L}``; each layer is
-    ``{"kind": "dense" | "output", "in_features": MW, "out_features": MH}``; ``meta`` is free
-    JSON (dataset, architecture, training figures).
+    ``{"kind": "dense" | "output", "in_features": MW, "out_features": MH}``, or for a
+    convolution ``{"kind": "conv", "in_features", "out_features", "in_shape": [H, W, C],
+    "kernel": K, "stride": 1, "padding": 0, "out_channels": OC}``, or for a max-pool
+    ``{"kind": "maxpool", "in_features", "out_features", "in_shape": [H, W, C], "pool": 2,
+    "stride": 2}``; ``meta`` is free JSON (dataset, architecture, training figures).
 ``input_thresholds``
     int16 array ``(L,)``, strictly increasing, each in ``[0, 256]``. Pixel ``p`` (0..255) gives
     ``L`` bits, bit ``l`` being ``p >= input_thresholds[l]``. A fixed threshold is ``L = 1``.
 ``layer{i}.weights``
     uint8 array ``(MH, ceil(MW / 8))``: row ``r`` holds neuron ``r``'s weight bits packed with
-    ``numpy.packbits(..., bitorder="little")``; bits past ``MW`` are zero.
+    ``numpy.packbits(..., bitorder="little")``; bits past ``MW`` are zero. A convolution stores
+    ``(OC, ceil(K * K * C / 8))``, its ``MW = K * K * C`` columns in sliding-window order
+    ``(ky * K + kx) * C + c``. Max-pool layers have no arrays.
 ``layer{i}.thresholds``
-    int32 array ``(MH,)`` with values in ``[0, MW + 1]`` (dense layers only). ``0`` means the
-    neuron is constantly +1 and ``MW + 1`` constantly -1.
+    int32 array ``(MH,)`` with values in ``[0, MW + 1]`` (dense and conv layers). ``0`` means
+    the neuron is constantly +1 and ``MW + 1`` constantly -1.
 
 Writing is atomic (a temporary file in the target folder, then a rename).
 """
@@ -49,7 +60,7 @@ import numpy as np
 
 FORMAT_NAME = "bnnhw-model"
 FORMAT_VERSION = 1
-LAYER_KINDS = ("dense", "output")
+LAYER_KINDS = ("dense", "output", "conv", "maxpool")
 
 
 class ModelError(ValueError):
@@ -119,6 +130,39 @@ class InputQuantizer:
         return bits.reshape(images.shape[0], -1).astype(np.uint8)
 
 
+def _check_weights(weights: np.ndarray) -> np.ndarray:
+    w = np.asarray(weights)
+    if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+        raise ModelError(f"weights must be a non-empty 2-D array, got shape {w.shape}")
+    if not np.isin(w, (0, 1)).all():
+        raise ModelError("weights must hold only bits 0 and 1")
+    return w.astype(np.uint8)
+
+
+def _check_thresholds(thresholds: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    t = np.asarray(thresholds)
+    mh, mw = shape
+    if t.shape != (mh,):
+        raise ModelError(f"thresholds must have shape ({mh},) to match MH={mh}, got {t.shape}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise ModelError(f"thresholds must be integers, got dtype {t.dtype}")
+    if t.size and (t.min() < 0 or t.max() > mw + 1):
+        raise ModelError(
+            f"thresholds must lie in [0, MW + 1] = [0, {mw + 1}], got min {t.min()} max {t.max()}"
+        )
+    return t.astype(np.int64)
+
+
+def _check_shape(shape: tuple[int, ...], what: str) -> tuple[int, int, int]:
+    try:
+        h, w, c = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ModelError(f"{what} must be (H, W, C), got {shape!r}") from None
+    if min(h, w, c) < 1:
+        raise ModelError(f"{what} must be positive (H, W, C), got {(h, w, c)}")
+    return h, w, c
+
+
 @dataclass(frozen=True, eq=False)
 class DenseLayer:
     """A binary dense layer of ``MH`` neurons over ``MW`` input bits.
@@ -136,27 +180,10 @@ class DenseLayer:
     thresholds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        w = np.asarray(self.weights)
-        if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
-            raise ModelError(f"weights must be a non-empty 2-D array, got shape {w.shape}")
-        if not np.isin(w, (0, 1)).all():
-            raise ModelError("weights must hold only bits 0 and 1")
-        object.__setattr__(self, "weights", w.astype(np.uint8))
+        w = _check_weights(self.weights)
+        object.__setattr__(self, "weights", w)
         if self.thresholds is not None:
-            t = np.asarray(self.thresholds)
-            if t.shape != (w.shape[0],):
-                raise ModelError(
-                    f"thresholds must have shape ({w.shape[0]},) to match MH={w.shape[0]}, "
-                    f"got {t.shape}"
-                )
-            if not np.issubdtype(t.dtype, np.integer):
-                raise ModelError(f"thresholds must be integers, got dtype {t.dtype}")
-            if t.size and (t.min() < 0 or t.max() > w.shape[1] + 1):
-                raise ModelError(
-                    f"thresholds must lie in [0, MW + 1] = [0, {w.shape[1] + 1}], "
-                    f"got min {t.min()} max {t.max()}"
-                )
-            object.__setattr__(self, "thresholds", t.astype(np.int64))
+            object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds, w.shape))
 
     @property
     def kind(self) -> str:
@@ -180,15 +207,146 @@ class DenseLayer:
 
 
 @dataclass(frozen=True, eq=False)
+class ConvLayer:
+    """A binary 2-D convolution, stride 1, no padding ("valid"), then thresholds.
+
+    The input is an ``H x W x C`` bit map (bit ``(y * W + x) * C + c``). For each output
+    position ``(oy, ox)`` in ``[0, H - K] x [0, W - K]`` the window is the ``K * K * C`` vector
+    ``v[(ky * K + kx) * C + c] = x[oy + ky, ox + kx, c]`` (the sliding-window order, channel
+    innermost), and output channel ``o`` is the bit ``popcount(XNOR(v, w_o)) >= T_o``. The
+    output map is ``(H - K + 1) x (W - K + 1) x OC``, again channel innermost.
+
+    Parameters
+    ----------
+    weights : ndarray of uint8, shape (OC, K * K * C)
+        Weight bits (1 = +1), columns in the window order above.
+    thresholds : ndarray of int64, shape (OC,)
+        In ``[0, K * K * C + 1]``.
+    kernel : int
+        ``K``, at most ``min(H, W)``.
+    in_shape : tuple of int
+        ``(H, W, C)``.
+    """
+
+    weights: np.ndarray
+    thresholds: np.ndarray
+    kernel: int
+    in_shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        h, w, c = _check_shape(self.in_shape, "conv in_shape")
+        object.__setattr__(self, "in_shape", (h, w, c))
+        k = int(self.kernel)
+        if k < 1 or k > min(h, w):
+            raise ModelError(f"conv kernel must lie in [1, min(H, W)] = [1, {min(h, w)}], "
+                             f"got {self.kernel}")
+        object.__setattr__(self, "kernel", k)
+        bits = _check_weights(self.weights)
+        if bits.shape[1] != k * k * c:
+            raise ModelError(f"conv weights must have K*K*C = {k}*{k}*{c} = {k * k * c} "
+                             f"columns, got shape {bits.shape}")
+        object.__setattr__(self, "weights", bits)
+        if self.thresholds is None:
+            raise ModelError("a conv layer needs thresholds")
+        object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds, bits.shape))
+
+    kind = "conv"
+
+    @property
+    def fan_in(self) -> int:
+        """``K * K * C``, the bits of one window (the popcount range is ``0..fan_in``)."""
+        return int(self.weights.shape[1])
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """``(H - K + 1, W - K + 1, OC)``."""
+        h, w, _ = self.in_shape
+        return h - self.kernel + 1, w - self.kernel + 1, int(self.weights.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        """``H * W * C``."""
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_features(self) -> int:
+        """``OH * OW * OC``."""
+        return int(np.prod(self.out_shape))
+
+    @property
+    def weight_bits(self) -> int:
+        """Weight memory in bits, ``OC * K * K * C``."""
+        return int(self.weights.size)
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPoolLayer:
+    """Max-pool of a bit map over ``2 x 2`` windows with stride 2: the OR of the four bits.
+
+    Output ``(y, x, c)`` is ``OR`` of input ``(2y + dy, 2x + dx, c)`` for ``dy, dx`` in
+    ``{0, 1}``; ``max`` of +-1 values is that OR. An odd last row or column is dropped (the
+    output is ``floor(H / 2) x floor(W / 2) x C``).
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        ``(H, W, C)`` with ``H, W >= 2``.
+    pool : int
+        Window size and stride; only 2 is supported.
+    """
+
+    in_shape: tuple[int, int, int]
+    pool: int = 2
+
+    def __post_init__(self) -> None:
+        h, w, c = _check_shape(self.in_shape, "maxpool in_shape")
+        object.__setattr__(self, "in_shape", (h, w, c))
+        if self.pool != 2:
+            raise ModelError(f"only 2x2 max-pool with stride 2 is supported, got pool={self.pool}")
+        if min(h, w) < 2:
+            raise ModelError(f"maxpool needs H, W >= 2, got in_shape {(h, w, c)}")
+
+    kind = "maxpool"
+    weights = None
+    thresholds = None
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """``(H // 2, W // 2, C)``."""
+        h, w, c = self.in_shape
+        return h // 2, w // 2, c
+
+    @property
+    def in_features(self) -> int:
+        """``H * W * C``."""
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_features(self) -> int:
+        """``(H // 2) * (W // 2) * C``."""
+        return int(np.prod(self.out_shape))
+
+    @property
+    def weight_bits(self) -> int:
+        """Max-pool has no weights: 0."""
+        return 0
+
+
+Layer = DenseLayer | ConvLayer | MaxPoolLayer
+
+
+@dataclass(frozen=True, eq=False)
 class Model:
-    """A quantizer, thresholded dense layers, and one output layer at the end.
+    """A quantizer, thresholded layers, and one dense output layer at the end.
 
     Parameters
     ----------
     quantizer : InputQuantizer
-    layers : tuple of DenseLayer
+    layers : tuple of DenseLayer, ConvLayer, MaxPoolLayer
         ``layers[0].in_features == quantizer.out_bits``; each layer feeds the next; only the
-        last layer is an output layer.
+        last layer is an output layer. Convolution and max-pool layers come before every dense
+        layer; the first of them reads the image as ``H x W x L`` (``H * W = pixels``, ``L``
+        quantizer levels) and each later one takes the previous one's ``out_shape``.
     meta : dict
         JSON-serialisable facts about the model (dataset, architecture, training figures).
     """
@@ -202,15 +360,24 @@ class Model:
         if not self.layers:
             raise ModelError("a model needs at least one layer")
         expected = self.quantizer.out_bits
+        shape: tuple[int, int, int] | None = None
+        dense_seen = False
         for i, layer in enumerate(self.layers):
-            if layer.in_features != expected:
+            if not isinstance(layer, DenseLayer | ConvLayer | MaxPoolLayer):
+                raise ModelError(f"layer {i} is not a layer object: {type(layer).__name__}")
+            if isinstance(layer, ConvLayer | MaxPoolLayer):
+                self._check_spatial(i, layer, shape, dense_seen)
+                shape = layer.out_shape
+            elif layer.in_features != expected:
                 raise ModelError(
                     f"layer {i} expects {layer.in_features} input bits but receives {expected}"
                 )
+            else:
+                dense_seen = True
             last = i == len(self.layers) - 1
             if last and layer.kind != "output":
                 raise ModelError(f"the last layer (layer {i}) must be an output layer")
-            if not last and layer.kind != "dense":
+            if not last and layer.kind == "output":
                 raise ModelError(f"layer {i} is an output layer but is not the last layer")
             expected = layer.out_features
         if self.classes < 2:
@@ -219,6 +386,31 @@ class Model:
             json.dumps(self.meta)
         except TypeError as exc:
             raise ModelError(f"meta must be JSON-serialisable: {exc}") from None
+
+    def _check_spatial(self, i: int, layer: ConvLayer | MaxPoolLayer,
+                       shape: tuple[int, int, int] | None, dense_seen: bool) -> None:
+        """Check that a conv/maxpool layer reads the map the previous stage produces.
+
+        ``shape`` is the previous spatial layer's ``out_shape`` (``None``: the quantizer);
+        spatial layers may not follow dense ones.
+        """
+        h, w, c = layer.in_shape
+        if dense_seen:
+            raise ModelError(f"layer {i} ({layer.kind}) follows a dense layer; conv and maxpool "
+                             f"layers must come before every dense layer")
+        if shape is None:
+            q = self.quantizer
+            if h * w != q.pixels or c != q.levels:
+                raise ModelError(
+                    f"layer {i} ({layer.kind}) reads the image as {h}x{w}x{c} (HxWxC) but the "
+                    f"quantizer gives {q.pixels} pixels x {q.levels} level(s): need H*W = "
+                    f"{q.pixels} and C = {q.levels}"
+                )
+        elif shape != layer.in_shape:
+            raise ModelError(
+                f"layer {i} ({layer.kind}) expects an input map {h}x{w}x{c} (HxWxC) but "
+                f"receives {shape[0]}x{shape[1]}x{shape[2]}"
+            )
 
     @property
     def classes(self) -> int:
@@ -241,8 +433,7 @@ class Model:
         return {
             "input": {"kind": "thermometer", "pixels": self.quantizer.pixels,
                       "levels": self.quantizer.levels},
-            "layers": [{"kind": layer.kind, "in_features": layer.in_features,
-                        "out_features": layer.out_features} for layer in self.layers],
+            "layers": [_layer_header(layer) for layer in self.layers],
             "meta": self.meta,
         }
 
@@ -255,6 +446,8 @@ class Model:
             "input_thresholds": np.array(self.quantizer.thresholds, dtype=np.int16),
         }
         for i, layer in enumerate(self.layers):
+            if layer.weights is None:
+                continue
             arrays[f"layer{i}.weights"] = np.packbits(layer.weights, axis=1, bitorder="little")
             if layer.thresholds is not None:
                 arrays[f"layer{i}.thresholds"] = layer.thresholds.astype(np.int32)
@@ -277,6 +470,18 @@ class Model:
         np.savez_compressed(buffer, **self.arrays())
         write_atomic(path, buffer.getvalue())
         return path
+
+
+def _layer_header(layer: Layer) -> dict[str, Any]:
+    """A layer's entry in the header's ``layers`` list (see the module docstring)."""
+    spec: dict[str, Any] = {"kind": layer.kind, "in_features": layer.in_features,
+                            "out_features": layer.out_features}
+    if isinstance(layer, ConvLayer):
+        spec.update(in_shape=list(layer.in_shape), kernel=layer.kernel, stride=1, padding=0,
+                    out_channels=layer.out_shape[2])
+    elif isinstance(layer, MaxPoolLayer):
+        spec.update(in_shape=list(layer.in_shape), pool=layer.pool, stride=layer.pool)
+    return spec
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -367,17 +572,7 @@ def load_model(path: str | os.PathLike) -> Model:
             kind = layer_spec.get("kind") if isinstance(layer_spec, dict) else None
             if kind not in LAYER_KINDS:
                 raise ModelError(f"layer {i} has unknown kind {kind!r}")
-            mw, mh = int(layer_spec["in_features"]), int(layer_spec["out_features"])
-            if mw < 1 or mh < 1:
-                raise ModelError(f"layer {i} has non-positive size {mh}x{mw}")
-            packed = _array(archive, f"layer{i}.weights", "uint8", (mh, (mw + 7) // 8), where)
-            bits = np.unpackbits(packed, axis=1, bitorder="little")
-            if bits[:, mw:].any():
-                raise ModelError(f"layer {i} has weight bits set past MW={mw}")
-            t = None
-            if kind == "dense":
-                t = _array(archive, f"layer{i}.thresholds", "int32", (mh,), where)
-            layers.append(DenseLayer(bits[:, :mw], t))
+            layers.append(_load_layer(archive, i, kind, layer_spec, where))
         model = Model(quantizer, tuple(layers), header["meta"])
     except ModelError as exc:
         if str(exc).startswith(where):
@@ -386,3 +581,43 @@ def load_model(path: str | os.PathLike) -> Model:
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{where}: malformed layer description ({exc})") from None
     return model
+
+
+def _load_layer(archive: dict[str, np.ndarray], i: int, kind: str, spec: dict[str, Any],
+                where: str) -> Layer:
+    """Build layer ``i`` of kind ``kind`` from its header entry and arrays, validating both."""
+    mw, mh = int(spec["in_features"]), int(spec["out_features"])
+    if mw < 1 or mh < 1:
+        raise ModelError(f"layer {i} has non-positive size {mh}x{mw}")
+    if kind == "maxpool":
+        if int(spec["stride"]) != int(spec["pool"]):
+            raise ModelError(f"layer {i}: maxpool stride {spec['stride']} must equal pool "
+                             f"{spec['pool']}")
+        layer: Layer = MaxPoolLayer(tuple(spec["in_shape"]), int(spec["pool"]))
+    else:
+        if kind == "conv":
+            if int(spec["stride"]) != 1 or int(spec["padding"]) != 0:
+                raise ModelError(f"layer {i}: conv supports stride 1 and padding 0 only, got "
+                                 f"stride {spec['stride']} padding {spec['padding']}")
+            k = int(spec["kernel"])
+            rows, cols = int(spec["out_channels"]), k * k * _check_shape(
+                tuple(spec["in_shape"]), f"layer {i} conv in_shape")[2]
+        else:
+            rows, cols = mh, mw
+        if rows < 1 or cols < 1:
+            raise ModelError(f"layer {i} has non-positive weight shape {rows}x{cols}")
+        packed = _array(archive, f"layer{i}.weights", "uint8", (rows, (cols + 7) // 8), where)
+        bits = np.unpackbits(packed, axis=1, bitorder="little")
+        if bits[:, cols:].any():
+            raise ModelError(f"layer {i} has weight bits set past MW={cols}")
+        t = None
+        if kind != "output":
+            t = _array(archive, f"layer{i}.thresholds", "int32", (rows,), where)
+        if kind == "conv":
+            layer = ConvLayer(bits[:, :cols], t, k, tuple(spec["in_shape"]))
+        else:
+            layer = DenseLayer(bits[:, :cols], t)
+    if (layer.in_features, layer.out_features) != (mw, mh):
+        raise ModelError(f"layer {i} ({kind}) header says {mw} -> {mh} bits but its shape gives "
+                         f"{layer.in_features} -> {layer.out_features}")
+    return layer

@@ -23,13 +23,27 @@ expression** the float model evaluates (:func:`batchnorm_eval`, same dtype). Cor
 too, and the folded thresholds reproduce the float network's output bits on every input,
 boundary cases included, instead of approximately reproducing the real-number threshold
 ``ceil((K + mu - beta * sigma / gamma) / 2)``.
+
+Convolutions fold the same way (:func:`fold_conv`): every output position of channel ``o``
+applies the same weight row ``w_o`` (the ``(OC, K * K * C)`` matrix, columns in window order
+``(ky * K + kx) * C + c``) and the same per-channel batch norm, so the dense fold of that matrix
+gives the channel's threshold, exact at every position.
+
+Max-pool: the float network applies it **after** batch norm, before or after the sign, i.e.
+``sign(max_window(BN(dot)))`` or ``max_window(sign(BN(dot)))``, which are equal because ``sign``
+is monotone non-decreasing and ``max`` returns one of its arguments. Either is the OR over the
+window of the folded bits ``P' >= T``, for every sign of ``gamma``: each folded bit equals the
+float bit of its own position, and the OR of bits is the ``max`` of +-1. Pooling *before* batch
+norm (``sign(BN(max_window(dot)))``) would not fold to an OR: with ``gamma < 0`` the batch norm
+is decreasing and the result is the *minimum* over the window (an AND of the bits), so the
+trainer in :mod:`bnnhw.train` never pools before batch norm.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .model import DenseLayer, InputQuantizer, Model, ModelError
+from .model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model, ModelError
 
 
 def batchnorm_eval(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray,
@@ -95,6 +109,31 @@ def fold_batchnorm(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray,
     return DenseLayer(bits, lo)
 
 
+def fold_conv(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray,
+              beta: np.ndarray, eps: float, kernel: int,
+              in_shape: tuple[int, int, int]) -> ConvLayer:
+    """Fold a binary convolution followed by per-channel batch norm and sign.
+
+    Parameters
+    ----------
+    weights_pm1 : ndarray (OC, K * K * C)
+        Binary weights as +-1, column ``(ky * K + kx) * C + c``.
+    mean, var, gamma, beta : ndarray (OC,)
+    eps : float
+    kernel : int
+    in_shape : tuple of int
+        ``(H, W, C)``.
+
+    Returns
+    -------
+    ConvLayer
+        :func:`fold_batchnorm` of the ``(OC, K * K * C)`` matrix: rows of ``gamma < 0``
+        negated, thresholds in ``[0, K * K * C + 1]``.
+    """
+    dense = fold_batchnorm(weights_pm1, mean, var, gamma, beta, eps)
+    return ConvLayer(dense.weights, dense.thresholds, kernel, in_shape)
+
+
 def fold_output(weights_pm1: np.ndarray) -> DenseLayer:
     """The output layer: weight bits only; its popcounts ``P = (dot + K) / 2`` are the scores.
 
@@ -106,18 +145,32 @@ def fold_output(weights_pm1: np.ndarray) -> DenseLayer:
 
 def fold_model(quantizer: InputQuantizer, hidden: list[dict], output_weights: np.ndarray,
                meta: dict) -> Model:
-    """Fold a whole float MLP into an integer :class:`Model`.
+    """Fold a whole float network into an integer :class:`Model`.
 
     Parameters
     ----------
     quantizer : InputQuantizer
     hidden : list of dict
-        One dict per hidden layer with keys ``weights`` (MH, MW), ``mean``, ``var``,
-        ``gamma``, ``beta`` (MH,) and ``eps``.
+        One dict per hidden layer. Dense (no ``kind`` key, or ``kind="dense"``): ``weights``
+        (MH, MW), ``mean``, ``var``, ``gamma``, ``beta`` (MH,) and ``eps``. Convolution
+        (``kind="conv"``): the same with ``weights`` (OC, K * K * C), plus ``kernel`` and
+        ``in_shape`` (H, W, C). Max-pool (``kind="maxpool"``): ``in_shape``.
     output_weights : ndarray (C, MW)
     meta : dict
     """
-    layers = [fold_batchnorm(h["weights"], h["mean"], h["var"], h["gamma"], h["beta"], h["eps"])
-              for h in hidden]
+    layers: list[DenseLayer | ConvLayer | MaxPoolLayer] = []
+    for i, h in enumerate(hidden):
+        kind = h.get("kind", "dense")
+        if kind == "maxpool":
+            layers.append(MaxPoolLayer(tuple(h["in_shape"])))
+            continue
+        if kind not in ("dense", "conv"):
+            raise ModelError(f"hidden layer {i} has unknown kind {kind!r}; "
+                             f"choose dense, conv or maxpool")
+        bn = (h["mean"], h["var"], h["gamma"], h["beta"], h["eps"])
+        if kind == "conv":
+            layers.append(fold_conv(h["weights"], *bn, h["kernel"], tuple(h["in_shape"])))
+        else:
+            layers.append(fold_batchnorm(h["weights"], *bn))
     layers.append(fold_output(output_weights))
     return Model(quantizer, tuple(layers), meta)

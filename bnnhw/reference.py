@@ -8,16 +8,24 @@ Numpy only. A binary dense layer computes, for input bits ``x`` and weight row `
 
 Thresholded layers output bit ``P_r >= T_r``; the output layer's scores are ``P_r``; the class
 is the argmax of the scores, the lowest index winning ties.
+
+A convolution (:class:`bnnhw.model.ConvLayer`) is the same test on every window: the input map
+``(N, H, W, C)`` becomes, by :func:`im2col`, one ``K * K * C`` row per output position
+``(oy, ox)`` with column ``(ky * K + kx) * C + c = x[oy + ky, ox + kx, c]``; the rows go
+through the packed XNOR-popcount against the ``(OC, K * K * C)`` weights and the thresholds,
+and the result is the ``(OH, OW, OC)`` map flattened channel innermost. A max-pool
+(:class:`bnnhw.model.MaxPoolLayer`) is the OR of each ``2 x 2`` window of bits.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .model import Model
+from .model import ConvLayer, DenseLayer, MaxPoolLayer, Model
 from .packing import pack_bits, unpack_bits
 
 CHUNK = 1024
+CONV_ROWS = 1 << 16
 
 
 def popcounts(x_words: np.ndarray, w_words: np.ndarray, k: int) -> np.ndarray:
@@ -41,6 +49,74 @@ def popcounts(x_words: np.ndarray, w_words: np.ndarray, k: int) -> np.ndarray:
     return k - differ
 
 
+def im2col(bits: np.ndarray, in_shape: tuple[int, int, int], kernel: int) -> np.ndarray:
+    """Sliding windows of bit maps, stride 1, no padding.
+
+    Parameters
+    ----------
+    bits : ndarray, shape (N, H * W * C)
+        Maps flattened ``(y, x, c)``, channel innermost.
+    in_shape : tuple of int
+        ``(H, W, C)``.
+    kernel : int
+        ``K``.
+
+    Returns
+    -------
+    ndarray, shape (N * OH * OW, K * K * C)
+        Row ``(n * OH + oy) * OW + ox``, column ``(ky * K + kx) * C + c`` holds
+        ``bits[n, ((oy + ky) * W + ox + kx) * C + c]``; ``OH = H - K + 1``, ``OW = W - K + 1``.
+    """
+    h, w, c = in_shape
+    maps = np.asarray(bits).reshape(-1, h, w, c)
+    windows = np.lib.stride_tricks.sliding_window_view(maps, (kernel, kernel), axis=(1, 2))
+    # windows: (N, OH, OW, C, ky, kx) -> (N, OH, OW, ky, kx, C)
+    return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kernel * kernel * c)
+
+
+def conv_bits(layer: ConvLayer, bits: np.ndarray) -> np.ndarray:
+    """Output bits ``(N, OH * OW * OC)`` of a convolution on input maps ``(N, H * W * C)``.
+
+    Works through :func:`im2col` and :func:`popcounts` on at most about ``CONV_ROWS`` windows
+    at a time.
+    """
+    oh, ow, oc = layer.out_shape
+    w = pack_bits(layer.weights)
+    out = np.empty((bits.shape[0], oh * ow * oc), dtype=np.uint8)
+    step = max(1, CONV_ROWS // (oh * ow))
+    for start in range(0, bits.shape[0], step):
+        cols = im2col(bits[start:start + step], layer.in_shape, layer.kernel)
+        p = popcounts(pack_bits(cols), w, layer.fan_in)
+        fired = (p >= layer.thresholds[None, :]).astype(np.uint8)
+        out[start:start + step] = fired.reshape(-1, oh * ow * oc)
+    return out
+
+
+def maxpool_bits(layer: MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
+    """OR over ``2 x 2`` windows (stride 2) of maps ``(N, H * W * C)``; odd edges dropped."""
+    h, w, c = layer.in_shape
+    oh, ow, _ = layer.out_shape
+    maps = np.asarray(bits).reshape(-1, h, w, c)[:, :2 * oh, :2 * ow]
+    pooled = maps.reshape(-1, oh, 2, ow, 2, c).max(axis=(2, 4))
+    return pooled.reshape(-1, oh * ow * c)
+
+
+def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
+    """One layer on input bits ``(N, in_features)``.
+
+    Returns the output bits (uint8) of a thresholded layer, or the popcounts (int64) of the
+    output layer.
+    """
+    if isinstance(layer, ConvLayer):
+        return conv_bits(layer, bits)
+    if isinstance(layer, MaxPoolLayer):
+        return maxpool_bits(layer, bits)
+    p = popcounts(pack_bits(bits), pack_bits(layer.weights), layer.in_features)
+    if layer.thresholds is None:
+        return p
+    return (p >= layer.thresholds[None, :]).astype(np.uint8)
+
+
 def layer_outputs(model: Model, images: np.ndarray) -> list[np.ndarray]:
     """Every layer's output for a batch of uint8 images ``(N, pixels)``.
 
@@ -50,17 +126,9 @@ def layer_outputs(model: Model, images: np.ndarray) -> list[np.ndarray]:
         ``[input_bits, bits_1, ..., bits_{L-1}, scores]``: the quantized input bits, each
         thresholded layer's bits (uint8), and the output layer's popcounts (int64).
     """
-    bits = model.quantizer.quantize(images)
-    outputs = [bits]
-    x = pack_bits(bits)
+    outputs = [model.quantizer.quantize(images)]
     for layer in model.layers:
-        p = popcounts(x, pack_bits(layer.weights), layer.in_features)
-        if layer.thresholds is None:
-            outputs.append(p)
-        else:
-            out = (p >= layer.thresholds[None, :]).astype(np.uint8)
-            outputs.append(out)
-            x = pack_bits(out)
+        outputs.append(apply_layer(layer, outputs[-1]))
     return outputs
 
 
@@ -71,15 +139,12 @@ def infer(model: Model, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     breaks ties toward the lowest class index.
     """
     images = np.asarray(images)
-    weights = [pack_bits(layer.weights) for layer in model.layers]
     scores = np.empty((images.shape[0], model.classes), dtype=np.int64)
     for start in range(0, images.shape[0], CHUNK):
-        x = pack_bits(model.quantizer.quantize(images[start:start + CHUNK]))
-        for layer, w in zip(model.layers, weights, strict=True):
-            p = popcounts(x, w, layer.in_features)
-            if layer.thresholds is not None:
-                x = pack_bits((p >= layer.thresholds[None, :]).astype(np.uint8))
-        scores[start:start + CHUNK] = p
+        x = model.quantizer.quantize(images[start:start + CHUNK])
+        for layer in model.layers:
+            x = apply_layer(layer, x)
+        scores[start:start + CHUNK] = x
     return argmax_lowest(scores), scores
 
 
@@ -88,4 +153,5 @@ def argmax_lowest(scores: np.ndarray) -> np.ndarray:
     return np.argmax(scores, axis=1).astype(np.int64)
 
 
-__all__ = ["argmax_lowest", "infer", "layer_outputs", "pack_bits", "popcounts", "unpack_bits"]
+__all__ = ["apply_layer", "argmax_lowest", "conv_bits", "im2col", "infer", "layer_outputs",
+           "maxpool_bits", "pack_bits", "popcounts", "unpack_bits"]

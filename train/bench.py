@@ -42,7 +42,9 @@ def bench(arch: str, dataset: str = "mnist", epochs: int = 10, seed: int = 0,
                    progress=progress)
     report = {
         "arch": arch, "dataset": dataset, "mode": mode, "seed": seed, "epochs": epochs,
-        "hidden": list(PRESETS[arch].hidden), "accuracy": 100 * result.float_test_accuracy,
+        "hidden": list(PRESETS[arch].hidden),
+        "conv": [list(block) for block in PRESETS[arch].conv] or None,
+        "accuracy": 100 * result.float_test_accuracy,
         "seconds": result.seconds, "seconds_per_epoch": result.seconds / epochs,
         "history": result.history, "curves_png": str(curves),
         "command": f"python -m bnnhw.train.bench --arch {arch} --dataset {dataset} "

@@ -1,0 +1,275 @@
+"""Convolutional layers of the float training network and the binarized CNN.
+
+Feature maps are float32 arrays ``(N, H, W, C)``, channel innermost, which is the ``(y, x, c)``
+bit order of :mod:`bnnhw.model`; flattening a map is a reshape.
+
+Block order: ``conv -> batch norm -> max-pool -> sign``. Since ``sign`` is monotone
+non-decreasing and ``max`` returns one of its arguments, ``sign(max(BN(.)))`` equals
+``max(sign(BN(.)))``, which the fold pass turns into thresholds followed by an OR over each
+``2 x 2`` window (see :mod:`bnnhw.passes`). Seed 003 (CBCNN) pools *before* its batch norm; that
+order is not kept here because with a negative batch-norm ``gamma`` it is an AND of the folded
+bits, not the OR the hardware computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bnnhw.model import InputQuantizer, Model
+from bnnhw.passes import fold_model
+from bnnhw.reference import im2col
+
+from .layers import F32, BatchNorm1d, BinaryDense, Dropout, Layer, Scale, SignActivation, sign
+from .network import PREDICT_CHUNK
+
+
+class BinaryConv2d(Layer):
+    """Binary convolution, stride 1, no padding: ``y = im2col(x) @ sign(W).T``.
+
+    ``W`` is ``(OC, K * K * C)`` with column ``(ky * K + kx) * C + c`` (the window order of
+    :func:`bnnhw.reference.im2col`), so ``sign(W)`` is the model file's weight matrix as is.
+
+    Backward, with ``G = dL/dy`` as ``(N * OH * OW, OC)``: ``dL/dW = G.T @ im2col(x)`` (straight
+    through ``sign``) and ``dL/dx`` scatters ``G @ sign(W)`` back over the windows.
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        ``(H, W, C)``.
+    out_channels, kernel : int
+    rng : numpy.random.Generator
+        Latent weights uniform in ``[-1, 1]``.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel: int,
+                 rng: np.random.Generator) -> None:
+        super().__init__()
+        h, w, c = in_shape
+        if kernel < 1 or kernel > min(h, w):
+            raise ValueError(f"kernel must lie in [1, {min(h, w)}] for input {in_shape}, "
+                             f"got {kernel}")
+        self.in_shape, self.kernel = (h, w, c), kernel
+        self.out_shape = (h - kernel + 1, w - kernel + 1, out_channels)
+        self.params["W"] = rng.uniform(-1, 1, (out_channels, kernel * kernel * c)).astype(F32)
+        self.need_input_grad = True
+
+    def binary_weights(self) -> np.ndarray:
+        """``sign(W)`` as float32 +-1, shape ``(OC, K * K * C)``."""
+        return sign(self.params["W"])
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        n = x.shape[0]
+        self._cols = im2col(x.reshape(n, -1), self.in_shape, self.kernel)
+        self._wb = self.binary_weights()
+        return (self._cols @ self._wb.T).reshape(n, *self.out_shape)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        oh, ow, oc = self.out_shape
+        g = grad.reshape(-1, oc)
+        self.grads["W"] = g.T @ self._cols
+        if not self.need_input_grad:
+            return grad
+        k, (h, w, c) = self.kernel, self.in_shape
+        dcols = (g @ self._wb).reshape(-1, oh, ow, k, k, c)
+        dx = np.zeros((dcols.shape[0], h, w, c), dtype=F32)
+        for ky in range(k):
+            for kx in range(k):
+                dx[:, ky:ky + oh, kx:kx + ow, :] += dcols[:, :, :, ky, kx, :]
+        return dx
+
+    def constrain(self) -> None:
+        np.clip(self.params["W"], -1, 1, out=self.params["W"])
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch norm per channel: :class:`BatchNorm1d` over the ``N * H * W`` positions.
+
+    Eval mode is :func:`bnnhw.passes.batchnorm_eval` per element with the channel's
+    parameters, the expression the fold pass turns into one threshold per channel.
+    """
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return super().forward(x.reshape(-1, x.shape[-1]), training).reshape(x.shape)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return super().backward(grad.reshape(-1, grad.shape[-1])).reshape(grad.shape)
+
+
+class MaxPool2d(Layer):
+    """``2 x 2`` max-pool with stride 2 on ``(N, H, W, C)``; an odd last row or column is dropped.
+
+    Backward routes each output gradient to the first maximum of its window (row-major order
+    ``dy * 2 + dx``); the rest of the window, and a dropped edge, get 0.
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        ``(H, W, C)`` of the maps it pools (recorded for the export).
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        if min(in_shape[:2]) < 2:
+            raise ValueError(f"cannot max-pool a {in_shape[0]}x{in_shape[1]} map")
+        self.in_shape = tuple(in_shape)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        n, h, w, c = x.shape
+        oh, ow = h // 2, w // 2
+        self._in_shape = x.shape
+        windows = (x[:, :2 * oh, :2 * ow].reshape(n, oh, 2, ow, 2, c)
+                   .transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, 4))
+        self._arg = windows.argmax(axis=-1)[..., None]
+        return np.take_along_axis(windows, self._arg, axis=-1)[..., 0]
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        n, h, w, c = self._in_shape
+        oh, ow = h // 2, w // 2
+        spread = np.zeros((n, oh, ow, c, 4), dtype=F32)
+        np.put_along_axis(spread, self._arg, grad[..., None], axis=-1)
+        dx = np.zeros(self._in_shape, dtype=F32)
+        dx[:, :2 * oh, :2 * ow] = (spread.reshape(n, oh, ow, c, 2, 2)
+                                   .transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * oh, 2 * ow, c))
+        return dx
+
+
+class Flatten(Layer):
+    """``(N, H, W, C) -> (N, H * W * C)``, element ``(y * W + x) * C + c`` (channel innermost)."""
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad.reshape(self._shape)
+
+
+class CNN:
+    """Binarized CNN (W1A1): conv blocks, dense blocks, a scaled binary output layer.
+
+    The network, for an image of ``side x side`` pixels quantized to ``L`` bits each::
+
+        x = 2 * bits - 1  as (N, side, side, L)
+        per conv block:  x = sign(maxpool?(BN(conv(x))))      (pool only if the block pools)
+        flatten (y, x, c)
+        per dense block: x = sign(BN(x @ sign(W).T))
+        logits = alpha * (x @ sign(W_out).T),  alpha = exp(s) > 0
+
+    :meth:`export` folds it into a :class:`bnnhw.model.Model` whose integer inference equals
+    :meth:`predict` exactly (see the module docstring for the pool order).
+
+    Parameters
+    ----------
+    conv : sequence of (int, bool)
+        Output channels and "max-pool after" of each conv block.
+    hidden : sequence of int
+        Dense block widths.
+    kernel : int
+    quantizer : InputQuantizer
+        Its pixels must be a square number; its levels are the input channels.
+    rng, dropout_rng : numpy.random.Generator
+    classes : int
+    dropout_hidden : float
+        Dropout before every dense layer (training only).
+    bn_eps : float
+    """
+
+    mode = "W1A1"
+
+    def __init__(self, conv: tuple[tuple[int, bool], ...], hidden: tuple[int, ...], kernel: int,
+                 quantizer: InputQuantizer, rng: np.random.Generator,
+                 dropout_rng: np.random.Generator, classes: int = 10,
+                 dropout_hidden: float = 0.0, bn_eps: float = 1e-4) -> None:
+        side = int(round(np.sqrt(quantizer.pixels)))
+        if side * side != quantizer.pixels:
+            raise ValueError(f"a CNN needs square images, got {quantizer.pixels} pixels")
+        if not conv or any(c < 1 for c, _ in conv) or any(h < 1 for h in hidden):
+            raise ValueError(f"conv channels must be positive and non-empty and hidden widths "
+                             f"positive, got conv={conv} hidden={hidden}")
+        self.quantizer, self.classes, self.pixels = quantizer, classes, quantizer.pixels
+        self.conv, self.hidden, self.kernel = tuple(conv), tuple(hidden), kernel
+        self.in_shape = (side, side, quantizer.levels)
+        self.layers: list[Layer] = []
+        shape = self.in_shape
+        for channels, pool in self.conv:
+            conv_layer = BinaryConv2d(shape, channels, kernel, rng)
+            self.layers += [conv_layer, BatchNorm2d(channels, bn_eps)]
+            shape = conv_layer.out_shape
+            if pool:
+                self.layers.append(MaxPool2d(shape))
+                shape = (shape[0] // 2, shape[1] // 2, shape[2])
+            self.layers.append(SignActivation())
+        self.layers.append(Flatten())
+        width = int(np.prod(shape))
+        for h in self.hidden:
+            if dropout_hidden:
+                self.layers.append(Dropout(dropout_hidden, dropout_rng))
+            self.layers += [BinaryDense(width, h, rng), BatchNorm1d(h, bn_eps), SignActivation()]
+            width = h
+        if dropout_hidden:
+            self.layers.append(Dropout(dropout_hidden, dropout_rng))
+        self.layers += [BinaryDense(width, classes, rng), Scale(1 / np.sqrt(width))]
+        self.layers[0].need_input_grad = False
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """``2 * bits - 1`` (int8) of uint8 images ``(N, pixels)``, shape ``(N, side, side, L)``."""
+        images = np.asarray(images)
+        if images.ndim != 2 or images.shape[1] != self.pixels:
+            raise ValueError(f"images must have shape (N, {self.pixels}), got {images.shape}")
+        bits = self.quantizer.quantize(images).astype(np.int8)
+        return (bits * 2 - 1).astype(np.int8).reshape(-1, *self.in_shape)
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Logits for encoded inputs ``x`` (see :meth:`encode`)."""
+        out = np.asarray(x, dtype=F32)
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Back-propagate ``dL/dlogits``; the first convolution computes no input gradient."""
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+
+    def constrain(self) -> None:
+        """Clip latent binary weights to ``[-1, 1]``."""
+        for layer in self.layers:
+            layer.constrain()
+
+    def param_groups(self) -> list[tuple[dict, dict]]:
+        """``(params, grads)`` of every layer that has parameters."""
+        return [(layer.params, layer.grads) for layer in self.layers if layer.params]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Eval-mode logits ``(N, classes)`` of uint8 images, in chunks."""
+        images = np.asarray(images)
+        out = np.empty((images.shape[0], self.classes), dtype=F32)
+        chunk = PREDICT_CHUNK // 8
+        for start in range(0, images.shape[0], chunk):
+            out[start:start + chunk] = self.forward(self.encode(images[start:start + chunk]),
+                                                    training=False)
+        return out
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Eval-mode classes: ``argmax`` of the float logits, lowest index on ties."""
+        return np.argmax(self.logits(images), axis=1).astype(np.int64)
+
+    def export(self, meta: dict) -> Model:
+        """Fold the network into an integer :class:`bnnhw.model.Model` (conv, maxpool, dense)."""
+        hidden: list[dict] = []
+        pending: dict = {}
+        binary = [layer for layer in self.layers if isinstance(layer, BinaryConv2d | BinaryDense)]
+        for layer in self.layers:
+            if isinstance(layer, BinaryConv2d):
+                pending = {"kind": "conv", "weights": layer.binary_weights(),
+                           "kernel": layer.kernel, "in_shape": layer.in_shape}
+            elif isinstance(layer, BinaryDense) and layer is not binary[-1]:
+                pending = {"weights": layer.binary_weights()}
+            elif isinstance(layer, BatchNorm1d):
+                pending.update(mean=layer.running_mean, var=layer.running_var,
+                               gamma=layer.params["gamma"], beta=layer.params["beta"],
+                               eps=layer.eps)
+                hidden.append(pending)
+            elif isinstance(layer, MaxPool2d):
+                hidden.append({"kind": "maxpool", "in_shape": layer.in_shape})
+        return fold_model(self.quantizer, hidden, binary[-1].binary_weights(), meta)
