@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,6 +279,19 @@ def test_conv_model_round_trip(tmp_path):
     images = np.random.default_rng(2).integers(0, 256, (20, 56), dtype=np.uint8)
     np.testing.assert_array_equal(infer(loaded, images)[1], infer(model, images)[1])
     assert model.weight_bits == 3 * 18 + 4 * 12 + 5 * 8 + 3 * 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(model_specs())
+def test_conv_model_round_trip_property(spec):
+    h, w, levels, blocks, dense, classes, seed = spec
+    model = random_model(np.random.default_rng(seed), h, w, levels, blocks, dense, classes)
+    with tempfile.TemporaryDirectory() as folder:
+        loaded = load_model(model.save(Path(folder) / "m.npz"))
+    assert loaded.sha256() == model.sha256()
+    for a, b in zip(model.layers, loaded.layers, strict=True):
+        assert (a.kind, a.in_features, a.out_features) == (b.kind, b.in_features, b.out_features)
+        assert getattr(a, "in_shape", None) == getattr(b, "in_shape", None)
 
 
 @pytest.mark.parametrize(
