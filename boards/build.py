@@ -15,9 +15,11 @@ logs). Figures in the report:
   8N1 sends 10 bits per byte;
 * ``build_seconds``: wall time of ``platform.build``.
 
-Weights live in block RAM ROMs (``amaranth.lib.memory.Memory`` with init data). Run-time
-weight loading into the UP5K's SPRAM is not implemented, so a model whose weights exceed the
-block RAM is rejected before synthesis.
+Weights live in block RAM ROMs (``amaranth.lib.memory.Memory`` with init data). On the
+iCEBreaker, a model whose weights exceed the block RAM gets its largest layers placed in the
+UP5K's SPRAM (:mod:`bnnhw.boards.spram`), which the host fills over the link with LOAD_WEIGHTS
+after configuration (``bnnhw.boards.client.run`` does it when given the model file);
+:func:`check_fits` rejects, before synthesis, what fits neither way.
 """
 
 from __future__ import annotations
@@ -59,20 +61,74 @@ class BuildError(RuntimeError):
     """The toolchain ran but failed; the message names the step and ends with the log tail."""
 
 
-def check_fits(model: Model, board: Board) -> None:
-    """Fail fast when the weights cannot fit the device's block RAM.
+SPRAM_EBR_SHARE = 0.75
+"""Share of the block RAM the weights may take when the rest goes to SPRAM (the other
+block RAMs hold input buffers and FIFOs)."""
+
+
+def check_fits(model: Model, board: Board, folding: Any = None,
+               spram_layers: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Fail fast when the weights fit neither the block RAM nor block RAM + SPRAM.
+
+    A model whose weights fit the block RAM keeps them all there. Otherwise, on a device with
+    SPRAM, ``spram_layers`` (default: :func:`bnnhw.boards.spram.auto_spram_layers`, the
+    largest layers until the rest takes at most ``SPRAM_EBR_SHARE`` of the block RAM) go to
+    SPRAM.
+
+    Parameters
+    ----------
+    model : Model
+    board : Board
+    folding : bnnhw.folding.Folding or None
+        If given, the SPRAM placement is checked too (:func:`bnnhw.boards.spram.plan_spram`:
+        at most four SPRAMs of 16,384 words).
+    spram_layers : tuple of int or None
+        Layers to place in SPRAM; None chooses them.
+
+    Returns
+    -------
+    tuple of int
+        The layers placed in SPRAM (empty when all weights are in block RAM).
 
     Raises
     ------
     ValueError
-        If ``model.weight_bits > board.bram_bits``, naming both figures.
+        Naming the figures: weights above block RAM on a device without SPRAM, above block
+        RAM + SPRAM, the block RAM part still too large, or an SPRAM placement that does not
+        fit.
     """
-    if model.weight_bits > board.bram_bits:
+    from .spram import auto_spram_layers, plan_spram
+
+    bits = model.weight_bits
+    ebr = (f"{board.bram_bits} bits of block RAM ({board.bram_blocks} x "
+           f"{board.bram_block_bits})")
+    if spram_layers is None:
+        if bits <= board.bram_bits:
+            return ()
+        if not board.spram_bits:
+            raise ValueError(
+                f"model {model.topology} has {bits} weight bits but the {board.device} on "
+                f"{board.name} has {ebr} and no SPRAM: choose a smaller model or a larger "
+                f"board")
+        if bits > board.bram_bits + board.spram_bits:
+            raise ValueError(
+                f"model {model.topology} has {bits} weight bits but the {board.device} on "
+                f"{board.name} has {ebr} + {board.spram_bits} bits of SPRAM: choose a smaller "
+                f"model or a larger board")
+        spram_layers = auto_spram_layers(model, int(SPRAM_EBR_SHARE * board.bram_bits))
+    spram_layers = tuple(sorted(set(spram_layers)))
+    if spram_layers and not board.spram_bits:
+        raise ValueError(f"the {board.device} on {board.name} has no SPRAM "
+                         f"(spram_layers={spram_layers})")
+    rest = sum(layer.weights.size for i, layer in enumerate(model.layers)
+               if i not in spram_layers)
+    if rest > board.bram_bits:
         raise ValueError(
-            f"model {model.topology} has {model.weight_bits} weight bits but the "
-            f"{board.device} on {board.name} has {board.bram_bits} bits of block RAM "
-            f"({board.bram_blocks} x {board.bram_block_bits}); run-time weight loading into "
-            f"SPRAM is not implemented: choose a smaller model or a larger board")
+            f"model {model.topology}: the layers outside SPRAM (spram_layers={spram_layers}) "
+            f"have {rest} weight bits but the {board.device} on {board.name} has {ebr}")
+    if folding is not None:
+        plan_spram(model, folding, spram_layers)
+    return spram_layers
 
 
 def toolchain_env(board: Board, program: bool) -> dict[str, str]:
@@ -158,7 +214,8 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None = None,
-          program: bool = False, *, baud: int | None = None) -> dict[str, Any]:
+          program: bool = False, *, baud: int | None = None,
+          spram_layers: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Synthesise, place, route and pack the board top; optionally program the board.
 
     Parameters
@@ -174,6 +231,8 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         Program the board after building (needs the board's programmer on PATH).
     baud : int or None
         Host link rate (default: the board's ``default_baud``).
+    spram_layers : tuple of int or None
+        Layers whose weights go to SPRAM (see :func:`check_fits`; None: automatic).
 
     Returns
     -------
@@ -192,17 +251,20 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     """
     from bnnhw.folding import parse_fold
 
+    from . import protocol
+    from .spram import weight_image
     from .top import BoardTop
 
     info = get_board(board)
-    check_fits(model, info)
+    check_fits(model, info, spram_layers=spram_layers)
     folding = parse_fold(fold, model)
+    spram_layers = check_fits(model, info, folding, spram_layers)
     baud = baud or info.default_baud
     if program and shutil.which(info.programmer_path()) is None:
         raise FileNotFoundError(
             f"cannot program {info.name}: programmer {info.programmer_path()!r} not found "
             f"(install it or set {info.programmer_env})")
-    top = BoardTop(model, folding, board, baud)
+    top = BoardTop(model, folding, board, baud, spram_layers)
     core = top.core
     env = toolchain_env(info, program)
     out_dir = Path(out_dir)
@@ -233,6 +295,8 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     fmax = util.pop("fmax_mhz")
     cpf = core.cycles_per_frame
     link = core.link
+    regions = weight_image(model, core.spram_plan)
+    load_bytes = sum(len(f) for f in protocol.load_weight_frames(regions)) if regions else 0
     report: dict[str, Any] = {
         "board": info.name, "device": info.device, "family": info.family,
         "model_sha256": model.sha256(), "topology": model.topology,
@@ -249,7 +313,13 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         "link_images_per_s_bits": (baud / (10 * link.request_bytes_bits)
                                    if link.request_bytes_bits else None),
         "utilisation": util,
-        "weights_in": "block RAM ROMs (SPRAM run-time loading not implemented)",
+        "weights_in": ("block RAM ROMs" if not spram_layers else
+                       f"SPRAM (layers {', '.join(map(str, spram_layers))}, loaded at run time) "
+                       f"+ block RAM ROMs"),
+        "spram_layers": list(spram_layers),
+        "spram_plan": [p.__dict__ for p in core.spram_plan],
+        "weight_image_bytes": sum(len(d) for _, d in regions),
+        "weight_load_seconds": 10 * load_bytes / baud,
         "build_seconds": seconds,
         "bitstream": f"{NAME}.{info.bitstream}", "bitstream_bytes": bitstream.stat().st_size,
         "programmed": program,
@@ -272,8 +342,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"bnnhw build for {report['board']} ({report['device']})",
              f"model        {report['topology']}  sha256 {report['model_sha256'][:16]}",
              f"folding      {report['folding']}",
-             f"weights      {report['weight_bits']} bits of {report['bram_bits']} bits block RAM"
-             f" ({report['weights_in']})"]
+             f"weights      {report['weight_bits']} bits; {report['bram_bits']} bits block RAM;"
+             f" in {report['weights_in']}"]
+    if report["spram_layers"]:
+        lines.append(f"weight load  {report['weight_image_bytes']} bytes over LOAD_WEIGHTS, "
+                     f"{report['weight_load_seconds']:.2f} s at {report['baud']} baud")
     for key, value in report["utilisation"].items():
         if value is not None:
             lines.append(f"{key:<12} {value['used']} / {value['total']} "

@@ -30,7 +30,7 @@ import numpy as np
 from . import protocol
 from .protocol import FrameDecoder, Identity, ProtocolError, Status
 
-__all__ = ["SerialPort", "Transport", "identify", "run"]
+__all__ = ["SerialPort", "Transport", "identify", "load_weights", "run"]
 
 
 class Transport(Protocol):
@@ -119,6 +119,59 @@ def identify(link: Transport, timeout: float = 1.0, retries: int = 3) -> Identit
     raise TimeoutError(f"no IDENTIFY reply after {retries} attempt(s) of {timeout} s")
 
 
+def load_weights(link: Transport, model: Any, ident: Identity, timeout: float = 1.0,
+                 retries: int = 3, progress: bool = False) -> int:
+    """Send ``model``'s run-time weights (LOAD_WEIGHTS) as the board's identity describes.
+
+    The image (:func:`bnnhw.boards.spram.weight_image`) follows the folding and the SPRAM
+    layers of ``ident``. Requests go one at a time; a BAD_CRC or TIMEOUT status, or no reply
+    within ``timeout``, resends the chunk. After the commit, IDENTIFY must report the weights
+    loaded.
+
+    Returns
+    -------
+    int
+        Resends.
+
+    Raises
+    ------
+    TimeoutError
+        If a chunk gets no OK reply after ``retries`` resends.
+    RuntimeError
+        If the board does not report its weights loaded afterwards.
+    """
+    from tqdm import tqdm
+
+    from bnnhw.folding import parse_fold
+
+    from .spram import plan_spram, weight_image
+
+    plan = plan_spram(model, parse_fold(ident.folding, model), ident.spram_layers)
+    frames = protocol.load_weight_frames(weight_image(model, plan))
+    replies = _Replies(link)
+    resent = 0
+    for frame in tqdm(frames, disable=not progress, unit="chunk", desc="load weights"):
+        for _attempt in range(retries + 1):
+            link.write(frame)
+            reply = replies.next(timeout)
+            try:
+                ok = reply is not None and protocol.decode_status(
+                    reply, protocol.Command.LOAD_WEIGHTS) == Status.OK
+            except ProtocolError:
+                ok = False
+            if ok:
+                break
+            if reply is None:
+                replies.next(timeout)  # drain a late reply before resending
+            resent += 1
+        else:
+            raise TimeoutError(f"weight chunk of {len(frame)} bytes: no OK reply after "
+                               f"{retries} resend(s)")
+    if not identify(link, timeout, retries).weights_loaded:
+        raise RuntimeError("the board does not report its weights loaded after the commit")
+    return resent
+
+
 def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int | None = 100,
         *, model: str | os.PathLike | None = None, mode: str = "raw", baud: int = 1_000_000,
         window: int = 1, timeout: float = 1.0, retries: int = 3,
@@ -136,7 +189,8 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
     model : path or None
         Model file. If given, its SHA-256 prefix must match the board's, and the board's
         answers are also compared with :func:`bnnhw.reference.infer` (``reference_mismatches``).
-        Required for ``mode="bits"`` (the host quantizes the images).
+        Required for ``mode="bits"`` (the host quantizes the images) and for a board whose
+        run-time weights are not loaded yet (they are then sent first, :func:`load_weights`).
     mode : str
         ``"raw"`` (CLASSIFY_RAW, one byte per pixel) or ``"bits"`` (CLASSIFY_BITS).
     window : int
@@ -148,13 +202,15 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
     -------
     dict
         ``images``, ``accuracy``, ``images_per_s``, ``seconds``, ``retries`` (resends),
-        ``identity``, ``reference_mismatches`` (None without ``model``), ``mode``.
+        ``identity``, ``reference_mismatches`` (None without ``model``), ``mode``,
+        ``weights_loaded_now`` (bool) and ``load_seconds``.
 
     Raises
     ------
     ValueError
-        Unknown mode, bad window, a model that is not the one on the board, or bits mode
-        without a model or on a board without CLASSIFY_BITS.
+        Unknown mode, bad window, a model that is not the one on the board, bits mode
+        without a model or on a board without CLASSIFY_BITS, or a board waiting for its
+        weights without a model.
     TimeoutError
         If an image gets no valid reply after ``retries`` resends.
     """
@@ -175,6 +231,14 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
         if net is not None and not net.sha256().startswith(ident.model_sha256_prefix):
             raise ValueError(f"the board runs model {ident.model_sha256_prefix}..., not "
                              f"{model} ({net.sha256()[:16]}...)")
+        load_seconds = 0.0
+        loaded_now = False
+        if ident.weights_in_ram and not ident.weights_loaded:
+            if net is None:
+                raise ValueError("the board's weights are not loaded yet: give the model file")
+            start = time.perf_counter()
+            load_weights(link, net, ident, timeout, retries, progress)
+            load_seconds, loaded_now = time.perf_counter() - start, True
         if mode == "bits" and (net is None or not ident.bits_supported):
             raise ValueError("mode 'bits' needs the model file and a board with CLASSIFY_BITS "
                              f"(board supports it: {ident.bits_supported})")
@@ -204,7 +268,8 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
     result = {"images": int(len(labels)), "accuracy": accuracy, "mode": mode,
               "seconds": seconds, "images_per_s": len(labels) / seconds if seconds else 0.0,
               "retries": resent, "identity": ident.__dict__,
-              "reference_mismatches": mismatches}
+              "reference_mismatches": mismatches, "weights_loaded_now": loaded_now,
+              "load_seconds": load_seconds}
     if progress:
         print(f"accuracy {100 * accuracy:.2f} % on {len(labels)} images, "
               f"{result['images_per_s']:.1f} images/s ({mode}, window {window})")

@@ -8,10 +8,12 @@ Request parser (one byte per cycle at most)::
 
     HUNT -SYNC0-> SYNC1 -SYNC1-> CMD -> LEN_LO -> LEN_HI -+-> PAYLOAD_RAW  -+-> CHECK -> HUNT
                                                           +-> PAYLOAD_BITS -+
+                                                          +-> PAYLOAD_LOAD -+
                                                           +-> CHECK (IDENTIFY)
 
-* A header whose ``(CMD, LEN)`` is not one of IDENTIFY/0, CLASSIFY_RAW/``pixels`` or
-  CLASSIFY_BITS/``pixels * L / 8`` sends the parser back to HUNT without a reply; so does a
+* A header whose ``(CMD, LEN)`` is not one of IDENTIFY/0, CLASSIFY_RAW/``pixels``,
+  CLASSIFY_BITS/``pixels * L / 8`` or (with ``load_weights``) LOAD_WEIGHTS/``4 + 2 k`` with
+  ``2 k <= MAX_WEIGHT_CHUNK`` sends the parser back to HUNT without a reply; so does a
   bad CRC on IDENTIFY. Garbage therefore produces no replies. (Unlike the host decoder, the
   gateware cannot rescan consumed bytes: it resumes hunting at the next byte.)
 * Pixels stream into the accelerator as they arrive, packed ``P`` per word (pixel
@@ -24,6 +26,14 @@ Request parser (one byte per cycle at most)::
 * CLASSIFY_BITS: each byte holds ``8 / L`` pixels of ``L`` thermometer bits. Pixel ``j``
   with ``c`` ones is rebuilt as ``thresholds[c - 1]`` (0 when ``c = 0``), which the
   accelerator's quantizer maps back to exactly ``c`` ones.
+
+* LOAD_WEIGHTS: after the 4 offset bytes, every second data byte writes one 16-bit word
+  (first byte low) on ``w_addr`` / ``w_data`` / ``w_en`` (one-cycle pulse), at word
+  ``offset / 2 + k`` (low 16 bits). Words are written as they arrive, so a chunk with a bad
+  CRC has already been written: the reply says BAD_CRC and the host resends the chunk. The
+  first data word clears ``weights_loaded``; a request without data bytes (commit) with a
+  good CRC sets it. Bit 2 of the identity flags byte shows ``weights_loaded``. Loading is
+  meant for an idle accelerator: a write takes the SPRAM's port from a running frame.
 
 Replies leave in request order: the parser queues a token (command, status) per reply and
 the serialiser pairs each classify token with the next accelerator output word.
@@ -40,9 +50,18 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from .protocol import OVERHEAD_BYTES, REPLY, SYNC, Command, Status, crc8
+from .protocol import (
+    IDENTITY_FLAGS_INDEX,
+    MAX_WEIGHT_CHUNK,
+    OVERHEAD_BYTES,
+    REPLY,
+    SYNC,
+    Command,
+    Status,
+    crc8,
+)
 
-KIND_IDENTIFY, KIND_RAW, KIND_BITS = 0, 1, 2
+KIND_IDENTIFY, KIND_RAW, KIND_BITS, KIND_LOAD = 0, 1, 2, 3
 TOKEN_DEPTH = 8
 
 
@@ -85,6 +104,8 @@ class Link(wiring.Component):
         disables CLASSIFY_BITS.
     timeout_cycles : int
         Idle cycles inside a frame before it is abandoned.
+    load_weights : bool
+        Accept LOAD_WEIGHTS (drive the weight write port).
 
     Attributes
     ----------
@@ -95,11 +116,12 @@ class Link(wiring.Component):
 
     Ports besides the streams: ``last_class`` / ``last_class_valid`` hold the class of the
     last OK classify reply; ``activity`` pulses for one cycle when a reply has been sent;
-    ``error`` is sticky after a BAD_CRC or TIMEOUT reply.
+    ``error`` is sticky after a BAD_CRC or TIMEOUT reply. ``w_addr``, ``w_data``, ``w_en``
+    and ``weights_loaded`` are the LOAD_WEIGHTS write port and state.
     """
 
     def __init__(self, *, pixels, pixels_per_word, out_width, class_bits, identity,
-                 bits_pixel_values=None, timeout_cycles=1 << 20):
+                 bits_pixel_values=None, timeout_cycles=1 << 20, load_weights=False):
         if pixels % pixels_per_word:
             raise ValueError(f"pixels per word ({pixels_per_word}) must divide the image size "
                              f"({pixels})")
@@ -125,6 +147,7 @@ class Link(wiring.Component):
         if timeout_cycles < 1:
             raise ValueError(f"timeout_cycles must be >= 1, got {timeout_cycles}")
         self.timeout_cycles = timeout_cycles
+        self.load_weights = bool(load_weights)
         self.request_bytes_raw = OVERHEAD_BYTES + pixels
         self.request_bytes_bits = OVERHEAD_BYTES + self.bits_bytes if self.bits_bytes else 0
         self.reply_bytes = OVERHEAD_BYTES + 1 + self.result_bytes
@@ -140,6 +163,10 @@ class Link(wiring.Component):
             "last_class_valid": Out(1),
             "activity": Out(1),
             "error": Out(1),
+            "w_addr": Out(16),
+            "w_data": Out(16),
+            "w_en": Out(1),
+            "weights_loaded": Out(1),
         })
 
     def elaborate(self, platform):
@@ -174,7 +201,7 @@ class Link(wiring.Component):
         cmd = Signal(8)
         length = Signal(16)
         crc = Signal(8)
-        bytes_left = Signal(range(max(self.pixels, self.bits_bytes) + 1))
+        bytes_left = Signal(range(max(self.pixels, self.bits_bytes, 4 + MAX_WEIGHT_CHUNK) + 1))
         pixels_left = Signal(range(self.pixels + 1))
         idle = Signal(range(self.timeout_cycles + 1))
         timeout = Signal()
@@ -191,6 +218,16 @@ class Link(wiring.Component):
             exp_pixel = lut[ones]
         else:
             exp_pixel = Const(0, 8)
+
+        # LOAD_WEIGHTS: offset bytes 0-2 (byte 3 is beyond the 16-bit word address), the low
+        # byte of the next word, the position in the request, and a commit (no data) flag.
+        offset = Signal(24)
+        low = Signal(8)
+        load_pos = Signal(range(6))
+        commit = Signal()
+        m.d.sync += self.w_en.eq(0)
+        with m.If(self.w_en):
+            m.d.sync += self.w_addr.eq(self.w_addr + 1)
 
         accept = Signal()
         m.d.comb += b.ready.eq(accept)
@@ -244,10 +281,35 @@ class Link(wiring.Component):
                             m.d.sync += [kind.eq(KIND_BITS), bytes_left.eq(self.bits_bytes),
                                          pixels_left.eq(self.pixels)]
                             m.next = "PAYLOAD_BITS"
+                    if self.load_weights:
+                        with m.Elif((cmd == Command.LOAD_WEIGHTS) & (full_len >= 4)
+                                    & (full_len <= 4 + MAX_WEIGHT_CHUNK) & ~full_len[0]):
+                            m.d.sync += [kind.eq(KIND_LOAD), bytes_left.eq(full_len),
+                                         commit.eq(full_len == 4), load_pos.eq(0)]
+                            m.next = "PAYLOAD_LOAD"
                     with m.Else():
                         m.next = "HUNT"
                 with m.Elif(timeout):
                     m.next = "HUNT"
+            with m.State("PAYLOAD_LOAD"):
+                m.d.comb += accept.eq(1)
+                with m.If(taken):
+                    m.d.sync += bytes_left.eq(bytes_left - 1)
+                    with m.If(load_pos < 3):
+                        m.d.sync += [load_pos.eq(load_pos + 1),
+                                     offset.eq(Cat(offset[8:], b.payload))]
+                    with m.Elif(load_pos == 3):
+                        # Bits 1-16 of the offset (bytes 0-2 now) are the word address.
+                        m.d.sync += [load_pos.eq(4), self.w_addr.eq(offset[1:17])]
+                    with m.Elif(load_pos == 4):
+                        m.d.sync += [load_pos.eq(5), low.eq(b.payload)]
+                    with m.Else():
+                        m.d.sync += [load_pos.eq(4), self.w_data.eq(Cat(low, b.payload)),
+                                     self.w_en.eq(1), self.weights_loaded.eq(0)]
+                    with m.If(bytes_left == 1):
+                        m.next = "CHECK"
+                with m.Elif(timeout):
+                    m.next = "CHECK"
             with m.State("PAYLOAD_RAW"):
                 m.d.comb += [accept.eq(pix_ready), pix_valid.eq(b.valid),
                              pix_data.eq(b.payload)]
@@ -285,6 +347,8 @@ class Link(wiring.Component):
                     good = b.payload == crc
                     m.d.comb += tok_status.eq(Mux(good, Status.OK, Status.BAD_CRC))
                     m.d.comb += tokens.w_en.eq((kind != KIND_IDENTIFY) | good)
+                    with m.If((kind == KIND_LOAD) & commit & good):
+                        m.d.sync += self.weights_loaded.eq(1)
                     m.next = "HUNT"
                 with m.Elif(timeout & tokens.w_rdy):
                     m.d.comb += [tokens.w_en.eq(kind != KIND_IDENTIFY),
@@ -305,7 +369,9 @@ class Link(wiring.Component):
         ident_rom = Array(Const(v, 8) for v in (self.identity or b"\0"))
         ident_len, result_len = len(self.identity) + 1, self.result_bytes + 1
         is_ident = r_kind == KIND_IDENTIFY
-        last = Mux(is_ident, OVERHEAD_BYTES + ident_len - 1, OVERHEAD_BYTES + result_len - 1)
+        is_load = r_kind == KIND_LOAD
+        last = Mux(is_ident, OVERHEAD_BYTES + ident_len - 1,
+                   Mux(is_load, OVERHEAD_BYTES, OVERHEAD_BYTES + result_len - 1))
         o = self.o_bytes
         byte = Signal(8)
         with m.Switch(index):
@@ -316,18 +382,24 @@ class Link(wiring.Component):
             with m.Case(2):
                 m.d.comb += byte.eq(Mux(is_ident, Command.IDENTIFY,
                                         Mux(r_kind == KIND_RAW, Command.CLASSIFY_RAW,
-                                            Command.CLASSIFY_BITS)) | REPLY)
+                                            Mux(is_load, Command.LOAD_WEIGHTS,
+                                                Command.CLASSIFY_BITS))) | REPLY)
             with m.Case(3):
-                m.d.comb += byte.eq(Mux(is_ident, ident_len & 0xFF, result_len & 0xFF))
+                m.d.comb += byte.eq(Mux(is_ident, ident_len & 0xFF,
+                                        Mux(is_load, 1, result_len & 0xFF)))
             with m.Case(4):
-                m.d.comb += byte.eq(Mux(is_ident, ident_len >> 8, result_len >> 8))
+                m.d.comb += byte.eq(Mux(is_ident, ident_len >> 8,
+                                        Mux(is_load, 0, result_len >> 8)))
             with m.Case(5):
                 m.d.comb += byte.eq(r_status)
             with m.Default():
                 with m.If(index == last):
                     m.d.comb += byte.eq(out_crc)
                 with m.Elif(is_ident):
-                    m.d.comb += byte.eq(ident_rom[index - 6])
+                    # Bit 2 of the flags byte is the live weights_loaded state.
+                    flags = index == 6 + IDENTITY_FLAGS_INDEX
+                    m.d.comb += byte.eq(ident_rom[index - 6]
+                                        | Mux(flags, self.weights_loaded << 2, 0))
                 with m.Else():
                     m.d.comb += byte.eq(result[:8])
         m.d.comb += o.payload.eq(byte)
@@ -339,7 +411,8 @@ class Link(wiring.Component):
                 with m.If(tokens.r_rdy):
                     m.d.sync += [r_kind.eq(tokens.r_data[:2]), r_status.eq(tokens.r_data[2:]),
                                  index.eq(0), out_crc.eq(0)]
-                    with m.If(tokens.r_data[:2] == KIND_IDENTIFY):
+                    with m.If((tokens.r_data[:2] == KIND_IDENTIFY)
+                              | (tokens.r_data[:2] == KIND_LOAD)):
                         m.next = "SEND"
                     with m.Else():
                         m.next = "RESULT"

@@ -13,7 +13,10 @@ Every message in either direction is one frame (full description in ``docs/host-
 A reply's payload starts with a :class:`Status` byte. A classify reply then holds the
 accelerator's output word, ``ceil(out_width / 8)`` bytes little-endian: the class in bits
 ``[0, class_bits)`` and score ``c`` in bits ``[class_bits + c * score_bits, ...)``. An identify
-reply holds the :class:`Identity` record.
+reply holds the :class:`Identity` record. A LOAD_WEIGHTS request carries a little-endian u32
+byte offset into the board's run-time weight image and an even number of bytes (at most
+:data:`MAX_WEIGHT_CHUNK`) written there as 16-bit little-endian words; one with no data bytes
+commits the image (the board then reports its weights as loaded). Its reply is the status byte.
 
 Resynchronisation: a receiver hunts for ``SYNC0 SYNC1``; a header it cannot accept or a CRC
 mismatch makes it resume hunting one byte after the rejected ``SYNC0``, so garbage before a
@@ -34,6 +37,8 @@ HEADER_BYTES = 5  # SYNC0 SYNC1 CMD LEN_LO LEN_HI
 OVERHEAD_BYTES = HEADER_BYTES + 1  # plus the CRC byte
 MAX_PAYLOAD = 0xFFFF
 CRC_POLY = 0x07
+MAX_WEIGHT_CHUNK = 512
+"""Largest data part of one LOAD_WEIGHTS request, in bytes."""
 
 
 class Command(enum.IntEnum):
@@ -42,6 +47,7 @@ class Command(enum.IntEnum):
     IDENTIFY = 0x01
     CLASSIFY_RAW = 0x02
     CLASSIFY_BITS = 0x03
+    LOAD_WEIGHTS = 0x04
 
 
 class Status(enum.IntEnum):
@@ -221,6 +227,60 @@ def identify() -> bytes:
     return encode(Command.IDENTIFY)
 
 
+def load_weights(offset: int, data: bytes = b"") -> bytes:
+    """LOAD_WEIGHTS request: ``u32 offset (LE) + data``; empty ``data`` commits the image.
+
+    Raises
+    ------
+    ProtocolError
+        If ``offset`` is negative, odd or above 32 bits, or ``data`` has an odd length or is
+        longer than :data:`MAX_WEIGHT_CHUNK` bytes.
+    """
+    if not 0 <= offset <= 0xFFFFFFFF or offset % 2:
+        raise ProtocolError(f"weight offset must be an even u32, got {offset}")
+    if len(data) % 2 or len(data) > MAX_WEIGHT_CHUNK:
+        raise ProtocolError(f"weight chunk of {len(data)} bytes must be even and at most "
+                            f"{MAX_WEIGHT_CHUNK}")
+    return encode(Command.LOAD_WEIGHTS, struct.pack("<I", offset) + bytes(data))
+
+
+def load_weight_frames(regions: list[tuple[int, bytes]],
+                       chunk: int = MAX_WEIGHT_CHUNK) -> list[bytes]:
+    """All LOAD_WEIGHTS requests for an image given as ``(byte offset, data)`` regions.
+
+    Each region is cut into chunks of at most ``chunk`` bytes; the last request is the commit
+    (no data, offset = total bytes sent).
+    """
+    if chunk < 2 or chunk % 2 or chunk > MAX_WEIGHT_CHUNK:
+        raise ProtocolError(f"chunk must be even and in [2, {MAX_WEIGHT_CHUNK}], got {chunk}")
+    frames = []
+    total = 0
+    for offset, data in regions:
+        for start in range(0, len(data), chunk):
+            frames.append(load_weights(offset + start, data[start:start + chunk]))
+        total += len(data)
+    frames.append(load_weights(total))
+    return frames
+
+
+def decode_status(frame: Frame, command: int) -> Status:
+    """The status of a reply to ``command`` whose payload is the status byte alone.
+
+    Raises
+    ------
+    ProtocolError
+        If the frame is not such a reply.
+    """
+    if frame.command != command | REPLY or len(frame.payload) != 1:
+        raise ProtocolError(f"frame with command 0x{frame.command:02x} and "
+                            f"{len(frame.payload)} payload byte(s) is not a status reply to "
+                            f"0x{command:02x}")
+    try:
+        return Status(frame.payload[0])
+    except ValueError:
+        raise ProtocolError(f"unknown status {frame.payload[0]}") from None
+
+
 _IDENTITY = struct.Struct("<8sHBBBBHIIIBB")
 
 
@@ -231,7 +291,10 @@ class Identity:
     Layout after the status byte (little-endian): 8 bytes of the model's SHA-256, u16
     pixels, u8 levels, u8 classes, u8 class_bits, u8 score_bits, u16 pixels_per_word,
     u32 cycles_per_frame, u32 clock Hz, u32 baud, u8 flags (bit 0: CLASSIFY_BITS
-    accepted), u8 n, then ``n`` ASCII bytes of the folding (``PExSIMD`` per layer).
+    accepted; bit 1: weights live in run-time memory and must be sent with LOAD_WEIGHTS;
+    bit 2: such weights have been loaded and committed), u8 n, then ``n`` ASCII bytes of the
+    folding (``PExSIMD`` per layer), then u8 m and ``m`` bytes: the indices of the layers whose
+    weights are loaded at run time (:mod:`bnnhw.boards.spram`).
     """
 
     model_sha256_prefix: str
@@ -246,6 +309,9 @@ class Identity:
     baud: int
     bits_supported: bool
     folding: str
+    weights_in_ram: bool = False
+    weights_loaded: bool = False
+    spram_layers: tuple[int, ...] = ()
 
     def encode(self) -> bytes:
         """The identity record (without the status byte)."""
@@ -255,7 +321,14 @@ class Identity:
         return _IDENTITY.pack(
             bytes.fromhex(self.model_sha256_prefix), self.pixels, self.levels, self.classes,
             self.class_bits, self.score_bits, self.pixels_per_word, self.cycles_per_frame,
-            self.clk_hz, self.baud, int(self.bits_supported), len(fold)) + fold
+            self.clk_hz, self.baud, self.flags, len(fold)) + fold + bytes(
+            (len(self.spram_layers), *self.spram_layers))
+
+    @property
+    def flags(self) -> int:
+        """The flags byte: bit 0 bits_supported, bit 1 weights_in_ram, bit 2 weights_loaded."""
+        return (int(self.bits_supported) | int(self.weights_in_ram) << 1
+                | int(self.weights_loaded) << 2)
 
     @classmethod
     def decode(cls, data: bytes) -> Identity:
@@ -265,11 +338,14 @@ class Identity:
                                 f"{_IDENTITY.size}")
         (digest, pixels, levels, classes, class_bits, score_bits, ppw, cpf, clk, baud,
          flags, n) = _IDENTITY.unpack_from(data)
-        fold = data[_IDENTITY.size:]
-        if len(fold) != n:
-            raise ProtocolError(f"identity announces a {n}-byte folding but carries {len(fold)}")
+        fold = data[_IDENTITY.size:_IDENTITY.size + n]
+        rest = data[_IDENTITY.size + n:]
+        if len(fold) != n or not rest or len(rest) != 1 + rest[0]:
+            raise ProtocolError(f"identity announces a {n}-byte folding and a layer list but "
+                                f"carries {len(data) - _IDENTITY.size} bytes after the header")
         return cls(digest.hex(), pixels, levels, classes, class_bits, score_bits, ppw, cpf,
-                   clk, baud, bool(flags & 1), fold.decode("ascii"))
+                   clk, baud, bool(flags & 1), fold.decode("ascii"), bool(flags & 2),
+                   bool(flags & 4), tuple(rest[1:]))
 
     @property
     def result_bytes(self) -> int:
@@ -341,8 +417,12 @@ def decode_identity(frame: Frame) -> Identity:
     return Identity.decode(frame.payload[1:])
 
 
+IDENTITY_FLAGS_INDEX = _IDENTITY.size - 2
+"""Byte index of the flags in the identity record."""
+
 __all__ = [
-    "SYNC", "Command", "Frame", "FrameDecoder", "Identity", "ProtocolError", "Result", "Status",
-    "bits_payload_bytes", "classify_bits", "classify_raw", "crc8", "decode_identity",
-    "decode_one", "decode_result", "encode", "encode_result", "identify", "result_bytes",
+    "IDENTITY_FLAGS_INDEX", "MAX_WEIGHT_CHUNK", "SYNC", "Command", "Frame", "FrameDecoder",
+    "Identity", "ProtocolError", "Result", "Status", "bits_payload_bytes", "classify_bits",
+    "classify_raw", "crc8", "decode_identity", "decode_one", "decode_result", "decode_status",
+    "encode", "encode_result", "identify", "load_weight_frames", "load_weights", "result_bytes",
 ]

@@ -6,7 +6,11 @@ netlist of ``SB_LUT4`` / ``SB_DFF*`` / ``SB_RAM40_4K`` cells, simulated with yos
 ``ice40/cells_sim.v``), and runs the bench ``bnnhw.sim.tb_board`` on Icarus. The bench
 sends, through the ``rx`` pin: garbage bytes, an IDENTIFY request, then one classify request
 per image (alternating CLASSIFY_RAW and CLASSIFY_BITS when the model allows bits), with one
-request corrupted on purpose (its CRC byte flipped) so the reply must say BAD_CRC. Every
+request corrupted on purpose (its CRC byte flipped) so the reply must say BAD_CRC. With SPRAM
+layers, the weight image (:func:`bnnhw.boards.spram.weight_image`) is first sent as
+LOAD_WEIGHTS requests (one chunk twice, the first copy with a corrupted CRC, which must be
+answered BAD_CRC), then a second IDENTIFY must report the weights loaded; the SPRAMs are
+simulated with yosys' ``ice40/cells_sim.v`` model of ``SB_SPRAM256KA``. Every
 reply is decoded with :mod:`bnnhw.boards.protocol` and compared with
 :func:`bnnhw.reference.infer` for exact equality of class and scores.
 """
@@ -38,9 +42,24 @@ GARBAGE = bytes((0x00, 0xFF, 0xB5, 0x11, 0xB5, 0x4E, 0x7F, 0x13, 0x00, 0x42))
 __all__ = ["simulate_board"]
 
 
-def _requests(model: Model, images: np.ndarray, bits: bool) -> tuple[list[bytes], list[str]]:
+def _corrupt(frame: bytes) -> bytes:
+    bad = bytearray(frame)
+    bad[-1] ^= 0x5A
+    return bytes(bad)
+
+
+def _load_requests(regions: list[tuple[int, bytes]]) -> list[bytes]:
+    """LOAD_WEIGHTS requests of the image, the first chunk preceded by a corrupted copy."""
+    frames = protocol.load_weight_frames(regions, chunk=256)
+    return [_corrupt(frames[0]), *frames]
+
+
+def _requests(model: Model, images: np.ndarray, bits: bool,
+              loads: list[bytes]) -> tuple[list[bytes], list[str]]:
     """Chunks to send and, per classify request, ``"ok"`` or ``"bad_crc"``."""
     chunks = [GARBAGE, protocol.identify()]
+    if loads:
+        chunks += [*loads, protocol.identify()]
     kinds = []
     quantized = model.quantizer.quantize(images)
     for i, image in enumerate(images):
@@ -49,9 +68,7 @@ def _requests(model: Model, images: np.ndarray, bits: bool) -> tuple[list[bytes]
         else:
             frame = protocol.classify_raw(image)
         if i == 1:
-            bad = bytearray(frame)
-            bad[-1] ^= 0x5A
-            chunks.append(bytes(bad))
+            chunks.append(_corrupt(frame))
             kinds.append("bad_crc")
         chunks.append(frame)
         kinds.append("ok")
@@ -79,7 +96,8 @@ def _synthesise(rtl: Path, out: Path) -> None:
 
 def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
                    netlist: bool = False, build_dir: str | os.PathLike | None = None,
-                   max_cycles: int | None = None, waves: bool = False) -> dict[str, Any]:
+                   max_cycles: int | None = None, waves: bool = False,
+                   spram_layers: tuple[int, ...] = ()) -> dict[str, Any]:
     """Run the UART-level bench and compare every reply with the reference.
 
     Parameters
@@ -98,13 +116,17 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         the accelerator's latency per image).
     waves : bool
         Dump a waveform (``board_top.fst`` in ``build_dir/sim_build``; keep ``build_dir``).
+    spram_layers : tuple of int
+        Layers whose weights go to SPRAM and are loaded over the UART first.
 
     Returns
     -------
     dict
         ``images``, ``mismatches`` (indices), ``statuses`` (per reply), ``identity`` (decoded),
         ``bad_crc_replied`` (bool), ``cycles``, ``tx_framing_errors``, ``discarded`` (bytes the
-        host decoder skipped: 0 when the gateware sends only frames), ``netlist``.
+        host decoder skipped: 0 when the gateware sends only frames), ``netlist``;
+        ``load_statuses`` (LOAD_WEIGHTS reply statuses, the first must be BAD_CRC),
+        ``loaded_identity`` (the second IDENTIFY, None without SPRAM layers).
     """
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
@@ -120,9 +142,12 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     if shutil.which("iverilog") is None:
         raise FileNotFoundError("iverilog not found on PATH (apt-get install iverilog)")
     folding = parse_fold(fold, model)
-    top = LinkTop(model, folding, SIM_CLK_HZ, SIM_BAUD)
+    from .spram import weight_image
+
+    top = LinkTop(model, folding, SIM_CLK_HZ, SIM_BAUD, spram_layers=spram_layers)
     bits = top.identity.bits_supported
-    chunks, kinds = _requests(model, images, bits)
+    loads = _load_requests(weight_image(model, top.spram_plan)) if top.spram_plan else []
+    chunks, kinds = _requests(model, images, bits, loads)
     classes, scores = reference.infer(model, images)
 
     own_dir = build_dir is None
@@ -136,6 +161,8 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
             gates = work / "board_top_netlist.v"
             _synthesise(rtl, gates)
             sources = [gates, _yosys_share() / "ice40" / "cells_sim.v"]
+        elif top.spram_plan:
+            sources = [rtl, _yosys_share() / "ice40" / "cells_sim.v"]
         total_bytes = sum(len(c) for c in chunks)
         if max_cycles is None:
             max_cycles = 2 * (total_bytes * 10 * top.divisor
@@ -143,7 +170,8 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         result_path = work / "result.json"
         result_path.unlink(missing_ok=True)
         job = {"divisor": top.divisor, "chunks": [c.hex() for c in chunks], "gap_bits": 2,
-               "replies": 1 + len(kinds), "max_cycles": max_cycles,
+               "replies": 1 + len(kinds) + (len(loads) + 1 if loads else 0),
+               "max_cycles": max_cycles,
                "result": str(result_path)}
         (work / "job.json").write_text(json.dumps(job))
         runner = get_runner("icarus")
@@ -152,7 +180,8 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         try:
             runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=work / "sim_build",
                          timescale=("1ns", "1ps"), always=True, waves=waves,
-                         build_args=["-DNO_ICE40_DEFAULT_ASSIGNMENTS"] if netlist else [],
+                         build_args=(["-DNO_ICE40_DEFAULT_ASSIGNMENTS"]
+                                     if len(sources) > 1 else []),
                          log_file=work / "build.log")
             runner.test(test_module="bnnhw.sim.tb_board", hdl_toplevel=TOPLEVEL,
                         build_dir=work / "sim_build", test_dir=work, timescale=("1ns", "1ps"),
@@ -175,6 +204,13 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     if not frames or frames[0].command != Command.IDENTIFY | protocol.REPLY:
         raise RuntimeError(f"no IDENTIFY reply received ({len(frames)} frames)")
     identity = protocol.decode_identity(frames[0])
+    load_statuses: list[str] = []
+    loaded_identity = None
+    if loads:
+        load_statuses = [protocol.decode_status(f, Command.LOAD_WEIGHTS).name
+                         for f in frames[1:1 + len(loads)]]
+        loaded_identity = protocol.decode_identity(frames[1 + len(loads)]).__dict__
+        frames = frames[1 + len(loads):]
     replies = [protocol.decode_result(f, identity) for f in frames[1:]]
     statuses = [r.status.name for r in replies]
     mismatches = []
@@ -196,4 +232,5 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         "cycles": result["cycles"], "tx_framing_errors": result["framing_errors"],
         "discarded": result["discarded"], "netlist": netlist,
         "expected_identity_ok": identity == top.identity,
+        "load_statuses": load_statuses, "loaded_identity": loaded_identity,
     }

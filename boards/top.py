@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from .link import Link
 from .platforms import get_board
 from .protocol import Identity
+from .spram import SpramAccelerator, WeightBus, plan_spram
 from .uart import UARTRx, UARTTx, uart_divisor
 
 __all__ = ["BoardTop", "LinkTop", "bits_pixel_values", "make_identity"]
@@ -37,8 +38,8 @@ def bits_pixel_values(model):
     return (0, *(min(int(t), 255) for t in q.thresholds))
 
 
-def make_identity(model, accelerator, clk_hz, baud):
-    """The IDENTIFY record of ``accelerator`` built from ``model``."""
+def make_identity(model, accelerator, clk_hz, baud, spram_layers=()):
+    """The IDENTIFY record of ``accelerator`` built from ``model`` (weights not yet loaded)."""
     q = model.quantizer
     return Identity(
         model_sha256_prefix=model.sha256()[:16], pixels=q.pixels, levels=q.levels,
@@ -46,7 +47,8 @@ def make_identity(model, accelerator, clk_hz, baud):
         score_bits=accelerator.score_bits, pixels_per_word=accelerator.pixels_per_word,
         cycles_per_frame=accelerator.cycles_per_frame, clk_hz=int(clk_hz), baud=int(baud),
         bits_supported=bits_pixel_values(model) is not None,
-        folding=accelerator.folding.spec)
+        folding=accelerator.folding.spec, weights_in_ram=bool(spram_layers),
+        spram_layers=tuple(spram_layers))
 
 
 class LinkTop(wiring.Component):
@@ -62,10 +64,15 @@ class LinkTop(wiring.Component):
         Host link rate (``uart_divisor`` checks it).
     timeout_cycles : int or None
         Idle cycles that abandon a frame (default 10 ms, at least 40 byte times).
+    spram_layers : tuple of int
+        Layers whose weights live in the UP5K's SPRAM (:mod:`bnnhw.boards.spram`), loaded
+        with LOAD_WEIGHTS; empty: all weights in block RAM ROMs and no LOAD_WEIGHTS.
 
     Attributes
     ----------
     accelerator, link, divisor, identity
+    spram_plan : tuple of SpramLayer
+        Where the SPRAM layers sit (:func:`bnnhw.boards.spram.plan_spram`).
     latency, cycles_per_frame : int
         Of the accelerator (the link adds the UART time, see ``link_cycles_per_frame``).
     link_cycles_per_frame : int
@@ -76,14 +83,21 @@ class LinkTop(wiring.Component):
     tx: Out(1, init=1)
     leds: Out(len(LED_ROLES))
 
-    def __init__(self, model, folding, clk_hz, baud, timeout_cycles=None):
+    def __init__(self, model, folding, clk_hz, baud, timeout_cycles=None, spram_layers=()):
         from bnnhw.gateware.dataflow import Accelerator
 
         self.divisor = uart_divisor(clk_hz, baud)
         self.clk_hz = int(clk_hz)
         self.baud = int(baud)
-        self.accelerator = Accelerator(model, folding)
-        self.identity = make_identity(model, self.accelerator, clk_hz, baud)
+        folding.check(model)
+        self.spram_plan = plan_spram(model, folding, spram_layers)
+        self.weight_bus = WeightBus()
+        if self.spram_plan:
+            self.accelerator = SpramAccelerator(model, folding, self.spram_plan, self.weight_bus)
+        else:
+            self.accelerator = Accelerator(model, folding)
+        self.identity = make_identity(model, self.accelerator, clk_hz, baud,
+                                      tuple(p.index for p in self.spram_plan))
         if timeout_cycles is None:
             timeout_cycles = max(int(clk_hz) // 100, 400 * self.divisor)
         self.link = Link(pixels=model.quantizer.pixels,
@@ -92,7 +106,8 @@ class LinkTop(wiring.Component):
                          class_bits=self.accelerator.class_bits,
                          identity=self.identity.encode(),
                          bits_pixel_values=bits_pixel_values(model),
-                         timeout_cycles=timeout_cycles)
+                         timeout_cycles=timeout_cycles,
+                         load_weights=bool(self.spram_plan))
         self.latency = self.accelerator.latency
         self.cycles_per_frame = self.accelerator.cycles_per_frame
         self.link_cycles_per_frame = self.link.request_bytes_raw * 10 * self.divisor
@@ -114,6 +129,8 @@ class LinkTop(wiring.Component):
         wiring.connect(m, link.o_bytes, tx.i_stream)
         wiring.connect(m, link.acc_in, acc.i_stream)
         wiring.connect(m, acc.o_stream, link.acc_out)
+        bus = self.weight_bus
+        m.d.comb += [bus.addr.eq(link.w_addr), bus.data.eq(link.w_data), bus.en.eq(link.w_en)]
 
         uart_error = Signal()
         with m.If(rx.frame_error | rx.overrun):
@@ -146,11 +163,14 @@ class BoardTop(Elaboratable):
         A key of ``BOARDS`` (``ValueError`` naming the choices otherwise).
     baud : int or None
         Default: the board's ``default_baud``.
+    spram_layers : tuple of int
+        See :class:`LinkTop`.
     """
 
-    def __init__(self, model, folding, board, baud=None):
+    def __init__(self, model, folding, board, baud=None, spram_layers=()):
         self.board = get_board(board)
-        self.core = LinkTop(model, folding, self.board.clk_hz, baud or self.board.default_baud)
+        self.core = LinkTop(model, folding, self.board.clk_hz, baud or self.board.default_baud,
+                            spram_layers=spram_layers)
 
     def elaborate(self, platform):
         m = Module()

@@ -29,13 +29,15 @@ def test_unknown_board_names_value_and_choices(tmp_path):
     assert set(BOARDS) == {"icebreaker", "ulx3s-85f", "orangecrab-25f"}
 
 
-def test_model_too_big_for_block_ram(tmp_path):
+def test_model_too_big_for_block_ram_and_spram(tmp_path):
     rng = np.random.default_rng(0)
     big = Model(InputQuantizer((128,), 784),
-                (DenseLayer(rng.integers(0, 2, (256, 784)), np.zeros(256, np.int64)),
-                 DenseLayer(rng.integers(0, 2, (10, 256)))))
-    with pytest.raises(ValueError, match=r"784-256-10 has 203264 weight bits but the iCE40UP5K "
-                                         r"on icebreaker has 122880 bits of block RAM"):
+                (DenseLayer(rng.integers(0, 2, (1024, 784)), np.zeros(1024, np.int64)),
+                 DenseLayer(rng.integers(0, 2, (512, 1024)), np.zeros(512, np.int64)),
+                 DenseLayer(rng.integers(0, 2, (10, 512)))))
+    with pytest.raises(ValueError, match=r"784-1024-512-10 has 1332224 weight bits but the "
+                                         r"iCE40UP5K on icebreaker has 122880 bits of block RAM "
+                                         r"\(30 x 4096\) \+ 1048576 bits of SPRAM"):
         build(big, "icebreaker", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -99,6 +101,20 @@ def test_real_icebreaker_build(tmp_path):
                                                   / report["cycles_per_frame"])
     assert report["link_images_per_s_raw"] == pytest.approx(1e6 / (10 * (64 + 6)))
     assert "not programming" in (tmp_path / "report.txt").read_text()
+
+
+@pytest.mark.synth
+def test_real_icebreaker_build_with_spram(tmp_path):
+    # Layer 0 (64x16 weights, 2x16 lanes) in SPRAMs 0-1, layer 1 in a block RAM ROM.
+    model = tiny_model()
+    report = build(model, "icebreaker", tmp_path, fold="2x16,5x4@4", spram_layers=(0,))
+    assert report["spram_layers"] == [0]
+    assert report["spram_plan"] == [{"index": 0, "first": 0, "count": 2, "depth": 32,
+                                     "pe": 2, "simd": 16}]
+    assert report["weight_image_bytes"] == 2 * 32 * 2
+    assert report["utilisation"]["spram"] == {"used": 2, "total": 4}
+    assert report["fmax_mhz"] > 0 and (tmp_path / report["bitstream"]).stat().st_size > 0
+    assert "loaded at run time" in (tmp_path / "report.txt").read_text()
 
 
 @pytest.mark.synth

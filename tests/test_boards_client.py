@@ -22,10 +22,11 @@ def model_784(seed=0):
     return Model(InputQuantizer((128,), 784), (h, DenseLayer(rng.integers(0, 2, (10, 16)))))
 
 
-def start_board(fd, model, bad_first=(), silent_first=()):
+def start_board(fd, model, bad_first=(), silent_first=(), spram_layers=()):
     ident = protocol.Identity(model.sha256()[:16], 784, 1, 10, 4, 5, 1, 100, 12_000_000,
-                              1_000_000, True, "16x49,10x16@1")
-    seen = {"requests": 0}
+                              1_000_000, True, "2x16,10x16@1", bool(spram_layers), False,
+                              spram_layers)
+    seen = {"requests": 0, "image": {}, "loads": 0, "ident": ident}
 
     def serve():
         decoder = protocol.FrameDecoder()
@@ -35,9 +36,22 @@ def start_board(fd, model, bad_first=(), silent_first=()):
             except OSError:
                 return
             for frame in decoder.feed(data):
+                if frame.command == Command.LOAD_WEIGHTS:
+                    # The first chunk is answered BAD_CRC once; the commit sets the flag.
+                    seen["loads"] += 1
+                    offset = int.from_bytes(frame.payload[:4], "little")
+                    for i, byte in enumerate(frame.payload[4:]):
+                        seen["image"][offset + i] = byte
+                    if len(frame.payload) == 4:
+                        seen["ident"] = protocol.Identity(
+                            **{**ident.__dict__, "weights_loaded": True})
+                    status = Status.BAD_CRC if seen["loads"] == 1 else Status.OK
+                    os.write(fd, protocol.encode(Command.LOAD_WEIGHTS | protocol.REPLY,
+                                                 bytes((status,))))
+                    continue
                 if frame.command == Command.IDENTIFY:
                     os.write(fd, protocol.encode(Command.IDENTIFY | protocol.REPLY,
-                                                 bytes((Status.OK,)) + ident.encode()))
+                                                 bytes((Status.OK,)) + seen["ident"].encode()))
                     continue
                 n = seen["requests"]
                 seen["requests"] += 1
@@ -87,6 +101,25 @@ def test_client_resends_after_bad_crc_and_silence(tmp_path, pty_pair):
     assert result["reference_mismatches"] == []
     assert result["retries"] >= 2
     assert seen["requests"] >= 10
+
+
+def test_client_loads_weights_first(tmp_path, pty_pair):
+    from bnnhw.boards.spram import plan_spram, weight_image
+
+    from bnnhw.folding import parse_fold
+
+    board_fd, port = pty_pair
+    model = model_784()
+    seen = start_board(board_fd, model, spram_layers=(0,))
+    with pytest.raises(ValueError, match="weights are not loaded yet: give the model file"):
+        client.run(port, "mnist", 2, progress=False)
+    result = client.run(port, "mnist", 3, model=model.save(tmp_path / "m.npz"), progress=False)
+    assert result["weights_loaded_now"] and result["reference_mismatches"] == []
+    regions = weight_image(model, plan_spram(model, parse_fold("2x16,10x16@1", model), (0,)))
+    expected = {o + i: b for o, d in regions for i, b in enumerate(d)}
+    assert seen["image"] == expected
+    # 2 SPRAMs x 392 words x 2 bytes in 512-byte chunks, a commit, and one resend.
+    assert seen["loads"] == 2 * 2 + 1 + 1
 
 
 def test_client_rejects_other_model(tmp_path, pty_pair):

@@ -30,6 +30,24 @@ def test_board_top_over_uart_matches_reference():
     assert result["tx_framing_errors"] == 0 and result["discarded"] == 0
 
 
+def test_board_top_with_spram_weights_loaded_over_uart():
+    # 1x49 wants 4 SPRAMs and 5x4 wants 2: layer 0 gets SPRAMs 0-2 and a 1-bit ROM tail,
+    # layer 1 SPRAM 3 and a 4-bit ROM tail (both with 256 and 8 words).
+    model = small_mnist_model(hidden=16, seed=1)
+    images = datasets.load("mnist", "test").images[:4]
+    result = simulate_board(model, images, "1x49,5x4@4", spram_layers=(0, 1))
+    ident = result["identity"]
+    assert ident["weights_in_ram"] and not ident["weights_loaded"]
+    assert result["loaded_identity"] == {**ident, "weights_loaded": True}
+    statuses = result["load_statuses"]
+    assert statuses[0] == "BAD_CRC" and set(statuses[1:]) == {"OK"}
+    # 512-byte regions in 2 chunks of 256 bytes, a 16-byte one in 1, a commit, a bad copy.
+    assert len(statuses) == 3 * 2 + 1 + 1 + 1
+    assert result["expected_identity_ok"] and result["bad_crc_replied"]
+    assert (result["replied"], result["lost"], result["mismatches"]) == (4, 0, [])
+    assert result["tx_framing_errors"] == 0 and result["discarded"] == 0
+
+
 @pytest.mark.synth
 def test_post_synthesis_netlist_matches_reference():
     # About 3 minutes: yosys synth_ice40, then gate-level Icarus simulation.

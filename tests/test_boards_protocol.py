@@ -136,3 +136,65 @@ def test_bits_payload_rejects_unsupported_levels():
         protocol.bits_payload_bytes(784, 3)
     with pytest.raises(ProtocolError, match="1-D uint8"):
         protocol.classify_raw(np.zeros((2, 2), np.uint8))
+
+
+def test_load_weights_layout_pinned():
+    frame = protocol.load_weights(0x12346, b"\x01\x02")
+    assert frame[2:5] == bytes((Command.LOAD_WEIGHTS, 6, 0))
+    assert frame[5:11] == bytes((0x46, 0x23, 0x01, 0x00, 0x01, 0x02))
+    assert protocol.decode_one(protocol.load_weights(8)) == Frame(0x04, bytes((8, 0, 0, 0)))
+
+
+@pytest.mark.parametrize("offset, data, message", [
+    (3, b"", "weight offset must be an even u32, got 3"),
+    (-2, b"", "got -2"),
+    (1 << 32, b"", "got 4294967296"),
+    (0, b"\0", "weight chunk of 1 bytes must be even"),
+    (0, bytes(514), "weight chunk of 514 bytes must be even and at most 512"),
+])
+def test_load_weights_errors_name_the_value(offset, data, message):
+    with pytest.raises(ProtocolError, match=message):
+        protocol.load_weights(offset, data)
+
+
+@given(st.lists(st.tuples(st.integers(0, 1000).map(lambda x: 2 * x),
+                          st.binary(max_size=700).map(lambda b: b[:len(b) // 2 * 2])),
+                max_size=4),
+       st.integers(1, 256).map(lambda x: 2 * x))
+def test_load_weight_frames_cover_regions_then_commit(regions, chunk):
+    frames = [protocol.decode_one(f) for f in protocol.load_weight_frames(regions, chunk)]
+    assert all(f.command == Command.LOAD_WEIGHTS for f in frames)
+    *data, commit = frames
+    assert commit.payload == sum(len(d) for _, d in regions).to_bytes(4, "little")
+    written = {}
+    for f in data:
+        offset = int.from_bytes(f.payload[:4], "little")
+        assert 0 < len(f.payload) - 4 <= chunk
+        written.update({offset + i: b for i, b in enumerate(f.payload[4:])})
+    expected = {o + i: b for o, d in regions for i, b in enumerate(d)}
+    assert written == expected
+
+
+def test_load_weight_frames_rejects_bad_chunk():
+    with pytest.raises(ProtocolError, match="chunk must be even and in \\[2, 512\\], got 3"):
+        protocol.load_weight_frames([], 3)
+
+
+def test_decode_status():
+    frame = protocol.decode_one(encode(Command.LOAD_WEIGHTS | protocol.REPLY, b"\x01"))
+    assert protocol.decode_status(frame, Command.LOAD_WEIGHTS) == Status.BAD_CRC
+    with pytest.raises(ProtocolError, match="command 0x84 and 2 payload byte"):
+        protocol.decode_status(Frame(0x84, b"\0\0"), Command.LOAD_WEIGHTS)
+    with pytest.raises(ProtocolError, match="unknown status 9"):
+        protocol.decode_status(Frame(0x84, b"\x09"), Command.LOAD_WEIGHTS)
+
+
+@given(st.booleans(), st.booleans(), st.booleans())
+def test_identity_flags_round_trip(bits, in_ram, loaded):
+    ident = _identity(bits_supported=bits, weights_in_ram=in_ram, weights_loaded=loaded,
+                      spram_layers=(0, 2) if in_ram else ())
+    record = ident.encode()
+    assert record[protocol.IDENTITY_FLAGS_INDEX] == bits | in_ram << 1 | loaded << 2
+    assert Identity.decode(record) == ident
+    with pytest.raises(ProtocolError, match="carries 17 bytes after the header"):
+        Identity.decode(record[:-1] if not in_ram else record[:-3])

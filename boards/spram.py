@@ -1,0 +1,253 @@
+"""Weights in the iCE40UP5K's single-port RAM (SPRAM), written at run time over the host link.
+
+The UP5K has four ``SB_SPRAM256KA`` blocks of 16,384 words of 16 bits and no way to give them
+initial contents, so a layer whose weights live there is loaded with LOAD_WEIGHTS requests
+(:mod:`bnnhw.boards.protocol`) after configuration.
+
+Layout (the one definition; :func:`weight_image` and the gateware follow it)
+---------------------------------------------------------------------------
+All PEs of an MVTU read the same weight address ``a = nf * SF + sf`` in the same cycle, so an
+SPRAM layer keeps one wide word per address: PE ``pe``'s ``SIMD`` bits (bit ``i`` = column
+``sf * SIMD + i`` of row ``nf * PE + pe``, :func:`bnnhw.packing.mvtu_weight_words`) at bits
+``[pe * SIMD, (pe + 1) * SIMD)``. Bits ``[16 j, 16 j + 16)`` sit at address ``a`` of the
+layer's ``j``-th SPRAM, ``j < n``, the last one padded with zeros. The layer thus streams
+``PE * SIMD`` weight bits per cycle, with ``NF * SF <= 16384`` words in each SPRAM. Layers are
+given SPRAMs in layer order, from SPRAM 0, ``n = ceil(PE * SIMD / 16)`` each; if that needs
+more than four, layers whose last SPRAM would be partly used (``16 n > PE * SIMD``) give it
+up, last layer first, and keep those ``PE * SIMD - 16 (n - 1)`` tail bits in a block RAM ROM
+(initialised in the bitstream, not part of the image). For example ``1x49`` (49 lanes) takes
+three SPRAMs and a 1-bit ROM.
+
+The weight image is the four SPRAMs end to end as little-endian 16-bit words: SPRAM ``s``
+word ``a`` is at byte offset ``2 * (16384 s + a)``. The link writes word ``offset / 2`` with
+bits 14-15 choosing the SPRAM and bits 0-13 the address.
+
+Bandwidth: every SPRAM gives one 16-bit word per cycle, so the four give at most 64 weight
+bits per cycle to the layers placed there; the other layers keep their block RAM ROMs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+import numpy as np
+from amaranth.hdl import Cat, ClockSignal, Elaboratable, Instance, Module, Mux, Signal, unsigned
+from amaranth.lib import memory
+
+from bnnhw.gateware.dataflow import Accelerator
+from bnnhw.gateware.mvtu import MVTU
+from bnnhw.packing import mvtu_weight_words, words_to_ints
+
+__all__ = ["SPRAM_BLOCKS", "SPRAM_WIDTH", "SPRAM_WORDS", "SpramAccelerator", "SpramLayer",
+           "WeightBus", "auto_spram_layers", "plan_spram", "weight_image"]
+
+SPRAM_BLOCKS = 4
+SPRAM_WORDS = 16_384
+SPRAM_WIDTH = 16
+
+
+@dataclass(frozen=True)
+class SpramLayer:
+    """Where one layer's weights sit: SPRAMs ``first .. first + count - 1``, ``depth`` words,
+    and the top ``rom_bits`` bits of each wide word in a block RAM ROM."""
+
+    index: int
+    first: int
+    count: int
+    depth: int
+    pe: int
+    simd: int
+    rom_bits: int = 0
+
+
+def auto_spram_layers(model, ebr_weight_bits: int) -> tuple[int, ...]:
+    """Layers to move to SPRAM: the largest first, until the rest has ``<= ebr_weight_bits``.
+
+    Parameters
+    ----------
+    model : bnnhw.model.Model
+    ebr_weight_bits : int
+        Weight bits the block RAM may hold.
+    """
+    sizes = [layer.weights.size for layer in model.layers]
+    rest = sum(sizes)
+    chosen = []
+    for index in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        if rest <= ebr_weight_bits:
+            break
+        chosen.append(index)
+        rest -= sizes[index]
+    return tuple(sorted(chosen))
+
+
+def plan_spram(model, folding, layers) -> tuple[SpramLayer, ...]:
+    """Give each layer in ``layers`` its SPRAMs (see the module docs).
+
+    Raises
+    ------
+    ValueError
+        If a layer index is out of range, a layer needs more than 16,384 words, or the layers
+        need more than four SPRAMs even with their tails in ROM; the message names the layers
+        and figures.
+    """
+    wanted = []
+    for index in sorted(set(layers)):
+        if not 0 <= index < len(model.layers):
+            raise ValueError(f"SPRAM layer {index} does not exist (model has "
+                             f"{len(model.layers)} layers)")
+        layer = model.layers[index]
+        pe, simd = folding.layers[index]
+        depth = (layer.out_features // pe) * (layer.in_features // simd)
+        if depth > SPRAM_WORDS:
+            raise ValueError(f"layer {index}: NF*SF = {depth} words exceed the {SPRAM_WORDS} "
+                             f"words of an SPRAM (fold PE={pe}, SIMD={simd}; use more lanes)")
+        wanted.append([index, ceil(pe * simd / SPRAM_WIDTH), depth, pe, simd])
+    total = sum(w[1] for w in wanted)
+    for w in reversed(wanted):
+        if total > SPRAM_BLOCKS and w[1] * SPRAM_WIDTH > w[3] * w[4] and w[1] > 1:
+            w[1] -= 1
+            total -= 1
+    if total > SPRAM_BLOCKS:
+        need = ", ".join(f"layer {w[0]}: {w[1]} (PE*SIMD={w[3] * w[4]})" for w in wanted)
+        raise ValueError(f"SPRAM layers need {total} SPRAMs but the UP5K has {SPRAM_BLOCKS} "
+                         f"({need}; each SPRAM gives {SPRAM_WIDTH} weight bits per cycle)")
+    plan = []
+    first = 0
+    for index, count, depth, pe, simd in wanted:
+        rom = max(0, pe * simd - count * SPRAM_WIDTH)
+        plan.append(SpramLayer(index, first, count, depth, pe, simd, rom))
+        first += count
+    return tuple(plan)
+
+
+def _wide_words(weights, p) -> np.ndarray:
+    """``(depth, PE * SIMD)`` bits: every PE's weight word at each address, PE 0 lowest."""
+    words = mvtu_weight_words(weights, p.pe, p.simd)
+    return words.transpose(1, 0, 2).reshape(p.depth, p.pe * p.simd)
+
+
+def weight_image(model, plan) -> list[tuple[int, bytes]]:
+    """The ``(byte offset, data)`` regions of the weight image for the layers in ``plan``."""
+    regions = []
+    for p in plan:
+        wide = _wide_words(model.layers[p.index].weights, p)
+        padded = np.zeros((p.depth, p.count * SPRAM_WIDTH), np.uint8)
+        used = min(wide.shape[1], padded.shape[1])
+        padded[:, :used] = wide[:, :used]
+        for j in range(p.count):
+            block = padded[:, j * SPRAM_WIDTH:(j + 1) * SPRAM_WIDTH]
+            data = np.packbits(block, axis=1, bitorder="little").tobytes()
+            regions.append((2 * SPRAM_WORDS * (p.first + j), data))
+    return regions
+
+
+class WeightBus:
+    """Write port shared by every SPRAM: ``en`` writes ``data`` at word ``addr`` (bits 14-15:
+    SPRAM, bits 0-13: address)."""
+
+    def __init__(self):
+        self.addr = Signal(16)
+        self.data = Signal(SPRAM_WIDTH)
+        self.en = Signal()
+
+
+class _Port:
+    def __init__(self, depth, data):
+        self.addr = Signal(range(depth))
+        self.en = Signal()
+        self.data = data
+
+
+class _SpramBank(Elaboratable):
+    """The SPRAMs (and tail ROM) of one layer behind one synchronous read port (``en`` = chip
+    select). A write on the bus to one of its SPRAMs takes that SPRAM's address for the cycle.
+    ``tail`` is the ROM's init: the wide words' bits above ``16 * count``.
+    """
+
+    def __init__(self, p, bus, tail):
+        self.plan, self.bus, self.tail = p, bus, tail
+        self.data = Signal(p.count * SPRAM_WIDTH + p.rom_bits)
+        self.port = _Port(p.depth, self.data[:p.simd])
+
+    def read_port(self):
+        return self.port
+
+    def elaborate(self, platform):
+        m = Module()
+        bus, port = self.bus, self.port
+        outs = []
+        for j in range(self.plan.count):
+            sel = bus.en & (bus.addr[14:] == self.plan.first + j)
+            out = Signal(SPRAM_WIDTH, name=f"dataout{j}")
+            m.submodules[f"spram{j}"] = Instance(
+                "SB_SPRAM256KA",
+                i_ADDRESS=Mux(sel, bus.addr[:14], port.addr), i_DATAIN=bus.data,
+                i_MASKWREN=0b1111, i_WREN=sel, i_CHIPSELECT=port.en | sel,
+                i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                o_DATAOUT=out)
+            outs.append(out)
+        if self.plan.rom_bits:
+            m.submodules.tail = rom = memory.Memory(shape=unsigned(self.plan.rom_bits),
+                                                    depth=self.plan.depth, init=self.tail)
+            read = rom.read_port()
+            m.d.comb += [read.addr.eq(port.addr), read.en.eq(port.en)]
+            outs.append(read.data)
+        m.d.comb += self.data.eq(Cat(*outs))
+        return m
+
+
+class _Slice(Elaboratable):
+    """PE ``pe``'s view of a bank: the bank's read port, data bits of that PE."""
+
+    def __init__(self, bank, pe, simd):
+        self.port = _Port(bank.plan.depth, bank.data[pe * simd:(pe + 1) * simd])
+
+    def read_port(self):
+        return self.port
+
+    def elaborate(self, platform):
+        return Module()
+
+
+class _SpramMVTU(MVTU):
+    """An MVTU whose weights are read from a :class:`_SpramBank` (PE 0 drives its port)."""
+
+    def __init__(self, layer, p, in_width, bus, name):
+        super().__init__(layer.weights, layer.thresholds, p.pe, p.simd, in_width, name=name)
+        tail = []
+        if p.rom_bits:
+            tail = words_to_ints(_wide_words(layer.weights, p)[:, p.count * SPRAM_WIDTH:])
+        self.bank = _SpramBank(p, bus, tail)
+
+    def weight_memory(self, pe, init):
+        """PE 0 gets the bank, the others a slice of its data; ``init`` goes by LOAD_WEIGHTS."""
+        return self.bank if pe == 0 else _Slice(self.bank, pe, self.simd)
+
+
+class SpramAccelerator(Accelerator):
+    """:class:`~bnnhw.gateware.dataflow.Accelerator` with the layers of ``plan`` in SPRAM.
+
+    Timing is the same as the ROM accelerator's (an SPRAM read port has the same one-cycle
+    synchronous read). Until the image is loaded those layers compute with whatever the SPRAMs
+    hold.
+
+    Parameters
+    ----------
+    model, folding
+    plan : tuple of SpramLayer
+        From :func:`plan_spram`.
+    bus : WeightBus
+        Driven by the host link.
+    """
+
+    def __init__(self, model, folding, plan, bus):
+        self.plan = {p.index: p for p in plan}
+        self.bus = bus
+        super().__init__(model, folding)
+
+    def make_mvtu(self, index, layer, pe, simd, in_width):
+        """SPRAM-backed MVTU for the layers of the plan, the usual ROM MVTU otherwise."""
+        if index in self.plan:
+            return _SpramMVTU(layer, self.plan[index], in_width, self.bus, str(index))
+        return super().make_mvtu(index, layer, pe, simd, in_width)
