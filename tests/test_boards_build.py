@@ -110,7 +110,7 @@ def test_real_icebreaker_build_with_spram(tmp_path):
     report = build(model, "icebreaker", tmp_path, fold="2x16,5x4@4", spram_layers=(0,))
     assert report["spram_layers"] == [0]
     assert report["spram_plan"] == [{"index": 0, "first": 0, "count": 2, "depth": 32,
-                                     "pe": 2, "simd": 16}]
+                                     "pe": 2, "simd": 16, "rom_bits": 0}]
     assert report["weight_image_bytes"] == 2 * 32 * 2
     assert report["utilisation"]["spram"] == {"used": 2, "total": 4}
     assert report["fmax_mhz"] > 0 and (tmp_path / report["bitstream"]).stat().st_size > 0
