@@ -65,6 +65,10 @@ SPRAM_EBR_SHARE = 0.75
 """Share of the block RAM the weights may take when the rest goes to SPRAM (the other
 block RAMs hold input buffers and FIFOs)."""
 
+SPRAM_MAX_LANES = 96
+"""Lanes (sum of PE * SIMD) the default SPRAM folding may use: the UP5K build of SFC folded
+``1x49,1x16,1x16,1x4`` (82 lanes) took 64 % of the LUTs."""
+
 
 def check_fits(model: Model, board: Board, folding: Any = None,
                spram_layers: tuple[int, ...] | None = None) -> tuple[int, ...]:
@@ -226,7 +230,9 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     out_dir : path
         Receives ``<bnnhw_top>.bin|bit``, ``report.json``, ``report.txt`` and ``build/``.
     fold : str or None
-        Folding spec for :func:`bnnhw.folding.parse_fold` (default: balanced).
+        Folding spec for :func:`bnnhw.folding.parse_fold`. Default: balanced, or, when
+        weights go to SPRAM, :func:`bnnhw.boards.spram.spram_folding` (the fastest folding
+        whose SPRAM layers fit, at most ``SPRAM_MAX_LANES`` lanes).
     program : bool
         Program the board after building (needs the board's programmer on PATH).
     baud : int or None
@@ -252,12 +258,16 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     from bnnhw.folding import parse_fold
 
     from . import protocol
-    from .spram import weight_image
+    from .spram import spram_folding, weight_image
     from .top import BoardTop
 
     info = get_board(board)
-    check_fits(model, info, spram_layers=spram_layers)
-    folding = parse_fold(fold, model)
+    spram_layers = check_fits(model, info, spram_layers=spram_layers)
+    if fold is None and spram_layers:
+        folding = spram_folding(model, spram_layers, int(SPRAM_EBR_SHARE * info.bram_bits),
+                                SPRAM_MAX_LANES)
+    else:
+        folding = parse_fold(fold, model)
     spram_layers = check_fits(model, info, folding, spram_layers)
     baud = baud or info.default_baud
     if program and shutil.which(info.programmer_path()) is None:

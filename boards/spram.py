@@ -40,7 +40,7 @@ from bnnhw.gateware.mvtu import MVTU
 from bnnhw.packing import mvtu_weight_words, words_to_ints
 
 __all__ = ["SPRAM_BLOCKS", "SPRAM_WIDTH", "SPRAM_WORDS", "SpramAccelerator", "SpramLayer",
-           "WeightBus", "auto_spram_layers", "plan_spram", "weight_image"]
+           "WeightBus", "auto_spram_layers", "plan_spram", "spram_folding", "weight_image"]
 
 SPRAM_BLOCKS = 4
 SPRAM_WORDS = 16_384
@@ -79,6 +79,49 @@ def auto_spram_layers(model, ebr_weight_bits: int) -> tuple[int, ...]:
         chosen.append(index)
         rest -= sizes[index]
     return tuple(sorted(chosen))
+
+
+def spram_folding(model, layers, ebr_weight_bits: int, max_lanes: int):
+    """The fastest folding whose ``layers`` fit the SPRAMs, found by a sweep over the target.
+
+    For each target ``T`` (every ``NF * SF`` any layer can take, ascending) each layer gets
+    the ``(PE, SIMD)`` with ``NF * SF <= T`` and the fewest lanes (ties: larger SIMD), as
+    :func:`bnnhw.folding.balanced_folding` does. The first ``T`` is taken whose folding has
+    a valid :func:`plan_spram`, at most ``ebr_weight_bits`` weight bits in block RAM (the other
+    layers plus the ROM tails) and at most ``max_lanes`` lanes in all. For SFC with layers 0
+    and 1 in SPRAM that is ``1x49,1x16,1x16,1x1`` at ``T = 4096``.
+
+    Raises
+    ------
+    ValueError
+        If no target fits, naming the limits.
+    """
+    from bnnhw.folding import parse_fold
+
+    def divisors(n):
+        return [d for d in range(1, n + 1) if n % d == 0]
+
+    sizes = [(layer.out_features, layer.in_features) for layer in model.layers]
+    options = [[(pe, simd, (mh // pe) * (mw // simd)) for pe in divisors(mh)
+                for simd in divisors(mw)] for mh, mw in sizes]
+    for target in sorted({c for opts in options for _, _, c in opts}):
+        if any(min(c for _, _, c in opts) > target for opts in options):
+            continue
+        pairs = [min(((pe, simd) for pe, simd, c in opts if c <= target),
+                     key=lambda p: (p[0] * p[1], -p[1])) for opts in options]
+        if sum(pe * simd for pe, simd in pairs) > max_lanes:
+            continue
+        folding = parse_fold(",".join(f"{pe}x{simd}" for pe, simd in pairs), model)
+        try:
+            plan = plan_spram(model, folding, layers)
+        except ValueError:
+            continue
+        ebr = sum(model.layers[i].weights.size for i in range(len(sizes)) if i not in layers)
+        if ebr + sum(p.rom_bits * p.depth for p in plan) <= ebr_weight_bits:
+            return folding
+    raise ValueError(f"no folding puts layers {tuple(layers)} of {model.topology} in the "
+                     f"{SPRAM_BLOCKS} SPRAMs with <= {ebr_weight_bits} weight bits in block RAM "
+                     f"and <= {max_lanes} lanes")
 
 
 def plan_spram(model, folding, layers) -> tuple[SpramLayer, ...]:

@@ -26,6 +26,7 @@ from .uart import UARTRx, UARTTx, uart_divisor
 __all__ = ["BoardTop", "LinkTop", "bits_pixel_values", "make_identity"]
 
 RX_FIFO_DEPTH = 16
+PRESCALE_BITS = 12
 LED_ROLES = ("class0", "class1", "class2", "class3", "valid", "activity", "error")
 
 
@@ -135,11 +136,16 @@ class LinkTop(wiring.Component):
         uart_error = Signal()
         with m.If(rx.frame_error | rx.overrun):
             m.d.sync += uart_error.eq(1)
-        blink_cycles = max(1, self.clk_hz // 20)  # 50 ms per reply
-        blink = Signal(range(blink_cycles + 1))
+        # About 50 ms per reply, counted in ticks of 2**PRESCALE_BITS cycles: two short carry
+        # chains instead of one ~20-bit decrement, which limited fmax on the UP5K.
+        prescale = Signal(PRESCALE_BITS)
+        tick = prescale == (1 << PRESCALE_BITS) - 1
+        m.d.sync += prescale.eq(prescale + 1)
+        blink_ticks = max(1, -(-self.clk_hz // (20 << PRESCALE_BITS)))
+        blink = Signal(range(blink_ticks + 1))
         with m.If(link.activity):
-            m.d.sync += blink.eq(blink_cycles)
-        with m.Elif(blink != 0):
+            m.d.sync += blink.eq(blink_ticks)
+        with m.Elif(tick & (blink != 0)):
             m.d.sync += blink.eq(blink - 1)
         roles = {
             "valid": link.last_class_valid,

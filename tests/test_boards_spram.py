@@ -8,7 +8,13 @@ from bnnhw.boards.build import check_fits
 from bnnhw.boards.link import Link
 from bnnhw.boards.platforms import get_board
 from bnnhw.boards.protocol import Command, FrameDecoder, Status
-from bnnhw.boards.spram import SPRAM_WORDS, auto_spram_layers, plan_spram, weight_image
+from bnnhw.boards.spram import (
+    SPRAM_WORDS,
+    auto_spram_layers,
+    plan_spram,
+    spram_folding,
+    weight_image,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -68,6 +74,20 @@ def test_sfc_placement_and_messages():
         check_fits(model, board, spram_layers=(0,))
     with pytest.raises(ValueError, match="SPRAM layer 7 does not exist"):
         plan_spram(model, folding, (7,))
+
+
+def test_spram_folding_for_sfc():
+    model = mlp(SFC)
+    folding = spram_folding(model, (0, 1), 92_160, 96)
+    assert folding.spec == "1x49,1x16,1x16,1x1@1"
+    assert folding.layer_cycles(model) == [4096, 4096, 4096, 2560]
+    plan = plan_spram(model, folding, (0, 1))
+    assert [(p.first, p.count, p.rom_bits) for p in plan] == [(0, 3, 1), (3, 1, 0)]
+    regions = weight_image(model, plan)
+    assert [len(d) for _, d in regions] == [2 * 4096] * 4
+    with pytest.raises(ValueError, match=r"no folding puts layers \(0,\) of 784-256-256-256-10 "
+                                         r"in the 4 SPRAMs with <= 92160 weight bits"):
+        spram_folding(model, (0,), 92_160, 96)
 
 
 def test_too_big_for_ebr_and_spram():
