@@ -5,6 +5,7 @@
   (``docs/host-link.md``).
 * :mod:`.link`: the gateware protocol engine between the UART and the accelerator.
 * :mod:`.platforms` / :mod:`.top`: :data:`~.platforms.BOARDS` and the board tops.
+* :mod:`.spram`: weights in the UP5K's SPRAM, loaded at run time with LOAD_WEIGHTS.
 * :mod:`.build`: :func:`~.build.build`, a YoWASP build with a resource/fmax report.
 * :mod:`.simulate`: :func:`~.simulate.simulate_board`, the UART-level cocotb bench.
 * :mod:`.client`: :func:`~.client.run`, the host client over a serial port.
