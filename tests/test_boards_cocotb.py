@@ -55,3 +55,16 @@ def test_post_synthesis_netlist_matches_reference():
     result = simulate_board(small_mnist_model(hidden=8), images, "8x49,10x8@4", netlist=True)
     assert result["netlist"] and result["expected_identity_ok"] and result["bad_crc_replied"]
     assert (result["replied"], result["lost"], result["mismatches"]) == (3, 0, [])
+
+
+@pytest.mark.synth
+def test_post_synthesis_netlist_with_spram_matches_reference():
+    # About 40 s: the iCE40 netlist keeps SB_SPRAM256KA cells (yosys' simulation model);
+    # layer 0 (1x49) takes SPRAMs 0-2 and a 1-bit ROM tail, layer 1 (5x2) SPRAM 3.
+    images = datasets.load("mnist", "test").images[:2]
+    result = simulate_board(small_mnist_model(hidden=8, seed=2), images, "1x49,5x2@4",
+                            netlist=True, spram_layers=(0, 1))
+    assert result["netlist"] and result["loaded_identity"]["weights_loaded"]
+    assert result["load_statuses"][0] == "BAD_CRC"
+    assert set(result["load_statuses"][1:]) == {"OK"}
+    assert (result["replied"], result["lost"], result["mismatches"]) == (2, 0, [])
