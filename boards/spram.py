@@ -205,11 +205,13 @@ class _Port:
 class _SpramBank(Elaboratable):
     """The SPRAMs (and tail ROM) of one layer behind one synchronous read port (``en`` = chip
     select). A write on the bus to one of its SPRAMs takes that SPRAM's address for the cycle.
-    ``tail`` is the ROM's init: the wide words' bits above ``16 * count``.
+    ``tail`` is the ROM's init: the wide words' bits above ``16 * count``. With ``preload``
+    (one list of 16-bit words per SPRAM) each SPRAM is a behavioural model instead, an
+    :class:`amaranth.lib.memory.Memory` starting with those words, for Amaranth's simulator.
     """
 
-    def __init__(self, p, bus, tail):
-        self.plan, self.bus, self.tail = p, bus, tail
+    def __init__(self, p, bus, tail, preload=None):
+        self.plan, self.bus, self.tail, self.preload = p, bus, tail, preload
         self.data = Signal(p.count * SPRAM_WIDTH + p.rom_bits)
         self.port = _Port(p.depth, self.data[:p.simd])
 
@@ -223,6 +225,15 @@ class _SpramBank(Elaboratable):
         for j in range(self.plan.count):
             sel = bus.en & (bus.addr[14:] == self.plan.first + j)
             out = Signal(SPRAM_WIDTH, name=f"dataout{j}")
+            if self.preload is not None:
+                m.submodules[f"spram{j}"] = mem = memory.Memory(
+                    shape=unsigned(SPRAM_WIDTH), depth=SPRAM_WORDS, init=self.preload[j])
+                write, read = mem.write_port(), mem.read_port()
+                m.d.comb += [write.addr.eq(bus.addr[:14]), write.data.eq(bus.data),
+                             write.en.eq(sel), read.addr.eq(port.addr),
+                             read.en.eq(port.en & ~sel), out.eq(read.data)]
+                outs.append(out)
+                continue
             m.submodules[f"spram{j}"] = Instance(
                 "SB_SPRAM256KA",
                 i_ADDRESS=Mux(sel, bus.addr[:14], port.addr), i_DATAIN=bus.data,
@@ -256,12 +267,12 @@ class _Slice(Elaboratable):
 class _SpramMVTU(MVTU):
     """An MVTU whose weights are read from a :class:`_SpramBank` (PE 0 drives its port)."""
 
-    def __init__(self, layer, p, in_width, bus, name):
+    def __init__(self, layer, p, in_width, bus, name, preload=None):
         super().__init__(layer.weights, layer.thresholds, p.pe, p.simd, in_width, name=name)
         tail = []
         if p.rom_bits:
             tail = words_to_ints(_wide_words(layer.weights, p)[:, p.count * SPRAM_WIDTH:])
-        self.bank = _SpramBank(p, bus, tail)
+        self.bank = _SpramBank(p, bus, tail, preload)
 
     def weight_memory(self, pe, init):
         """PE 0 gets the bank, the others a slice of its data; ``init`` goes by LOAD_WEIGHTS."""
@@ -273,7 +284,9 @@ class SpramAccelerator(Accelerator):
 
     Timing is the same as the ROM accelerator's (an SPRAM read port has the same one-cycle
     synchronous read). Until the image is loaded those layers compute with whatever the SPRAMs
-    hold.
+    hold. With ``behavioural=True`` the SPRAMs are Amaranth memories that start with the
+    model's image already loaded (for Amaranth's simulator, which cannot run
+    ``SB_SPRAM256KA``); the write bus still writes them.
 
     Parameters
     ----------
@@ -282,15 +295,26 @@ class SpramAccelerator(Accelerator):
         From :func:`plan_spram`.
     bus : WeightBus
         Driven by the host link.
+    behavioural : bool
+        Simulation model instead of ``SB_SPRAM256KA`` instances.
     """
 
-    def __init__(self, model, folding, plan, bus):
+    def __init__(self, model, folding, plan, bus, behavioural=False):
         self.plan = {p.index: p for p in plan}
         self.bus = bus
+        self.preload = None
+        if behavioural:
+            self.preload = {}
+            for offset, data in weight_image(model, plan):
+                words = np.frombuffer(data, "<u2").tolist()
+                self.preload[offset // (2 * SPRAM_WORDS)] = words
         super().__init__(model, folding)
 
     def make_mvtu(self, index, layer, pe, simd, in_width):
         """SPRAM-backed MVTU for the layers of the plan, the usual ROM MVTU otherwise."""
         if index in self.plan:
-            return _SpramMVTU(layer, self.plan[index], in_width, self.bus, str(index))
+            p = self.plan[index]
+            preload = (None if self.preload is None else
+                       [self.preload[p.first + j] for j in range(p.count)])
+            return _SpramMVTU(layer, p, in_width, self.bus, str(index), preload)
         return super().make_mvtu(index, layer, pe, simd, in_width)

@@ -163,3 +163,30 @@ def test_link_ignores_load_with_odd_or_long_length():
     writes, replies, _ = run_load(data, len(data) + 200)
     assert writes == []
     assert [protocol.decode_status(f, Command.LOAD_WEIGHTS) for f in replies] == [Status.OK]
+
+
+@pytest.mark.parametrize("fold, layers", [("1x49,5x4@4", (0, 1)), ("2x16,10x4@4", (0,))])
+def test_spram_accelerator_timing_and_reference(fold, layers):
+    # Behavioural SPRAMs (preloaded image) in Amaranth's simulator: same outputs as the
+    # reference, and the declared latency and cycles per frame.
+    from bnnhw.boards.spram import SpramAccelerator, WeightBus
+
+    from bnnhw import datasets, reference
+    from bnnhw.gateware.simulate import run_stream, steady_interval
+    from bnnhw.packing import pixel_words
+
+    rng = np.random.default_rng(4)
+    model = Model(InputQuantizer((128,), 784),
+                  (DenseLayer(rng.integers(0, 2, (16, 784)), rng.integers(380, 410, 16)),
+                   DenseLayer(rng.integers(0, 2, (10, 16)))))
+    folding = parse_fold(fold, model)
+    plan = plan_spram(model, folding, layers)
+    accel = SpramAccelerator(model, folding, plan, WeightBus(), behavioural=True)
+    images = datasets.load("mnist", "test").images[:3]
+    words = [w for im in images for w in pixel_words(im, folding.pixels_per_word)]
+    run = run_stream(accel, words, len(images))
+    classes, scores = reference.infer(model, images)
+    assert [accel.decode(w) for w in run.outputs] == [
+        (int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
+    assert run.out_times[0] - run.in_times[0] == accel.latency
+    assert steady_interval(run.out_times, 1, skip=1) == accel.cycles_per_frame
