@@ -97,7 +97,7 @@ def test_client_resends_after_bad_crc_and_silence(tmp_path, pty_pair):
     model = model_784()
     seen = start_board(board_fd, model, bad_first=(1,), silent_first=(4,))
     result = client.run(port, "mnist", 8, model=model.save(tmp_path / "m.npz"), window=1,
-                        timeout=0.3, progress=False)
+                        timeout=1.0, progress=False)
     assert result["reference_mismatches"] == []
     assert result["retries"] >= 2
     assert seen["requests"] >= 10
