@@ -1,0 +1,64 @@
+"""Board benchmark: build a model for a board and record the report with the model's accuracy.
+
+``python -m bnnhw.boards.bench --model docs/models/sfc_mnist.npz --board icebreaker`` runs
+:func:`bnnhw.boards.build.build` (default folding unless ``--fold``), evaluates the model file
+with the integer reference on the whole test set (the accelerator is bit-exact with it), prints
+the text report and writes ``docs/boards/<board>_<model stem>.json`` and ``.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bnnhw.model import load_model, write_atomic
+
+from .build import build, format_report
+
+
+def run_benchmark(model_path: Path, board: str, fold: str | None = None,
+                  dataset: str = "mnist", data_dir: Path | None = None,
+                  out_dir: Path = Path("docs/boards")) -> dict[str, Any]:
+    """Build ``model_path`` for ``board``, add the test accuracy, write JSON and text."""
+    from bnnhw.cli import evaluate
+
+    model = load_model(model_path)
+    with tempfile.TemporaryDirectory(prefix="bnnhw-board-") as tmp:
+        report = build(model, board, tmp, fold=fold)
+    accuracy = evaluate(model_path, dataset, None, data_dir)["accuracy"]
+    report[f"reference_accuracy_{dataset}_test"] = accuracy
+    report["command"] = "python -m bnnhw.boards.bench " + shlex.join(
+        ["--model", str(model_path), "--board", board] + (["--fold", fold] if fold else []))
+    text = format_report(report) + (
+        f"accuracy     {100 * accuracy:.2f} % on the {dataset} test set "
+        f"(bit-exact reference model)\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{board}_{model_path.stem.split('_')[0]}"
+    write_atomic(out_dir / f"{stem}.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(out_dir / f"{stem}.txt", text.encode())
+    print(text, end="")
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bnnhw.boards.bench", description=__doc__)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--board", required=True)
+    parser.add_argument("--fold")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out-dir", type=Path, default=Path("docs/boards"))
+    args = parser.parse_args(argv)
+    run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir, args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
