@@ -63,6 +63,7 @@ class Folding:
 
     def check(self, model: Model) -> None:
         """Raise :class:`FoldingError` unless this folding fits ``model``."""
+        require_dense(model)
         if len(self.layers) != len(model.layers):
             raise FoldingError(
                 f"folding has {len(self.layers)} layer(s) but the model has "
@@ -88,6 +89,19 @@ class Folding:
         """The spec string that :func:`parse_fold` turns back into this folding."""
         body = ",".join(f"{pe}x{simd}" for pe, simd in self.layers)
         return f"{body}@{self.pixels_per_word}"
+
+
+def require_dense(model: Model) -> None:
+    """Raise :class:`FoldingError` if ``model`` has a layer the gateware cannot build yet.
+
+    The dataflow builds dense and output layers; conv and max-pool layers (model file kinds
+    ``conv`` and ``maxpool``) run in the reference and the trainer only.
+    """
+    for i, layer in enumerate(model.layers):
+        if layer.kind not in ("dense", "output"):
+            raise FoldingError(
+                f"layer {i} is a {layer.kind} layer; the accelerator builds dense layers only "
+                f"(topology {model.topology})")
 
 
 def _divisors(n: int) -> list[int]:
@@ -118,6 +132,7 @@ def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
     """
     if lanes < 1:
         raise FoldingError(f"balanced folding needs lanes >= 1 (lanes={lanes})")
+    require_dense(model)
     sizes = [(layer.out_features, layer.in_features) for layer in model.layers]
     largest = max(mh * mw for mh, mw in sizes)
     target = max(1, -(-largest // lanes))

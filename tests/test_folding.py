@@ -59,3 +59,14 @@ def test_balanced_lanes_trade_speed(sfc):
 def test_errors_name_the_values(sfc, spec, message):
     with pytest.raises(FoldingError, match=message):
         parse_fold(spec, sfc)
+
+
+def test_conv_models_are_refused_with_a_clear_message():
+    from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, Model
+
+    rng = np.random.default_rng(0)
+    conv = ConvLayer(rng.integers(0, 2, (2, 9)), rng.integers(0, 10, 2), 3, (4, 4, 1))
+    model = Model(InputQuantizer((128,), 16), (conv, DenseLayer(rng.integers(0, 2, (3, 8)))))
+    for spec in (None, "1x1,1x1"):
+        with pytest.raises(FoldingError, match="layer 0 is a conv layer"):
+            parse_fold(spec, model)
