@@ -20,7 +20,7 @@ from bnnhw.passes import fold_model
 from bnnhw.reference import im2col
 
 from .layers import F32, BatchNorm1d, BinaryDense, Dropout, Layer, Scale, SignActivation, sign
-from .network import PREDICT_CHUNK
+from .network import PREDICT_CHUNK, LayerStack
 
 
 class BinaryConv2d(Layer):
@@ -144,7 +144,7 @@ class Flatten(Layer):
         return grad.reshape(self._shape)
 
 
-class CNN:
+class CNN(LayerStack):
     """Binarized CNN (W1A1): conv blocks, dense blocks, a scaled binary output layer.
 
     The network, for an image of ``side x side`` pixels quantized to ``L`` bits each::
@@ -230,15 +230,6 @@ class CNN:
         """Back-propagate ``dL/dlogits``; the first convolution computes no input gradient."""
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
-
-    def constrain(self) -> None:
-        """Clip latent binary weights to ``[-1, 1]``."""
-        for layer in self.layers:
-            layer.constrain()
-
-    def param_groups(self) -> list[tuple[dict, dict]]:
-        """``(params, grads)`` of every layer that has parameters."""
-        return [(layer.params, layer.grads) for layer in self.layers if layer.params]
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Eval-mode logits ``(N, classes)`` of uint8 images, in chunks."""

@@ -51,7 +51,22 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-class MLP:
+class LayerStack:
+    """What every trainable network shares: a ``layers`` list of :class:`Layer` objects."""
+
+    layers: list[Layer]
+
+    def constrain(self) -> None:
+        """Clip latent binary weights to ``[-1, 1]``."""
+        for layer in self.layers:
+            layer.constrain()
+
+    def param_groups(self) -> list[tuple[dict, dict]]:
+        """``(params, grads)`` of every layer that has parameters."""
+        return [(layer.params, layer.grads) for layer in self.layers if layer.params]
+
+
+class MLP(LayerStack):
     """A multilayer perceptron in one of :data:`MODES`.
 
     Parameters
@@ -134,15 +149,6 @@ class MLP:
         """
         for layer in reversed(self.layers[self._first:]):
             grad = layer.backward(grad)
-
-    def constrain(self) -> None:
-        """Clip latent binary weights to ``[-1, 1]``."""
-        for layer in self.layers:
-            layer.constrain()
-
-    def param_groups(self) -> list[tuple[dict, dict]]:
-        """``(params, grads)`` of every layer that has parameters."""
-        return [(layer.params, layer.grads) for layer in self.layers if layer.params]
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Eval-mode logits ``(N, classes)`` of uint8 images, computed in chunks."""
