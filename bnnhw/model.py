@@ -206,8 +206,25 @@ class DenseLayer:
         return self.in_features * self.out_features
 
 
+class MapLayer:
+    """Sizes shared by layers on ``H x W x C`` bit maps (flattened ``(y, x, c)``)."""
+
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]  # a property of each subclass
+
+    @property
+    def in_features(self) -> int:
+        """``H * W * C``."""
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_features(self) -> int:
+        """Product of :attr:`out_shape`."""
+        return int(np.prod(self.out_shape))
+
+
 @dataclass(frozen=True, eq=False)
-class ConvLayer:
+class ConvLayer(MapLayer):
     """A binary 2-D convolution, stride 1, no padding ("valid"), then thresholds.
 
     The input is an ``H x W x C`` bit map (bit ``(y * W + x) * C + c``). For each output
@@ -263,15 +280,6 @@ class ConvLayer:
         h, w, _ = self.in_shape
         return h - self.kernel + 1, w - self.kernel + 1, int(self.weights.shape[0])
 
-    @property
-    def in_features(self) -> int:
-        """``H * W * C``."""
-        return int(np.prod(self.in_shape))
-
-    @property
-    def out_features(self) -> int:
-        """``OH * OW * OC``."""
-        return int(np.prod(self.out_shape))
 
     @property
     def weight_bits(self) -> int:
@@ -280,7 +288,7 @@ class ConvLayer:
 
 
 @dataclass(frozen=True, eq=False)
-class MaxPoolLayer:
+class MaxPoolLayer(MapLayer):
     """Max-pool of a bit map over ``2 x 2`` windows with stride 2: the OR of the four bits.
 
     Output ``(y, x, c)`` is ``OR`` of input ``(2y + dy, 2x + dx, c)`` for ``dy, dx`` in
@@ -316,15 +324,6 @@ class MaxPoolLayer:
         h, w, c = self.in_shape
         return h // 2, w // 2, c
 
-    @property
-    def in_features(self) -> int:
-        """``H * W * C``."""
-        return int(np.prod(self.in_shape))
-
-    @property
-    def out_features(self) -> int:
-        """``(H // 2) * (W // 2) * C``."""
-        return int(np.prod(self.out_shape))
 
     @property
     def weight_bits(self) -> int:

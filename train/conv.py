@@ -219,13 +219,6 @@ class CNN(LayerStack):
         bits = self.quantizer.quantize(images).astype(np.int8)
         return (bits * 2 - 1).astype(np.int8).reshape(-1, *self.in_shape)
 
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        """Logits for encoded inputs ``x`` (see :meth:`encode`)."""
-        out = np.asarray(x, dtype=F32)
-        for layer in self.layers:
-            out = layer.forward(out, training)
-        return out
-
     def backward(self, grad: np.ndarray) -> None:
         """Back-propagate ``dL/dlogits``; the first convolution computes no input gradient."""
         for layer in reversed(self.layers):

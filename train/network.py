@@ -56,6 +56,13 @@ class LayerStack:
 
     layers: list[Layer]
 
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Logits for encoded inputs ``x`` (see :meth:`encode`)."""
+        out = np.asarray(x, dtype=F32)
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
     def constrain(self) -> None:
         """Clip latent binary weights to ``[-1, 1]``."""
         for layer in self.layers:
@@ -135,13 +142,6 @@ class MLP(LayerStack):
         return images.astype(F32) / F32(127.5) - F32(1)
 
     # -- forward / backward ---------------------------------------------------------------
-    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        """Logits for encoded inputs ``x`` (see :meth:`encode`)."""
-        out = np.asarray(x, dtype=F32)
-        for layer in self.layers:
-            out = layer.forward(out, training)
-        return out
-
     def backward(self, grad: np.ndarray) -> None:
         """Back-propagate ``dL/dlogits`` and leave every parameter gradient in its layer.
 
