@@ -5,7 +5,8 @@ accelerator) as Verilog, optionally synthesises it for iCE40 with yosys first (a
 netlist of ``SB_LUT4`` / ``SB_DFF*`` / ``SB_RAM40_4K`` cells, simulated with yosys' own
 ``ice40/cells_sim.v``), and runs the bench ``bnnhw.sim.tb_board`` on Icarus. The bench
 sends, through the ``rx`` pin: garbage bytes, an IDENTIFY request, then one classify request
-per image (alternating CLASSIFY_RAW and CLASSIFY_BITS when the model allows bits), with one
+per image (CLASSIFY_RAW for every ``raw_every``-th image and CLASSIFY_BITS for the others when
+the model allows bits; all raw otherwise), with one
 request corrupted on purpose (its CRC byte flipped) so the reply must say BAD_CRC. With SPRAM
 layers, the weight image (:func:`bnnhw.boards.spram.weight_image`) is first sent as
 LOAD_WEIGHTS requests (one chunk twice, the first copy with a corrupted CRC, which must be
@@ -54,8 +55,8 @@ def _load_requests(regions: list[tuple[int, bytes]]) -> list[bytes]:
     return [_corrupt(frames[0]), *frames]
 
 
-def _requests(model: Model, images: np.ndarray, bits: bool,
-              loads: list[bytes]) -> tuple[list[bytes], list[str]]:
+def _requests(model: Model, images: np.ndarray, bits: bool, loads: list[bytes],
+              raw_every: int) -> tuple[list[bytes], list[str]]:
     """Chunks to send and, per classify request, ``"ok"`` or ``"bad_crc"``."""
     chunks = [GARBAGE, protocol.identify()]
     if loads:
@@ -63,7 +64,7 @@ def _requests(model: Model, images: np.ndarray, bits: bool,
     kinds = []
     quantized = model.quantizer.quantize(images)
     for i, image in enumerate(images):
-        if bits and i % 2:
+        if bits and i % raw_every:
             frame = protocol.classify_bits(quantized[i], model.quantizer.levels)
         else:
             frame = protocol.classify_raw(image)
@@ -97,7 +98,7 @@ def _synthesise(rtl: Path, out: Path) -> None:
 def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
                    netlist: bool = False, build_dir: str | os.PathLike | None = None,
                    max_cycles: int | None = None, waves: bool = False,
-                   spram_layers: tuple[int, ...] = ()) -> dict[str, Any]:
+                   spram_layers: tuple[int, ...] = (), raw_every: int = 2) -> dict[str, Any]:
     """Run the UART-level bench and compare every reply with the reference.
 
     Parameters
@@ -118,6 +119,11 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         Dump a waveform (``board_top.fst`` in ``build_dir/sim_build``; keep ``build_dir``).
     spram_layers : tuple of int
         Layers whose weights go to SPRAM and are loaded over the UART first.
+    raw_every : int
+        Send image ``i`` as raw pixels when ``i % raw_every == 0`` and as packed bits
+        otherwise (>= 1; 1 sends every image raw). A bits request is 8 times shorter on the
+        wire (``pixels * levels / 8`` bytes instead of ``pixels``), which is what makes a
+        gate-level run of many images affordable.
 
     Returns
     -------
@@ -139,6 +145,8 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     images = np.asarray(images, dtype=np.uint8)
     if images.ndim != 2 or images.shape[0] < 2:
         raise ValueError(f"need at least 2 images of shape (N, pixels), got {images.shape}")
+    if raw_every < 1:
+        raise ValueError(f"raw_every must be >= 1 (raw_every={raw_every})")
     if shutil.which("iverilog") is None:
         raise FileNotFoundError("iverilog not found on PATH (apt-get install iverilog)")
     folding = parse_fold(fold, model)
@@ -147,7 +155,7 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     top = LinkTop(model, folding, SIM_CLK_HZ, SIM_BAUD, spram_layers=spram_layers)
     bits = top.identity.bits_supported
     loads = _load_requests(weight_image(model, top.spram_plan)) if top.spram_plan else []
-    chunks, kinds = _requests(model, images, bits, loads)
+    chunks, kinds = _requests(model, images, bits, loads, raw_every)
     classes, scores = reference.infer(model, images)
 
     own_dir = build_dir is None
