@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnnhw.gateware.mvtu import MVTU
-from bnnhw.gateware.simulate import run_stream
+from bnnhw.gateware.simulate import run_stream, steady_interval
 from bnnhw.packing import pack_bits, vector_to_words, words_to_ints
 from bnnhw.reference import popcounts
 
@@ -64,3 +64,28 @@ def test_mvtu_rejects_bad_folding():
         MVTU(np.zeros((4, 6)), None, 2, 4, name="2")
     with pytest.raises(ValueError, match=r"in_width=4, SIMD=2, MW=6"):
         MVTU(np.zeros((4, 6)), None, 2, 2, in_width=4)
+
+
+@pytest.mark.parametrize(("mh", "mw", "pe", "simd", "in_width", "vectors"), [
+    (4, 9, 2, 3, 3, 5), (4, 9, 4, 9, 9, 6), (6, 8, 1, 2, 8, 4), (2, 4, 2, 1, 1, 3),
+])
+def test_mvtu_over_many_vectors_keeps_the_frame_contract(mh, mw, pe, simd, in_width, vectors):
+    """A conv frame: ``V`` vectors back to back take ``V * NF * SF`` cycles, outputs in order."""
+    rng = np.random.default_rng(mh * mw + vectors)
+    weights = rng.integers(0, 2, (mh, mw)).astype(np.uint8)
+    thresholds = random_thresholds(rng, mw, mh)
+    frames = 3
+    vecs = rng.integers(0, 2, (frames * vectors, mw)).astype(np.uint8)
+    words = [w for v in vecs for w in words_to_ints(vector_to_words(v, in_width))]
+    dut = MVTU(weights, thresholds, pe, simd, in_width, vectors=vectors)
+    expected = expected_words(weights, thresholds, pe, vecs, 1)
+    per_frame = vectors * dut.nf
+    assert dut.cycles_per_frame == vectors * dut.nf * dut.sf
+    run = run_stream(dut, words, len(expected))
+    assert run.outputs == expected
+    assert run.out_times[0] - run.in_times[0] == dut.latency
+    assert run.out_times[:per_frame] == dut.frame_times(range(vectors * dut.depth))
+    assert steady_interval(run.out_times, per_frame) == dut.cycles_per_frame
+    run = run_stream(MVTU(weights, thresholds, pe, simd, in_width, vectors=vectors), words,
+                     len(expected), in_stall=0.3, out_stall=0.3, seed=1)
+    assert run.outputs == expected

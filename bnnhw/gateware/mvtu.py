@@ -39,14 +39,18 @@ class MVTU(wiring.Component):
       released right after its last read, so the next vector starts without a gap.
     * **Back-pressure.** The pipeline stalls as a whole while the output word waits.
 
+    A frame is ``V`` input vectors (``vectors``): 1 for a dense layer, the ``OH * OW`` windows
+    of a convolution, which the unit computes one after another; its output words then come
+    out as ``(oy, ox, channel)``, channel innermost, the order of the model's bit maps.
+
     Timing
     ------
     latency : int
-        ``D + SF + popcount_latency(SIMD) + 1``: the vector is collected in ``D`` cycles,
-        issue starts the cycle after, the first fold takes ``SF`` issue cycles, one cycle of
-        memory read, the popcount pipeline, and the output register.
+        ``D + SF + popcount_latency(SIMD) + 1``: the first vector is collected in ``D``
+        cycles, issue starts the cycle after, the first fold takes ``SF`` issue cycles, one
+        cycle of memory read, the popcount pipeline, and the output register.
     cycles_per_frame : int
-        ``NF * SF`` per input vector (the collector needs only ``D <= SF`` cycles).
+        ``V * NF * SF`` (the collector needs only ``D <= SF`` cycles per vector).
 
     Parameters
     ----------
@@ -59,9 +63,11 @@ class MVTU(wiring.Component):
         Bits per input word, a multiple of ``SIMD`` dividing ``MW``; default ``SIMD``.
     name : str
         Layer name for error messages.
+    vectors : int
+        ``V``, input vectors per frame (>= 1).
     """
 
-    def __init__(self, weights, thresholds, pe, simd, in_width=None, name="?"):
+    def __init__(self, weights, thresholds, pe, simd, in_width=None, name="?", vectors=1):
         weights = np.asarray(weights, dtype=np.uint8)
         self.mh, self.mw = weights.shape
         check_folding(self.mh, self.mw, pe, simd, name)
@@ -70,7 +76,10 @@ class MVTU(wiring.Component):
             raise ValueError(
                 f"layer {name}: input word width must be a multiple of SIMD dividing MW "
                 f"(in_width={in_width}, SIMD={simd}, MW={self.mw})")
+        if vectors < 1:
+            raise ValueError(f"layer {name}: vectors per frame must be >= 1 (vectors={vectors})")
         self.weights = weights
+        self.vectors = vectors
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.int64)
         self.pe, self.simd, self.in_width = pe, simd, in_width
         self.nf, self.sf = self.mh // pe, self.mw // simd
@@ -79,7 +88,7 @@ class MVTU(wiring.Component):
         self.lane_bits = 1 if self.thresholds is not None else self.score_bits
         self.out_width = pe * self.lane_bits
         self.popcount_latency = popcount_latency(simd)
-        self.cycles_per_frame = self.nf * self.sf
+        self.cycles_per_frame = vectors * self.nf * self.sf
         self.latency = self.depth + self.sf + self.popcount_latency + 1
         super().__init__({
             "i_stream": In(stream.Signature(in_width)),
@@ -87,12 +96,27 @@ class MVTU(wiring.Component):
         })
 
     def frame_times(self, in_times):
-        """Output times of one vector offered at ``in_times`` to an idle unit, consumer ready.
+        """Output times of one frame offered at ``in_times`` to an idle unit, consumer ready.
 
-        Output word ``nf`` leaves at ``in_times[-1] + 1 + (nf + 1) * SF + popcount_latency + 1``.
+        ``in_times`` holds the ``V * D`` offer times. Word ``k`` of vector ``v`` is taken at
+        ``a = max(in_time, a_prev + 1, free_v)`` where ``free_v = s_{v-2} + NF * SF`` is the
+        cycle bank ``v % 2`` is released (0 for ``v < 2``); vector ``v`` issues from
+        ``s_v = max(a_last(v) + 1, s_{v-1} + NF * SF)``; its output word ``nf`` leaves at
+        ``s_v + (nf + 1) * SF + popcount_latency + 1``. For one vector: ``in_times[-1] + 1 +
+        (nf + 1) * SF + popcount_latency + 1``.
         """
-        start = list(in_times)[-1] + 1
-        return [start + (nf + 1) * self.sf + self.popcount_latency + 1 for nf in range(self.nf)]
+        in_times = list(in_times)
+        work = self.nf * self.sf
+        starts, out, taken = [], [], -1
+        for v in range(self.vectors):
+            free = starts[v - 2] + work if v >= 2 else 0
+            for t in in_times[v * self.depth:(v + 1) * self.depth]:
+                taken = max(t, taken + 1, free)
+            start = taken + 1 if v == 0 else max(taken + 1, starts[v - 1] + work)
+            starts.append(start)
+            out.extend(start + (nf + 1) * self.sf + self.popcount_latency + 1
+                       for nf in range(self.nf))
+        return out
 
     def weight_memory(self, pe, init):
         """Create PE ``pe``'s weight memory (``NF * SF`` words of ``SIMD`` bits, ``init``).
