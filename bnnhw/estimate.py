@@ -1,0 +1,544 @@
+"""Resource and throughput estimate of an accelerator on a board, without synthesis.
+
+The estimate walks the stages of a constructed (never elaborated)
+:class:`bnnhw.gateware.dataflow.Accelerator` and reads each stage's own ``cycles_per_frame``
+and ``latency``; only resources are modelled here.
+
+Memories (exact rules, checked against yosys' ``memory_libmap`` on both families)
+--------------------------------------------------------------------------------
+Every memory of depth ``D`` and width ``W`` (``D * W`` bits) goes to one of: block RAM, the
+UP5K's SPRAM (only where :mod:`bnnhw.boards.spram` puts a layer, as ``boards/build.py`` does),
+ECP5 distributed RAM (``DPR16X4``: 16 words of 4 bits), or soft logic.
+
+* Block RAM count for a shape: ``B(D, W) = min_c ceil(D / d_c) * ceil(W / w_c)`` over the
+  block's shapes ``(d_c, w_c)``: iCE40 EBR (4 Kbit) ``4096x1, 2048x2, 1024x4, 512x8,
+  256x16``; ECP5 DP16KD (18 Kbit) ``16384x1, 8192x2, 4096x4, 2048x9, 1024x18, 512x36``.
+* Cost comparison (yosys' costs: a block is 64 (iCE40) or 128 (ECP5); a logic ROM bit 1/16; a
+  logic RAM bit 1; a ``DPR16X4`` 4): a synchronous ROM (weights, SPRAM tails) with
+  ``D * W <= 16 * cost * B`` goes to logic, else to ``B`` blocks. A RAM (ping-pong input
+  buffers) on iCE40 goes to logic when ``D * W <= 64 * B``; on ECP5 to
+  ``n = ceil(D / 16) * ceil(W / 4)`` ``DPR16X4`` when their cost ``4 n + W (ceil(D / 16) - 1)
+  / 2`` (cells and read multiplexer) is below ``128 * B``, else to blocks. Memories read
+  combinationally (thresholds) are always logic.
+* A memory in logic costs ``W * ceil(D / 16)`` "LUT units" (a LUT4 is a 16x1 ROM) and, for a
+  RAM, ``D * W`` flip-flops.
+
+Logic model (coefficients fitted on real builds, :mod:`bnnhw.estimate_calibrate`)
+-------------------------------------------------------------------------------
+Each stage yields features: ``lanes`` (XNOR + popcount inputs, ``PE * SIMD`` for an MVTU),
+``pe_bits`` (adder and comparator bits: ``PE * (S + T)`` with ``S`` score bits and ``T``
+threshold bits), ``mem_units`` (LUT units of memories in logic, plus ``4`` per ``DPR16X4``),
+``reg_bits`` (stream registers and memories in flip-flops) and ``stages`` (1 per stage, its
+control). With the per-family coefficients ``c``::
+
+    LUT_stage = c.lanes * lanes + c.pe_bits * pe_bits + c.mem_units * mem_units
+                + c.stages * stages
+    FF_stage  = f.lanes * lanes + f.pe_bits * pe_bits + f.reg_bits * reg_bits
+                + f.stages * stages
+
+and a fixed term per family for the UART, host link and top (``c.fixed``, ``f.fixed``; on
+iCE40 its receive FIFO also takes one EBR). LUTs are nextpnr's count (``ICESTORM_LC`` on
+iCE40, which packs a LUT and a flip-flop per cell, ``TRELLIS_COMB`` on ECP5).
+
+A component may define ``estimate_features(family) -> dict`` returning these five features
+(plus optional ``bram``, ``spram``, ``weight_bits``) to be estimated; a stage whose component
+is neither known here nor defines it is counted by its stream registers only and marked
+``modelled=False``.
+
+Throughput: ``fps = f / cycles_per_frame``, at the board clock and at the board's fmax as
+measured by the calibration builds (the smallest fmax seen on that board, a conservative
+figure: fmax varies with the design).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from math import ceil
+from pathlib import Path
+from typing import Any
+
+from .boards.platforms import Board, get_board
+from .folding import (
+    Folding,
+    FoldingError,
+    _default_pixels_per_word,
+    _divisors,
+    matrix_shape,
+    parse_fold,
+    vectors,
+)
+from .model import Model
+
+__all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "FEATURES", "Estimate", "FitError",
+           "MemoryMap", "StageEstimate", "auto_folding", "estimate", "format_estimate",
+           "load_coefficients", "map_memory", "resolve_fold"]
+
+COEFFICIENTS_PATH = Path(__file__).with_name("estimate_coefficients.json")
+"""Fitted coefficients (written by ``python -m bnnhw.estimate_calibrate``)."""
+
+FEATURES = ("lanes", "pe_bits", "mem_units", "reg_bits", "stages")
+LUT_FEATURES = ("lanes", "pe_bits", "mem_units", "stages")
+FF_FEATURES = ("lanes", "pe_bits", "reg_bits", "stages")
+
+AUTO_LUT_SHARE = 0.85
+"""Largest share of the device's LUTs an automatic folding may take."""
+
+BLOCK_SHAPES = {
+    "ice40": ((4096, 1), (2048, 2), (1024, 4), (512, 8), (256, 16)),
+    "ecp5": ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)),
+}
+BLOCK_COST = {"ice40": 64, "ecp5": 128}
+DPR_COST = 4
+DPR_MUX_COST = 0.5
+"""Cost per output bit and extra 16-word bank of the read multiplexer of a deep distributed
+RAM: with it, the 98 x 16 buffer (7 banks) goes to a DP16KD and the 128 x 8 one (8 banks) to
+``DPR16X4``, as yosys maps them."""
+TOP_BRAM = {"ice40": 1, "ecp5": 0}
+"""Block RAMs of the board top outside the accelerator: the UART receive FIFO (15 x 8 bits)
+is a RAM of 120 bits, above iCE40's 64-bit logic limit; on ECP5 it fits two ``DPR16X4``."""
+
+
+class FitError(ValueError):
+    """No folding fits the board; the message names the resource and the shortfall."""
+
+
+@dataclass(frozen=True)
+class MemoryMap:
+    """Where one memory goes: ``bram`` blocks, ``dpr`` ECP5 ``DPR16X4`` cells, or logic
+    (``logic_units`` LUT units, ``logic_ffs`` flip-flops)."""
+
+    bram: int = 0
+    dpr: int = 0
+    logic_units: int = 0
+    logic_ffs: int = 0
+
+
+def _blocks(family: str, depth: int, width: int) -> int:
+    return min(ceil(depth / d) * ceil(width / w) for d, w in BLOCK_SHAPES[family])
+
+
+def map_memory(family: str, depth: int, width: int, *, writable: bool = False,
+               sync_read: bool = True) -> MemoryMap:
+    """How yosys maps a memory of ``depth`` words of ``width`` bits (rules in the module docs).
+
+    Parameters
+    ----------
+    family : str
+        ``"ice40"`` or ``"ecp5"``.
+    depth, width : int
+    writable : bool
+        A RAM (one write port) rather than a ROM.
+    sync_read : bool
+        Read through a clocked port; a combinational read always goes to logic.
+    """
+    if family not in BLOCK_SHAPES:
+        raise ValueError(f"unknown FPGA family {family!r} (choices: ice40, ecp5)")
+    if depth < 1 or width < 1:
+        return MemoryMap()
+    bits = depth * width
+    units = width * ceil(depth / 16)
+    logic = MemoryMap(logic_units=units, logic_ffs=bits if writable else 0)
+    if not sync_read:
+        return logic
+    blocks = _blocks(family, depth, width)
+    block_cost = BLOCK_COST[family] * blocks
+    if not writable:
+        return logic if bits <= 16 * block_cost else MemoryMap(bram=blocks)
+    if family == "ice40":
+        return logic if bits <= block_cost else MemoryMap(bram=blocks)
+    banks = ceil(depth / 16)
+    dpr = banks * ceil(width / 4)
+    dpr_cost = DPR_COST * dpr + DPR_MUX_COST * width * (banks - 1)
+    if min(dpr_cost, block_cost) > bits:
+        return logic
+    return MemoryMap(dpr=dpr) if dpr_cost < block_cost else MemoryMap(bram=blocks)
+
+
+@dataclass
+class StageEstimate:
+    """Estimate of one stage (or of the board top, ``name="top"``)."""
+
+    name: str
+    kind: str
+    cycles_per_frame: int
+    latency: int
+    luts: float
+    ffs: float
+    bram: int
+    spram: int
+    weight_bits: int
+    weights_in: str
+    features: dict[str, float] = field(default_factory=dict)
+    modelled: bool = True
+    pe: int | None = None
+    simd: int | None = None
+    nf_sf: int | None = None
+
+
+@dataclass
+class Estimate:
+    """The whole estimate: per-stage rows, totals, device capacity and throughput."""
+
+    topology: str
+    board: str
+    family: str
+    device: str
+    folding: str
+    stages: list[StageEstimate]
+    spram_layers: list[int]
+    cycles_per_frame: int
+    ideal_cycles: int
+    latency: int
+    totals: dict[str, float]
+    capacity: dict[str, int]
+    clk_mhz: float
+    fmax_mhz: float | None
+    fps_at_board_clock: float
+    fps_at_fmax: float | None
+
+    @property
+    def utilisation(self) -> dict[str, float]:
+        """``used / total`` of every resource the device has."""
+        return {k: self.totals[k] / v for k, v in self.capacity.items() if v}
+
+    @property
+    def efficiency(self) -> float:
+        """``max_i NF_i * SF_i / cycles_per_frame``: 1 when an MVTU sets the pace."""
+        return self.ideal_cycles / self.cycles_per_frame
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (stages as dicts, plus utilisation and efficiency)."""
+        out = asdict(self)
+        out["utilisation"] = self.utilisation
+        out["efficiency"] = self.efficiency
+        return out
+
+
+@cache
+def _load(path: str) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def load_coefficients(path: str | Path | None = None) -> dict[str, Any]:
+    """The fitted coefficients: ``{family: {"luts": {...}, "ffs": {...}}, "fmax_mhz": {...}}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing, naming it and the command that writes it.
+    """
+    path = Path(path) if path is not None else COEFFICIENTS_PATH
+    if not path.is_file():
+        raise FileNotFoundError(f"estimator coefficients {path} not found (run python -m "
+                                f"bnnhw.estimate_calibrate)")
+    return _load(str(path.resolve()))
+
+
+def _stage_features(component: Any, family: str, spram: dict[int, Any],
+                    index: int | None) -> tuple[dict[str, float], dict[str, Any], bool]:
+    """Features, memory placement and whether the component is modelled."""
+    from .gateware.labelselect import LabelSelect
+    from .gateware.mvtu import MVTU
+    from .gateware.quantizer import InputQuantizer
+    from .gateware.widthconv import WidthConverter
+
+    f = dict.fromkeys(FEATURES, 0.0)
+    f["stages"] = 1.0
+    mem: dict[str, Any] = {"bram": 0, "spram": 0, "weight_bits": 0, "weights_in": "-"}
+
+    def add(m: MemoryMap) -> None:
+        mem["bram"] += m.bram
+        f["mem_units"] += m.logic_units + DPR_COST * m.dpr
+        f["reg_bits"] += m.logic_ffs
+
+    if isinstance(component, MVTU):
+        pe, simd, nf, sf = component.pe, component.simd, component.nf, component.sf
+        f["lanes"] = pe * simd
+        tbits = (component.mw + 1).bit_length() if component.thresholds is not None else 0
+        f["pe_bits"] = pe * (component.score_bits + tbits)
+        f["reg_bits"] += component.out_width
+        mem["weight_bits"] = component.mh * component.mw
+        add(map_memory(family, 2 * component.depth, component.in_width, writable=True))
+        if tbits:
+            add(map_memory(family, nf, pe * tbits, sync_read=False))
+        plan = spram.get(index)
+        if plan is not None:
+            mem["spram"] = plan.count
+            add(map_memory(family, plan.depth, plan.rom_bits))
+            mem["weights_in"] = "SPRAM" + (" + ROM tail" if plan.rom_bits else "")
+        else:
+            maps = [map_memory(family, nf * sf, simd) for _ in range(pe)]
+            for m in maps:
+                add(m)
+            mem["weights_in"] = ("logic" if not any(m.bram for m in maps) else
+                                 "EBR" if family == "ice40" else "DP16KD")
+        return f, mem, True
+    if isinstance(component, WidthConverter):
+        f["reg_bits"] = component.out_width + (component.in_width if component.in_width >
+                                               component.out_width else 0)
+        return f, mem, True
+    if isinstance(component, InputQuantizer):
+        bits = component.pixels_per_word * component.levels
+        f["pe_bits"] = 8 * bits
+        f["reg_bits"] = bits
+        return f, mem, True
+    if isinstance(component, LabelSelect):
+        f["pe_bits"] = component.pe * component.score_bits
+        f["reg_bits"] = component.out_width + component.score_bits
+        return f, mem, True
+    hook = getattr(component, "estimate_features", None)
+    if callable(hook):
+        given = dict(hook(family))
+        for key in ("bram", "spram", "weight_bits"):
+            if key in given:
+                mem[key] = int(given.pop(key))
+        f.update({k: float(v) for k, v in given.items() if k in FEATURES})
+        return f, mem, True
+    f["reg_bits"] = float(sum(len(getattr(component, port).payload)
+                              for port in ("o_stream",) if hasattr(component, port)))
+    return f, mem, False
+
+
+def _linear(coefs: dict[str, float], features: dict[str, float], names: tuple[str, ...]) -> float:
+    return sum(coefs.get(n, 0.0) * features[n] for n in names)
+
+
+def estimate(model: Model, board: str | Board, folding: Folding | str | None = None,
+             coefficients: dict[str, Any] | None = None,
+             spram_layers: tuple[int, ...] | None = None) -> Estimate:
+    """Estimate cycles, LUTs, flip-flops and RAM blocks of ``model`` folded by ``folding``.
+
+    Parameters
+    ----------
+    model : Model
+    board : str or Board
+        A key of :data:`bnnhw.boards.platforms.BOARDS`.
+    folding : Folding, str or None
+        A folding, or a spec for :func:`bnnhw.folding.parse_fold`. None: the folding
+        ``boards/build.py`` takes by default (balanced, or
+        :func:`bnnhw.boards.spram.spram_folding` when weights go to SPRAM).
+    coefficients : dict or None
+        Default: :func:`load_coefficients`.
+    spram_layers : tuple of int or None
+        Layers in SPRAM; None places them as ``bnnhw.boards.build.check_fits`` does.
+
+    Returns
+    -------
+    Estimate
+
+    Raises
+    ------
+    ValueError
+        Unknown board, bad folding, or weights that fit no memory of the board (the
+        messages of :func:`bnnhw.boards.build.check_fits`).
+    """
+    from .boards.build import SPRAM_EBR_SHARE, SPRAM_MAX_LANES, check_fits
+    from .boards.spram import plan_spram, spram_folding
+    from .gateware.dataflow import Accelerator
+
+    info = board if isinstance(board, Board) else get_board(board)
+    coefs = (coefficients or load_coefficients())[info.family]
+    if folding is None:
+        layers = check_fits(model, info, spram_layers=spram_layers)
+        if layers:
+            folding = spram_folding(model, layers, int(SPRAM_EBR_SHARE * info.bram_bits),
+                                    SPRAM_MAX_LANES)
+    if not isinstance(folding, Folding):
+        folding = parse_fold(folding, model)
+    layers = check_fits(model, info, folding, spram_layers)
+    spram = {p.index: p for p in plan_spram(model, folding, layers)}
+    accelerator = Accelerator(model, folding)
+    rows = []
+    for stage in accelerator.stages:
+        index = int(stage.name[5:]) if stage.name.startswith("layer") else None
+        f, mem, modelled = _stage_features(stage.component, info.family, spram, index)
+        row = StageEstimate(
+            stage.name, type(stage.component).__name__, stage.cycles_per_frame, stage.latency,
+            _linear(coefs["luts"], f, LUT_FEATURES), _linear(coefs["ffs"], f, FF_FEATURES),
+            mem["bram"], mem["spram"], mem["weight_bits"], mem["weights_in"], f, modelled)
+        if index is not None and folding.layers[index] is not None:
+            row.pe, row.simd = folding.layers[index]
+            row.nf_sf = stage.cycles_per_frame
+        rows.append(row)
+    rows.append(StageEstimate("top", "UART + link", 0, 0, coefs["luts"]["fixed"],
+                              coefs["ffs"]["fixed"], TOP_BRAM[info.family], 0, 0, "-", {}))
+    totals = {key: sum(getattr(r, key) for r in rows)
+              for key in ("luts", "ffs", "bram", "spram", "weight_bits")}
+    capacity = {"luts": info.luts, "ffs": info.luts, "bram": info.bram_blocks,
+                "spram": info.spram_bits // 262_144}
+    fmax = coefficients_fmax(info.name, coefficients)
+    cpf = accelerator.cycles_per_frame
+    return Estimate(
+        model.topology, info.name, info.family, info.device, folding.spec, rows, list(layers),
+        cpf, max(folding.layer_cycles(model)), accelerator.latency, totals, capacity,
+        info.clk_hz / 1e6, fmax, info.clk_hz / cpf, None if fmax is None else fmax * 1e6 / cpf)
+
+
+def coefficients_fmax(board: str, coefficients: dict[str, Any] | None = None) -> float | None:
+    """The board's fmax in MHz from the calibration (None if no build of it was measured)."""
+    return (coefficients or load_coefficients()).get("fmax_mhz", {}).get(board)
+
+
+def _shortfalls(est: Estimate, lut_share: float) -> list[str]:
+    """What does not fit, as ``"<resource>: <need> > <limit> by <excess>"``."""
+    out = []
+    limit = lut_share * est.capacity["luts"]
+    if est.totals["luts"] > limit:
+        out.append(f"LUTs: {est.totals['luts']:.0f} estimated > {limit:.0f} "
+                   f"({100 * lut_share:.0f} % of {est.capacity['luts']}) by "
+                   f"{est.totals['luts'] - limit:.0f}")
+    for key, name in (("bram", "block RAMs"), ("spram", "SPRAMs")):
+        if est.totals[key] > est.capacity[key]:
+            out.append(f"{name}: {est.totals[key]} > {est.capacity[key]} by "
+                       f"{est.totals[key] - est.capacity[key]}")
+    return out
+
+
+def _balanced_candidates(model: Model) -> list[Folding]:
+    """One folding per target ``T``, fastest first.
+
+    Every dense or conv layer takes the ``(PE, SIMD)`` with ``V * NF * SF <= T`` and the fewest
+    lanes (ties: larger SIMD), as :func:`bnnhw.folding.balanced_folding` does; max-pool layers
+    take ``-``. ``T`` runs over every ``V * NF * SF`` a layer can take, from the smallest ``T``
+    every layer can meet.
+    """
+    options: list[list[tuple[int, int, int]] | None] = []
+    for layer in model.layers:
+        if layer.kind == "maxpool":
+            options.append(None)
+            continue
+        (mh, mw), v = matrix_shape(layer), vectors(layer)
+        options.append([(v * (mh // pe) * (mw // simd), pe, simd) for pe in _divisors(mh)
+                        for simd in _divisors(mw)])
+    computing = [opts for opts in options if opts is not None]
+    floor = max(min(c for c, _, _ in opts) for opts in computing)
+    targets = sorted({c for opts in computing for c, _, _ in opts if c >= floor})
+    out, seen = [], set()
+    for target in targets:
+        layers = tuple(None if opts is None else
+                       min(((pe, simd) for c, pe, simd in opts if c <= target),
+                           key=lambda p: (p[0] * p[1], -p[1])) for opts in options)
+        if layers in seen:
+            continue
+        seen.add(layers)
+        cycles = max(Folding(layers, 1).layer_cycles(model))
+        out.append(Folding(layers, _default_pixels_per_word(model.quantizer.pixels, cycles)))
+    return out
+
+
+def auto_folding(model: Model, board: str | Board, target_fps: float | str | None = "max",
+                 lut_share: float = AUTO_LUT_SHARE,
+                 coefficients: dict[str, Any] | None = None) -> Folding:
+    """Choose a balanced folding that fits ``board`` (with a LUT margin) for a frame rate.
+
+    Candidates are the balanced foldings of every target ``T`` (see
+    :func:`_balanced_candidates`), so no layer takes more than ``T`` cycles per frame. A
+    candidate fits when the estimate has ``LUT <= lut_share * device LUTs``, block RAMs and
+    SPRAMs within the device, and its weights placed as the build places them (block RAM, or
+    SPRAM on the UP5K with a valid :func:`bnnhw.boards.spram.plan_spram`).
+
+    * ``target_fps="max"`` (or None): the fastest candidate that fits.
+    * ``target_fps=N``: the cheapest (slowest) candidate that fits with
+      ``fmax / cycles_per_frame >= N``, ``fmax`` being the board's calibrated fmax
+      (:func:`coefficients_fmax`).
+
+    Raises
+    ------
+    FitError
+        No candidate fits (naming each resource short and by how much, for the smallest
+        candidate), or the target frame rate is out of reach (naming the best rate that fits).
+    ValueError
+        Bad ``target_fps`` or ``lut_share``.
+    """
+    info = board if isinstance(board, Board) else get_board(board)
+    if not 0 < lut_share <= 1:
+        raise ValueError(f"LUT share must be in (0, 1] (lut_share={lut_share})")
+    if isinstance(target_fps, str):
+        if target_fps != "max":
+            try:
+                target_fps = float(target_fps)
+            except ValueError:
+                raise ValueError(f"target fps must be a number or 'max' "
+                                 f"(target_fps={target_fps!r})") from None
+        else:
+            target_fps = None
+    if target_fps is not None and not target_fps > 0:
+        raise ValueError(f"target fps must be > 0 (target_fps={target_fps})")
+    fitting: list[Estimate] = []
+    last_error = None
+    for folding in _balanced_candidates(model):
+        try:
+            est = estimate(model, info, folding, coefficients)
+        except (ValueError, FoldingError) as exc:
+            last_error = str(exc)
+            continue
+        if not _shortfalls(est, lut_share):
+            fitting.append(est)
+        last_est = est
+        last_error = None
+    if not fitting:
+        if last_error is not None:
+            raise FitError(f"no folding of {model.topology} fits {info.name}: {last_error}")
+        raise FitError(f"no folding of {model.topology} fits {info.name} ({info.device}); "
+                       f"the smallest ({last_est.folding}) needs "
+                       + "; ".join(_shortfalls(last_est, lut_share)))
+    if target_fps is None:
+        return parse_fold(fitting[0].folding, model)
+    fmax = fitting[0].fmax_mhz or info.clk_hz / 1e6
+    meeting = [e for e in fitting if fmax * 1e6 / e.cycles_per_frame >= target_fps]
+    if not meeting:
+        best = fitting[0]
+        raise FitError(
+            f"{model.topology} on {info.name}: {target_fps:g} frames/s needs <= "
+            f"{fmax * 1e6 / target_fps:.0f} cycles/frame at {fmax:g} MHz, but the fastest "
+            f"folding that fits ({best.folding}) takes {best.cycles_per_frame} "
+            f"({fmax * 1e6 / best.cycles_per_frame:.0f} frames/s)")
+    return parse_fold(meeting[-1].folding, model)
+
+
+def resolve_fold(spec: str | None, model: Model, board: str | Board | None = None,
+                 target_fps: float | str | None = None) -> Folding:
+    """:func:`bnnhw.folding.parse_fold`, plus ``"auto"`` (:func:`auto_folding` on ``board``).
+
+    Raises
+    ------
+    ValueError
+        ``"auto"`` without a board, or ``target_fps`` with a spec other than ``"auto"``.
+    """
+    if spec is not None and spec.strip() == "auto":
+        if board is None:
+            raise ValueError("fold 'auto' needs a board (--board)")
+        return auto_folding(model, board, target_fps if target_fps is not None else "max")
+    if target_fps is not None:
+        raise ValueError(f"--target-fps needs --fold auto (fold={spec!r})")
+    return parse_fold(spec, model)
+
+
+def format_estimate(est: Estimate) -> str:
+    """The per-stage table and the totals as text."""
+    head = (f"{'stage':<12} {'kind':<15} {'PExSIMD':>8} {'cycles':>7} {'LUT':>7} {'FF':>7} "
+            f"{'BRAM':>5} {'SPRAM':>5} {'weights':>9}  in")
+    lines = [f"bnnhw estimate: {est.topology} on {est.board} ({est.device}), "
+             f"folding {est.folding}", head, "-" * len(head)]
+    for r in est.stages:
+        fold = f"{r.pe}x{r.simd}" if r.pe else ""
+        lines.append(f"{r.name:<12} {r.kind:<15} {fold:>8} {r.cycles_per_frame:>7} "
+                     f"{r.luts:>7.0f} {r.ffs:>7.0f} {r.bram:>5} {r.spram:>5} "
+                     f"{r.weight_bits:>9}  {r.weights_in}" + ("" if r.modelled else
+                                                               "  (not modelled)"))
+    t, c = est.totals, est.capacity
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<12} {'':<15} {'':>8} {est.cycles_per_frame:>7} {t['luts']:>7.0f} "
+                 f"{t['ffs']:>7.0f} {t['bram']:>5} {t['spram']:>5} {t['weight_bits']:>9}")
+    util = ", ".join(f"{k} {100 * v:.1f} %" for k, v in est.utilisation.items())
+    lines.append(f"device       {c['luts']} LUT, {c['bram']} block RAM"
+                 + (f", {c['spram']} SPRAM" if c["spram"] else "") + f": {util}")
+    lines.append(f"pipeline     {est.cycles_per_frame} cycles/frame (ideal {est.ideal_cycles}, "
+                 f"efficiency {100 * est.efficiency:.0f} %), latency {est.latency} cycles")
+    fps = f"{est.fps_at_board_clock:.0f} frames/s at the {est.clk_mhz:g} MHz board clock"
+    if est.fmax_mhz is not None:
+        fps += f", {est.fps_at_fmax:.0f} at the calibrated fmax {est.fmax_mhz:g} MHz"
+    lines.append(f"throughput   {fps}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,286 @@
+"""Calibrate the estimator's LUT and flip-flop model on real builds.
+
+``python -m bnnhw.estimate_calibrate [--run] [--rebuild]``
+
+1. With ``--run``, builds every configuration of :data:`CONFIGS` that has no report yet in
+   ``docs/calibration/`` (``--rebuild``: all of them), one at a time, with
+   :func:`bnnhw.boards.build.build`, and stores each report there as
+   ``<board>_<model>_<fold>.json``. The board reports ``docs/boards/*.json``
+   (``python -m bnnhw.boards.bench``) are used as further data points.
+2. Fits, per FPGA family, ``LUT = X c`` and ``FF = X f`` by non-negative least squares, where
+   a row of ``X`` holds ``1`` (the fixed board-top term) and the summed stage features of
+   :mod:`bnnhw.estimate` for one build (the coefficients of :data:`PINNED` are set, not
+   fitted: ``f.reg_bits = 1``); the solution is exact NNLS, found by solving the
+   least-squares problem on every subset of the columns and keeping the best one whose
+   coefficients are all ``>= 0``.
+3. Takes each board's fmax as the smallest fmax measured on it.
+4. Writes the coefficients to :data:`bnnhw.estimate.COEFFICIENTS_PATH` and the table
+   (configuration, estimated vs measured LUT/FF/block RAM/SPRAM, error in %, and the LUT error
+   when that build is left out of the fit) to ``docs/estimator-calibration.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .estimate import COEFFICIENTS_PATH, FF_FEATURES, LUT_FEATURES, estimate
+from .model import Model, load_model, write_atomic
+
+__all__ = ["CONFIGS", "calibrate", "fit", "main", "nnls"]
+
+CONFIGS: tuple[tuple[str, str, str], ...] = (
+    ("icebreaker", "tfc", "balanced:16"),
+    ("icebreaker", "tfc", "balanced:32"),
+    ("icebreaker", "tfc", "balanced:64"),
+    ("icebreaker", "tfc", "8x8,2x8,2x8,2x2"),
+    ("icebreaker", "tfc", "balanced:128"),
+    ("icebreaker", "tfc", "8x16,2x16,2x16,2x2"),
+    ("icebreaker", "sfc", "1x16,1x16,1x16,1x2"),
+    ("icebreaker", "sfc", "1x28,1x32,1x8,1x1"),
+    ("orangecrab-25f", "tfc", "balanced:64"),
+    ("orangecrab-25f", "tfc", "balanced:512"),
+    ("orangecrab-25f", "sfc", "balanced:64"),
+    ("orangecrab-25f", "sfc", "balanced:512"),
+    ("orangecrab-25f", "sfc", "balanced:1024"),
+    ("ulx3s-85f", "tfc", "balanced:256"),
+    ("ulx3s-85f", "sfc", "balanced:128"),
+)
+"""``(board, model, fold)`` built by ``--run``; the model is ``docs/models/<model>_mnist.npz``."""
+
+PINNED = {"ffs": {"reg_bits": 1.0}}
+"""Coefficients known exactly rather than fitted: a register bit is one flip-flop."""
+
+
+def config_name(board: str, model: str, fold: str) -> str:
+    """File stem of a calibration build: ``<board>_<model>_<fold>`` with ``:`` and ``,``
+    dropped / turned into ``-``."""
+    return f"{board}_{model}_{fold.replace(':', '').replace(',', '-')}"
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``argmin_{x >= 0} |a x - b|`` by least squares on every subset of columns.
+
+    The NNLS optimum has some set of columns free and the rest at zero; solving the
+    unconstrained problem on each subset and keeping the feasible one with the smallest
+    residual finds it exactly (2^n subsets; n <= 5 here).
+    """
+    n = a.shape[1]
+    best, best_res = np.zeros(n), float(np.sum(b ** 2))
+    for k in range(1, n + 1):
+        for cols in combinations(range(n), k):
+            x, *_ = np.linalg.lstsq(a[:, cols], b, rcond=None)
+            if np.any(x < 0):
+                continue
+            res = float(np.sum((a[:, cols] @ x - b) ** 2))
+            if res < best_res - 1e-9:
+                best_res, best = res, np.zeros(n)
+                best[list(cols)] = x
+    return best
+
+
+def _models(models_dir: Path) -> dict[str, Path]:
+    return {load_model(p).sha256(): p for p in sorted(models_dir.glob("*.npz"))}
+
+
+def _points(docs: Path) -> list[dict[str, Any]]:
+    """Every build report (calibration builds, then board reports) with its model file."""
+    models = _models(docs / "models")
+    points = []
+    for path in sorted((docs / "calibration").glob("*.json")) + sorted(
+            (docs / "boards").glob("*.json")):
+        report = json.loads(path.read_text())
+        model = models.get(report["model_sha256"])
+        if model is None:
+            raise FileNotFoundError(f"{path}: no model with sha256 {report['model_sha256'][:16]}"
+                                    f" in {docs / 'models'}")
+        points.append({"report": report, "source": str(path), "model_file": model})
+    return points
+
+
+def _design(points: list[dict[str, Any]], family: str, names: tuple[str, ...],
+            zero: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
+    rows, ests = [], []
+    for p in points:
+        r = p["report"]
+        est = estimate(p["model"], r["board"], r["folding"], zero,
+                       tuple(r.get("spram_layers", ())) or None)
+        feats = {n: sum(s.features.get(n, 0.0) for s in est.stages) for n in names}
+        rows.append([1.0] + [feats[n] for n in names])
+        ests.append(est)
+    return np.array(rows), ests
+
+
+def fit(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Coefficients ``{family: {"luts": {...}, "ffs": {...}}, "fmax_mhz": {board: MHz}}``."""
+    zero = {f: {"luts": {"fixed": 0.0}, "ffs": {"fixed": 0.0}} for f in ("ice40", "ecp5")}
+    out: dict[str, Any] = {}
+    for family in ("ice40", "ecp5"):
+        pts = [p for p in points if p["report"]["family"] == family]
+        if not pts:
+            raise ValueError(f"no calibration build for family {family}")
+        out[family] = {}
+        for key, names in (("luts", LUT_FEATURES), ("ffs", FF_FEATURES)):
+            pinned = PINNED.get(key, {})
+            free = tuple(n for n in names if n not in pinned)
+            x, _ = _design(pts, family, names, zero)
+            y = np.array([p["report"]["utilisation"][key]["used"] for p in pts], float)
+            for n, v in pinned.items():
+                y = y - v * x[:, 1 + names.index(n)]
+            c = nnls(x[:, [0] + [1 + names.index(n) for n in free]], y)
+            out[family][key] = ({"fixed": float(c[0])} | dict(pinned)
+                                | {n: float(v) for n, v in zip(free, c[1:], strict=True)})
+    fmax: dict[str, float] = {}
+    for p in points:
+        r = p["report"]
+        if r.get("fmax_mhz") is not None:
+            fmax[r["board"]] = min(fmax.get(r["board"], float("inf")), float(r["fmax_mhz"]))
+    out["fmax_mhz"] = dict(sorted(fmax.items()))
+    return out
+
+
+def _err(est: float, meas: float) -> float:
+    return 100.0 * (est - meas) / meas if meas else 0.0
+
+
+def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_PATH
+              ) -> dict[str, Any]:
+    """Fit on every report under ``docs``, write the coefficients and the calibration table.
+
+    Returns
+    -------
+    dict
+        ``coefficients``, ``rows`` (one per build) and ``summary`` (max/mean absolute LUT error
+        per family, in and out of sample).
+    """
+    points = _points(docs)
+    for p in points:
+        p["model"] = load_model(p["model_file"])
+    coefs = fit(points)
+    rows = []
+    for i, p in enumerate(points):
+        r = p["report"]
+        est = estimate(p["model"], r["board"], r["folding"], coefs,
+                       tuple(r.get("spram_layers", ())) or None)
+        others = [q for j, q in enumerate(points) if j != i]
+        try:
+            loo = estimate(p["model"], r["board"], r["folding"], fit(others),
+                           tuple(r.get("spram_layers", ())) or None).totals["luts"]
+        except ValueError:
+            loo = None
+        util = r["utilisation"]
+        row = {"source": p["source"], "board": r["board"], "family": r["family"],
+               "topology": r["topology"], "model": str(p["model_file"]),
+               "folding": r["folding"], "cycles_per_frame": r["cycles_per_frame"],
+               "fmax_mhz": r["fmax_mhz"], "build_seconds": r["build_seconds"]}
+        for key in ("luts", "ffs", "bram", "spram"):
+            meas = (util.get(key) or {}).get("used", 0)
+            row[key] = {"estimated": est.totals[key], "measured": meas,
+                        "error_pct": _err(est.totals[key], meas)}
+        row["luts"]["loo_estimated"] = loo
+        row["luts"]["loo_error_pct"] = None if loo is None else _err(loo, row["luts"]["measured"])
+        rows.append(row)
+    summary = {}
+    for family in ("ice40", "ecp5"):
+        fam = [r for r in rows if r["family"] == family]
+        lut = [abs(r["luts"]["error_pct"]) for r in fam]
+        loo = [abs(r["luts"]["loo_error_pct"]) for r in fam if r["luts"]["loo_error_pct"]
+               is not None]
+        ram = [abs(r["bram"]["estimated"] - r["bram"]["measured"]) for r in fam]
+        summary[family] = {"builds": len(fam), "lut_max_abs_error_pct": max(lut),
+                           "lut_mean_abs_error_pct": float(np.mean(lut)),
+                           "lut_loo_max_abs_error_pct": max(loo) if loo else None,
+                           "ff_max_abs_error_pct": max(abs(r["ffs"]["error_pct"]) for r in fam),
+                           "bram_max_abs_error_blocks": max(ram)}
+    result = {"command": "python -m bnnhw.estimate_calibrate", "coefficients": coefs,
+              "rows": rows, "summary": summary}
+    write_atomic(coefficients_path, (json.dumps(coefs, indent=2) + "\n").encode())
+    write_atomic(docs / "estimator-calibration.json",
+                 (json.dumps(result, indent=2) + "\n").encode())
+    write_atomic(docs / "estimator-calibration.md", format_calibration(result).encode())
+    return result
+
+
+def format_calibration(result: dict[str, Any]) -> str:
+    """The calibration table as Markdown."""
+    lines = [
+        "# Estimator calibration", "",
+        "Written by `python -m bnnhw.estimate_calibrate` from the build reports in "
+        "`docs/calibration/` and `docs/boards/` (each a real yosys + nextpnr build). "
+        "Estimated vs measured; error = (estimated - measured) / measured. "
+        "\"LUT LOO\" is the LUT error when that build is left out of the fit "
+        "(an out-of-sample figure).", "",
+        "| board | model | folding | LUT est / meas | LUT err | LUT LOO | FF est / meas | FF err "
+        "| BRAM est / meas | SPRAM est / meas | fmax MHz |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lu, ff, br, sp = r["luts"], r["ffs"], r["bram"], r["spram"]
+        loo = "-" if lu["loo_error_pct"] is None else f"{lu['loo_error_pct']:+.1f} %"
+        lines.append(
+            f"| {r['board']} | {r['topology']} | `{r['folding']}` | {lu['estimated']:.0f} / "
+            f"{lu['measured']} | {lu['error_pct']:+.1f} % | {loo} | {ff['estimated']:.0f} / "
+            f"{ff['measured']} | {ff['error_pct']:+.1f} % | {br['estimated']} / "
+            f"{br['measured']} | {sp['estimated']} / {sp['measured']} | {r['fmax_mhz']} |")
+    lines += ["", "| family | builds | LUT max abs err | LUT mean abs err | LUT LOO max abs err "
+              "| FF max abs err | BRAM max abs err (blocks) |", "|---|---|---|---|---|---|---|"]
+    for family, s in result["summary"].items():
+        loo = "-" if s["lut_loo_max_abs_error_pct"] is None else \
+            f"{s['lut_loo_max_abs_error_pct']:.1f} %"
+        lines.append(f"| {family} | {s['builds']} | {s['lut_max_abs_error_pct']:.1f} % | "
+                     f"{s['lut_mean_abs_error_pct']:.1f} % | {loo} | "
+                     f"{s['ff_max_abs_error_pct']:.1f} % | {s['bram_max_abs_error_blocks']} |")
+    lines += ["", "Coefficients (LUTs and flip-flops per unit of each stage feature, see "
+              "`bnnhw/estimate.py`):", "", "```json",
+              json.dumps(result["coefficients"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def run_builds(docs: Path = Path("docs"), rebuild: bool = False) -> list[Path]:
+    """Build the :data:`CONFIGS` without a report (all with ``rebuild``), one at a time."""
+    from .boards.build import build
+
+    written = []
+    out = docs / "calibration"
+    out.mkdir(parents=True, exist_ok=True)
+    for board, name, fold in CONFIGS:
+        path = out / f"{config_name(board, name, fold)}.json"
+        if path.exists() and not rebuild:
+            continue
+        model_file = docs / "models" / f"{name}_mnist.npz"
+        model: Model = load_model(model_file)
+        with tempfile.TemporaryDirectory(prefix="bnnhw-cal-") as tmp:
+            report = build(model, board, tmp, fold=fold)
+        report["command"] = (f"python -m bnnhw.boards.build (via bnnhw.estimate_calibrate): "
+                             f"{model_file} --board {board} --fold {fold}")
+        write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
+        print(f"{path.name}: {report['utilisation']['luts']['used']} LUT, "
+              f"{report['build_seconds']:.0f} s", flush=True)
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bnnhw.estimate_calibrate",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="store_true", help="build the missing configurations")
+    parser.add_argument("--rebuild", action="store_true", help="build every configuration")
+    parser.add_argument("--docs", type=Path, default=Path("docs"))
+    args = parser.parse_args(argv)
+    if args.run or args.rebuild:
+        run_builds(args.docs, args.rebuild)
+    result = calibrate(args.docs)
+    print(format_calibration(result), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
