@@ -10,7 +10,10 @@ logs). Figures in the report:
   "Device utilisation"; ``ffs`` on iCE40 come from yosys' cell count, as nextpnr packs them
   into logic cells);
 * ``fmax_mhz``: the last "Max frequency for clock" line of the nextpnr log (after routing);
-* ``fps_at_fmax = fmax_mhz * 1e6 / cycles_per_frame`` and ``fps_at_board_clock``;
+* ``clk_mhz``: the clock the design runs at (the board oscillator, or the PLL output with
+  ``clock_mhz``, see :mod:`bnnhw.boards.pll`); ``timing_met`` compares it with fmax;
+* ``fps_at_fmax = fmax_mhz * 1e6 / cycles_per_frame``, ``fps_at_clock`` (at ``clk_mhz``) and
+  ``fps_at_board_clock`` (at the oscillator);
 * ``link_images_per_s = baud / (10 * request_bytes)`` for CLASSIFY_RAW (and CLASSIFY_BITS):
   8N1 sends 10 bits per byte;
 * ``build_seconds``: wall time of ``platform.build``.
@@ -52,6 +55,8 @@ RESOURCES = {
 }
 _UTIL = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", re.M)
 _FMAX = re.compile(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz")
+_FMAX_FAIL = re.compile(r"ERROR: Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz "
+                        r"\(FAIL at ([\d.]+) MHz\)")
 _YOSYS_STAT = re.compile(r"^\s+\d+\s+cells\s*$|^\s+Number of cells:", re.M)
 _YOSYS_DFF = re.compile(r"^\s+(\d+)\s+(?:[\d.]+\s+)?SB_DFF\w*\s*$|^\s+SB_DFF\w*\s+(\d+)\s*$",
                         re.M)
@@ -219,7 +224,8 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None = None,
           program: bool = False, *, baud: int | None = None,
-          spram_layers: tuple[int, ...] | None = None) -> dict[str, Any]:
+          spram_layers: tuple[int, ...] | None = None,
+          clock_mhz: float | None = None) -> dict[str, Any]:
     """Synthesise, place, route and pack the board top; optionally program the board.
 
     Parameters
@@ -239,6 +245,10 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         Host link rate (default: the board's ``default_baud``).
     spram_layers : tuple of int or None
         Layers whose weights go to SPRAM (see :func:`check_fits`; None: automatic).
+    clock_mhz : float or None
+        Run ``sync`` from a PLL at the highest frequency it can make up to this value
+        (:func:`bnnhw.boards.pll.pll_settings`), constrained for nextpnr; None: the board's
+        oscillator.
 
     Returns
     -------
@@ -248,8 +258,8 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     Raises
     ------
     ValueError
-        Unknown board, weights larger than the block RAM, bad folding, or a baud rate the
-        clock cannot make; all before synthesis.
+        Unknown board, weights larger than the block RAM, bad folding, a clock the PLL cannot
+        make, or a baud rate the clock cannot make; all before synthesis.
     FileNotFoundError
         ``program=True`` without the programmer, before synthesis.
     BuildError
@@ -258,6 +268,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     from bnnhw.folding import parse_fold
 
     from . import protocol
+    from .pll import pll_settings
     from .spram import spram_folding, weight_image
     from .top import BoardTop
 
@@ -274,7 +285,9 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         raise FileNotFoundError(
             f"cannot program {info.name}: programmer {info.programmer_path()!r} not found "
             f"(install it or set {info.programmer_env})")
-    top = BoardTop(model, folding, board, baud, spram_layers)
+    pll = None if clock_mhz is None else pll_settings(info.family, info.clk_hz,
+                                                      clock_mhz * 1e6)
+    top = BoardTop(model, folding, board, baud, spram_layers, pll)
     core = top.core
     env = toolchain_env(info, program)
     out_dir = Path(out_dir)
@@ -289,6 +302,14 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         failed = out_dir / "build-failed"
         shutil.rmtree(failed, ignore_errors=True)
         work.rename(failed)
+        tim = failed / f"{NAME}.tim"
+        missed = _FMAX_FAIL.findall(tim.read_text(errors="replace")) if tim.is_file() else []
+        if missed:
+            fmax, wanted = missed[-1]
+            raise BuildError(
+                f"{info.name}: timing not met, fmax {fmax} MHz is below the {wanted} MHz clock; "
+                f"ask for a slower clock (--clock-mhz {float(fmax):.0f}); logs kept in "
+                f"{failed}") from exc
         raise BuildError(f"{info.name} build failed ({exc}); logs kept in {failed}\n"
                          f"{_tail(failed / (NAME + '.tim'))}") from exc
     seconds = time.perf_counter() - start
@@ -313,9 +334,12 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         "weight_bits": model.weight_bits, "bram_bits": info.bram_bits,
         "folding": folding.spec, "pixels_per_word": folding.pixels_per_word,
         "cycles_per_frame": cpf, "latency": core.latency,
-        "clk_mhz": info.clk_hz / 1e6, "fmax_mhz": fmax,
-        "timing_met": None if fmax is None else fmax * 1e6 >= info.clk_hz,
+        "board_clk_mhz": info.clk_hz / 1e6, "clk_mhz": top.clk_hz / 1e6,
+        "pll": None if pll is None else {"vco_mhz": pll.f_vco_hz / 1e6, **pll.params},
+        "fmax_mhz": fmax,
+        "timing_met": None if fmax is None else fmax * 1e6 >= top.clk_hz,
         "fps_at_fmax": None if fmax is None else fmax * 1e6 / cpf,
+        "fps_at_clock": top.clk_hz / cpf,
         "fps_at_board_clock": info.clk_hz / cpf,
         "baud": baud, "request_bytes_raw": link.request_bytes_raw,
         "request_bytes_bits": link.request_bytes_bits, "reply_bytes": link.reply_bytes,
@@ -363,11 +387,13 @@ def format_report(report: dict[str, Any]) -> str:
                          f"({100 * value['used'] / value['total']:.1f} %)")
     fmax = report["fmax_mhz"]
     lines += [
-        f"clock        {report['clk_mhz']:g} MHz board clock, fmax "
+        f"clock        {report['clk_mhz']:g} MHz "
+        + (f"(PLL from {report['board_clk_mhz']:g} MHz)" if report["pll"] else "board clock")
+        + ", fmax "
         + (f"{fmax:.2f} MHz ({'met' if report['timing_met'] else 'NOT met'})"
            if fmax is not None else "not reported"),
         f"throughput   {report['cycles_per_frame']} cycles/frame: "
-        f"{report['fps_at_board_clock']:.0f} frames/s at the board clock"
+        f"{report['fps_at_clock']:.0f} frames/s at {report['clk_mhz']:g} MHz"
         + (f", {report['fps_at_fmax']:.0f} at fmax" if fmax is not None else ""),
         f"host link    {report['baud']} baud: {report['link_images_per_s_raw']:.1f} images/s "
         f"raw ({report['request_bytes_raw']} B/frame)"

@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from .link import Link
 from .platforms import get_board
+from .pll import ClockGenerator
 from .protocol import Identity
 from .spram import SpramAccelerator, WeightBus, plan_spram
 from .uart import UARTRx, UARTTx, uart_divisor
@@ -171,15 +172,27 @@ class BoardTop(Elaboratable):
         Default: the board's ``default_baud``.
     spram_layers : tuple of int
         See :class:`LinkTop`.
+    pll : bnnhw.boards.pll.PLLSettings or None
+        Clock the design from this PLL setting (:class:`~bnnhw.boards.pll.ClockGenerator`);
+        None: the board's oscillator drives ``sync`` directly.
+
+    Attributes
+    ----------
+    clk_hz : int
+        The frequency ``sync`` runs at (the PLL output, or the board clock).
     """
 
-    def __init__(self, model, folding, board, baud=None, spram_layers=()):
+    def __init__(self, model, folding, board, baud=None, spram_layers=(), pll=None):
         self.board = get_board(board)
-        self.core = LinkTop(model, folding, self.board.clk_hz, baud or self.board.default_baud,
+        self.pll = pll
+        self.clk_hz = round(pll.f_out_hz) if pll is not None else self.board.clk_hz
+        self.core = LinkTop(model, folding, self.clk_hz, baud or self.board.default_baud,
                             spram_layers=spram_layers)
 
     def elaborate(self, platform):
         m = Module()
+        if self.pll is not None:
+            m.submodules.clocks = ClockGenerator(self.pll)
         m.submodules.core = core = self.core
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
