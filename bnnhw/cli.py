@@ -72,20 +72,28 @@ def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _folding(args: argparse.Namespace, model: Any) -> Any:
+    """``--fold`` (with ``auto``, ``--board`` and ``--target-fps``) as a Folding."""
+    from .estimate import resolve_fold
+
+    return resolve_fold(args.fold, model, args.board, args.target_fps)
+
+
 def _cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     from .export import generate
-    from .folding import parse_fold
     from .model import load_model
 
     model = load_model(args.model)
-    return generate(model, args.out, parse_fold(args.fold, model))
+    return generate(model, args.out, _folding(args, model))
 
 
 def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
+    from .model import load_model
     from .sim import run_sim
 
+    fold = _folding(args, load_model(args.model)).spec if args.fold else None
     return run_sim(args.model, dataset=args.dataset, limit=args.limit,
-                   simulator=args.simulator, fold=args.fold, waves=args.waves,
+                   simulator=args.simulator, fold=fold, waves=args.waves,
                    data_dir=args.data_dir)
 
 
@@ -93,8 +101,41 @@ def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     from .boards.build import build
     from .model import load_model
 
-    return build(load_model(args.model), args.board, args.out, fold=args.fold,
-                 program=args.program)
+    model = load_model(args.model)
+    fold = _folding(args, model).spec if args.fold else None
+    return build(model, args.board, args.out, fold=fold,
+                 program=args.program, clock_mhz=args.clock_mhz)
+
+
+def _cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
+    from .estimate import estimate, format_estimate
+    from .model import load_model
+
+    model = load_model(args.model)
+    folding = _folding(args, model) if args.fold or args.target_fps else None
+    result = estimate(model, args.board, folding)
+    return result.to_dict() | ({} if args.json else {"table": format_estimate(result)})
+
+
+def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from .benchmarks import write_benchmarks
+
+    result = write_benchmarks(args.root, anchors=args.anchors, run=args.run,
+                              data_dir=args.data_dir)
+    if args.json:
+        result.pop("table")
+    else:
+        result["table"] = "\n".join(["wrote " + path for path in result["written"]])
+    return result
+
+
+def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from .report import write_report
+
+    return write_report(args.model, args.out, board=args.board, fold=args.fold,
+                        target_fps=args.target_fps, training_json=args.training,
+                        build_json=args.build, dataset=args.dataset, limit=args.limit,
+                        data_dir=args.data_dir)
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,7 +149,8 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from .demo import run_demo
 
     return run_demo(out_dir=args.out, dataset=args.dataset, arch=args.arch,
-                    epochs=args.epochs, sim_images=args.sim_images, data_dir=args.data_dir)
+                    epochs=args.epochs, sim_images=args.sim_images, data_dir=args.data_dir,
+                    board=None if args.board == "none" else args.board)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,6 +164,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="folder with the IDX files (default: $BNNHW_DATA, "
                                           "else download to the cache)")
         return p
+
+    def fold_options(p: argparse.ArgumentParser, board: bool = True) -> None:
+        p.add_argument("--fold", help="PExSIMD per layer, e.g. 16x49,16x32,16x32,10x32, "
+                                      "'balanced[:LANES]' (default) or 'auto' (fit --board)")
+        p.add_argument("--target-fps", help="with --fold auto: frames/s at the board's "
+                                            "calibrated fmax, or 'max' (default)")
+        if board:
+            p.add_argument("--board", default="icebreaker",
+                           help="board --fold auto fits (default icebreaker)")
 
     p = command("train", _cmd_train, "train a BNN in numpy and write a model file "
                                      "(bnnhw.train.train)")
@@ -144,8 +195,7 @@ def _parser() -> argparse.ArgumentParser:
                                            "(bnnhw.export.generate)")
     p.add_argument("model", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--fold", help="PExSIMD per layer, e.g. 16x49,16x32,16x32,10x32 "
-                                  "(default: balanced)")
+    fold_options(p)
 
     p = command("sim", _cmd_sim, "simulate the Verilog with cocotb against the reference "
                                  "(bnnhw.sim.run_sim)")
@@ -153,7 +203,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus")
-    p.add_argument("--fold")
+    fold_options(p)
     p.add_argument("--waves", action="store_true", help="dump a waveform")
 
     p = command("build", _cmd_build, "build a bitstream for a board with yosys and nextpnr "
@@ -161,8 +211,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path)
     p.add_argument("--board", required=True, help="icebreaker, ulx3s-85f or orangecrab-25f")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--fold")
+    fold_options(p, board=False)
     p.add_argument("--program", action="store_true", help="program the board after building")
+    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
+                   help="run from a PLL at up to F MHz (default: the board's oscillator)")
+
+    p = command("estimate", _cmd_estimate, "per-layer cycles, LUTs, flip-flops and RAM blocks "
+                                           "without synthesis (bnnhw.estimate.estimate)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--board", required=True, help="icebreaker, ulx3s-85f or orangecrab-25f")
+    fold_options(p, board=False)
+
+    p = command("bench", _cmd_bench, "regenerate BENCHMARKS.md, docs/benchmarks.json and the "
+                                     "plots from docs/*.json (bnnhw.benchmarks.write_benchmarks)")
+    p.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    p.add_argument("--run", action="store_true",
+                   help="rerun the cheap measurements first (reference on the test set)")
+    p.add_argument("--anchors", type=Path,
+                   help="reference Markdown whose published table becomes docs/anchors.json")
+
+    p = command("report", _cmd_report, "write a self-contained HTML report of a model "
+                                       "(bnnhw.report.write_report)")
+    p.add_argument("model", type=Path)
+    p.add_argument("--out", type=Path, default=Path("report.html"))
+    fold_options(p)
+    p.add_argument("--training", type=Path, help="training JSON (default: found in docs/)")
+    p.add_argument("--build", type=Path, help="board build report JSON")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--limit", type=int, help="test images for the confusion matrix")
 
     p = command("run", _cmd_run, "classify test images on a board over its UART "
                                  "(bnnhw.boards.client.run)")
@@ -174,13 +250,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("raw", "bits"), default="raw")
     p.add_argument("--baud", type=int, default=1_000_000)
 
-    p = command("demo", _cmd_demo, "train, evaluate, generate and simulate a default model "
-                                   "(bnnhw.demo.run_demo)")
+    p = command("demo", _cmd_demo, "train, evaluate, generate, simulate and build a default "
+                                   "model (bnnhw.demo.run_demo)")
     p.add_argument("--out", type=Path, default=Path("bnnhw-demo"))
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--arch", default="sfc")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--sim-images", type=int, default=20)
+    p.add_argument("--board", default="icebreaker",
+                   help="board to build for at the end, or 'none' to skip the build")
     return parser
 
 

@@ -47,10 +47,9 @@ CONFIGS: tuple[tuple[str, str, str], ...] = (
     ("icebreaker", "sfc", "1x16,1x16,1x16,1x2"),
     ("icebreaker", "sfc", "1x28,1x32,1x8,1x1"),
     ("orangecrab-25f", "tfc", "balanced:64"),
-    ("orangecrab-25f", "tfc", "balanced:512"),
+    ("orangecrab-25f", "tfc", "balanced:256"),
     ("orangecrab-25f", "sfc", "balanced:64"),
     ("orangecrab-25f", "sfc", "balanced:512"),
-    ("orangecrab-25f", "sfc", "balanced:1024"),
     ("ulx3s-85f", "tfc", "balanced:256"),
     ("ulx3s-85f", "sfc", "balanced:128"),
 )

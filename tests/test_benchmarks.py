@@ -1,0 +1,87 @@
+"""bnnhw bench: BENCHMARKS.md, docs/benchmarks.json and plots from the committed JSON files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bnnhw import cli
+from bnnhw.benchmarks import collect, parse_anchors, write_benchmarks
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = """# Facts
+## Published numbers to beat (anchors)
+| system | data | accuracy | speed | resources |
+|---|---|---|---|---|
+| FINN SFC-max (Z7045) | MNIST | 95.8 % | 12.3 M FPS, 0.31 µs | 91 k LUT |
+| pocket-bnn (VHDL) | MNIST | 75 % | < 10 µs (sim) | 17.3 k LUT |
+
+Weight bits per topology: ...
+"""
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A copy of docs/ (JSON, models) in a temporary repository root."""
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs", docs, ignore=shutil.ignore_patterns("*.png", "*.md"))
+    (docs / "anchors.json").unlink(missing_ok=True)
+    (tmp_path / "REFERENCE.md").write_text(REFERENCE)
+    return tmp_path
+
+
+def test_parse_anchors_reads_the_published_table():
+    data = parse_anchors(REFERENCE, "REFERENCE.md")
+    assert data["published"] is True
+    assert [r["system"] for r in data["rows"]] == ["FINN SFC-max (Z7045)", "pocket-bnn (VHDL)"]
+    assert data["rows"][0]["speed"] == "12.3 M FPS, 0.31 µs"
+    with pytest.raises(ValueError, match="notes.md: no table with columns system"):
+        parse_anchors("# nothing here\n", "notes.md")
+
+
+def test_collect_takes_every_figure_from_json(repo):
+    data = collect(repo / "docs")
+    boards = {(r["model"], r["board"]): r for r in data["boards"]}
+    report = json.loads((repo / "docs/boards/orangecrab-25f_sfc.json").read_text())
+    row = boards["sfc_mnist", "orangecrab-25f"]
+    assert row["origin"] == "hand"
+    assert row["cycles_per_frame"] == report["cycles_per_frame"]
+    assert row["fmax_mhz"] == report["fmax_mhz"]
+    assert row["ideal_cycles"] == 784 and row["efficiency"] == 1.0
+    assert row["accuracy_pct"] == pytest.approx(100 * report["reference_accuracy_mnist_test"])
+    assert {r["arch"] for r in data["training"]} >= {"tfc", "sfc", "lfc"}
+    assert data["simulation"][0]["mismatches"] == 0
+
+
+def test_cli_bench_writes_report_plots_and_json(repo, capsys):
+    assert cli.main(["bench", "--root", str(repo), "--anchors", str(repo / "REFERENCE.md"),
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["anchors"] == 2 and result["boards"] >= 3
+    text = (repo / "BENCHMARKS.md").read_text()
+    assert "| sfc_mnist | orangecrab-25f |" in text and "189,554" in text
+    assert "**published**: FINN SFC-max (Z7045)" in text and "not ours" in text
+    assert "Estimator calibration" in text
+    for name in ("bench_boards.png", "bench_training.png", "bench_calibration.png"):
+        assert (repo / "docs" / name).read_bytes()[:4] == b"\x89PNG"
+    data = json.loads((repo / "docs/benchmarks.json").read_text())
+    assert data["anchors"]["rows"][1]["system"] == "pocket-bnn (VHDL)"
+
+
+def test_cli_bench_missing_docs_exits_2(tmp_path, capsys):
+    assert cli.main(["bench", "--root", str(tmp_path)]) == 2
+    assert f"no docs folder under {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_bad_json_is_named_and_nothing_is_written(repo, capsys):
+    (repo / "docs/train_bad_mnist.json").write_text("{not json")
+    assert cli.main(["bench", "--root", str(repo)]) == 2
+    assert "train_bad_mnist.json: not valid JSON" in capsys.readouterr().err
+    assert not (repo / "BENCHMARKS.md").exists()
+
+
+def test_write_benchmarks_returns_the_table(repo):
+    result = write_benchmarks(repo)
+    assert result["table"].startswith("# Benchmarks")

@@ -1,0 +1,225 @@
+"""Estimator: memory mapping, RAM counts and LUTs against real builds, automatic folding."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bnnhw.boards.platforms import get_board
+from gateware_helpers import random_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bnnhw import cli
+from bnnhw.estimate import (
+    FitError,
+    MemoryMap,
+    auto_folding,
+    estimate,
+    format_estimate,
+    load_coefficients,
+    map_memory,
+    resolve_fold,
+)
+from bnnhw.folding import parse_fold
+from bnnhw.gateware.dataflow import Accelerator
+from bnnhw.model import load_model
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+MODELS = {load_model(p).sha256(): p for p in sorted((DOCS / "models").glob("*.npz"))}
+REPORTS = sorted((DOCS / "boards").glob("*.json")) + sorted((DOCS / "calibration").glob("*.json"))
+
+
+# (family, depth, width, writable) -> map seen in yosys 0.70 synth_ice40 / synth_ecp5 runs.
+@pytest.mark.parametrize("family, depth, width, writable, expected", [
+    ("ice40", 4096, 1, False, MemoryMap(bram=1)),
+    ("ice40", 4096, 16, False, MemoryMap(bram=16)),
+    ("ice40", 4096, 49, False, MemoryMap(bram=49)),
+    ("ice40", 8192, 1, False, MemoryMap(bram=2)),
+    ("ice40", 2048, 3, False, MemoryMap(bram=2)),
+    ("ice40", 256, 17, False, MemoryMap(bram=2)),
+    ("ice40", 1088, 1, False, MemoryMap(bram=1)),
+    ("ice40", 1024, 1, False, MemoryMap(logic_units=64)),
+    ("ice40", 32, 49, False, MemoryMap(logic_units=98)),
+    ("ice40", 32, 49, True, MemoryMap(bram=4)),
+    ("ice40", 5, 16, True, MemoryMap(bram=1)),
+    ("ice40", 4, 16, True, MemoryMap(logic_units=16, logic_ffs=64)),
+    ("ice40", 512, 1, True, MemoryMap(bram=1)),
+    ("ecp5", 4096, 16, False, MemoryMap(bram=4)),
+    ("ecp5", 16384, 1, False, MemoryMap(bram=1)),
+    ("ecp5", 512, 36, False, MemoryMap(bram=1)),
+    ("ecp5", 512, 37, False, MemoryMap(bram=2)),
+    ("ecp5", 256, 64, False, MemoryMap(bram=2)),
+    ("ecp5", 1024, 20, False, MemoryMap(bram=2)),
+    ("ecp5", 2200, 1, False, MemoryMap(bram=1)),
+    ("ecp5", 2048, 1, False, MemoryMap(logic_units=128)),
+    ("ecp5", 32, 49, True, MemoryMap(dpr=26)),
+    ("ecp5", 98, 16, True, MemoryMap(bram=1)),
+    ("ecp5", 128, 8, True, MemoryMap(dpr=16)),
+    ("ecp5", 512, 1, True, MemoryMap(bram=1)),
+    ("ecp5", 2, 784, True, MemoryMap(dpr=196)),
+])
+def test_map_memory_matches_yosys(family, depth, width, writable, expected):
+    assert map_memory(family, depth, width, writable=writable) == expected
+
+
+def test_map_memory_async_read_is_logic_and_bad_family():
+    assert map_memory("ecp5", 16, 40, sync_read=False) == MemoryMap(logic_units=40)
+    with pytest.raises(ValueError, match="unknown FPGA family 'xilinx'"):
+        map_memory("xilinx", 16, 16)
+
+
+def _report_estimate(path):
+    report = json.loads(path.read_text())
+    model = load_model(MODELS[report["model_sha256"]])
+    est = estimate(model, report["board"], report["folding"],
+                   spram_layers=tuple(report.get("spram_layers", ())) or None)
+    return report, model, est
+
+
+@pytest.mark.parametrize("path", REPORTS, ids=lambda p: p.stem)
+def test_ram_blocks_match_real_builds(path):
+    report, model, est = _report_estimate(path)
+    util = report["utilisation"]
+    assert abs(est.totals["bram"] - util["bram"]["used"]) <= len(model.layers)
+    assert est.totals["spram"] == (util.get("spram") or {}).get("used", 0)
+    assert est.cycles_per_frame == report["cycles_per_frame"]
+
+
+def test_ram_blocks_exact_on_committed_board_reports():
+    for path in sorted((DOCS / "boards").glob("*.json")):
+        report, _, est = _report_estimate(path)
+        assert est.totals["bram"] == report["utilisation"]["bram"]["used"], path.name
+
+
+def test_lut_error_within_15_percent_of_calibration_builds():
+    table = json.loads((DOCS / "estimator-calibration.json").read_text())
+    assert len(table["rows"]) >= 8
+    assert {r["family"] for r in table["rows"]} == {"ice40", "ecp5"}
+    for row in table["rows"]:
+        _, _, est = _report_estimate(Path(row["source"]).resolve()
+                                     if Path(row["source"]).is_absolute()
+                                     else DOCS.parent / row["source"])
+        measured = row["luts"]["measured"]
+        assert est.totals["luts"] == pytest.approx(row["luts"]["estimated"])
+        assert abs(est.totals["luts"] - measured) <= 0.15 * measured, row["source"]
+
+
+def test_cycles_come_from_the_components():
+    model = load_model(DOCS / "models" / "tfc_mnist.npz")
+    folding = parse_fold("4x16,1x8,1x8,1x1", model)
+    est = estimate(model, "orangecrab-25f", folding)
+    acc = Accelerator(model, folding)
+    assert [(s.name, s.cycles_per_frame, s.latency) for s in est.stages[:-1]] == [
+        (s.name, s.cycles_per_frame, s.latency) for s in acc.stages]
+    assert est.cycles_per_frame == acc.cycles_per_frame
+    assert est.ideal_cycles == max(folding.layer_cycles(model))
+    assert est.stages[-1].name == "top"
+    text = format_estimate(est)
+    assert "layer0" in text and "4x16" in text and "DP16KD" in text
+
+
+def test_default_folding_follows_the_build_spram_choice():
+    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    est = estimate(model, "icebreaker")
+    assert est.spram_layers == [0, 1]
+    assert est.folding == json.loads((DOCS / "boards" / "icebreaker_sfc.json").read_text())[
+        "folding"]
+
+
+def test_conv_stages_are_estimated_from_the_accelerator():
+    model = load_model(DOCS / "models" / "cnv-tiny_mnist.npz")
+    est = estimate(model, "ulx3s-85f")
+    kinds = {s.kind for s in est.stages}
+    assert {"SlidingWindowUnit", "MaxPool", "MVTU"} <= kinds
+    assert est.cycles_per_frame == max(s.cycles_per_frame for s in est.stages)
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "orangecrab-25f", "ulx3s-85f"])
+def test_auto_folding_fits_and_is_fastest(board):
+    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    folding = auto_folding(model, board, "max")
+    est = estimate(model, board, folding)
+    info = get_board(board)
+    assert est.totals["luts"] <= 0.85 * info.luts
+    assert est.totals["bram"] <= info.bram_blocks
+    cycles = folding.layer_cycles(model)
+    assert max(cycles) == est.ideal_cycles
+    hand = estimate(model, board, json.loads(
+        (DOCS / "boards" / "icebreaker_sfc.json").read_text())["folding"]
+        if board == "icebreaker" else None)
+    assert est.cycles_per_frame <= hand.cycles_per_frame
+
+
+def test_auto_folding_target_fps_takes_the_cheapest_that_meets_it():
+    model = load_model(DOCS / "models" / "tfc_mnist.npz")
+    fmax = load_coefficients()["fmax_mhz"]["orangecrab-25f"]
+    folding = auto_folding(model, "orangecrab-25f", 20_000)
+    est = estimate(model, "orangecrab-25f", folding)
+    assert fmax * 1e6 / est.cycles_per_frame >= 20_000
+    fastest = estimate(model, "orangecrab-25f", auto_folding(model, "orangecrab-25f"))
+    assert est.totals["luts"] <= fastest.totals["luts"]
+    with pytest.raises(FitError, match=r"1e\+09 frames/s needs <= 0 cycles/frame"):
+        auto_folding(model, "orangecrab-25f", 1e9)
+
+
+def test_nothing_fits_names_the_resource():
+    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    with pytest.raises(FitError, match=r"LUTs: \d+ estimated > \d+ \(1 % of 24288\) by \d+"):
+        auto_folding(model, "orangecrab-25f", lut_share=0.01)
+    lfc = load_model(DOCS / "models" / "lfc_mnist.npz")
+    with pytest.raises(FitError, match="2910208 weight bits .* icebreaker"):
+        auto_folding(lfc, "icebreaker")
+
+
+def test_resolve_fold_errors():
+    model = load_model(DOCS / "models" / "tfc_mnist.npz")
+    with pytest.raises(ValueError, match="fold 'auto' needs a board"):
+        resolve_fold("auto", model)
+    with pytest.raises(ValueError, match="--target-fps needs --fold auto"):
+        resolve_fold("balanced", model, "icebreaker", "max")
+    with pytest.raises(ValueError, match=r"target fps must be a number or 'max' "
+                                         r"\(target_fps='fast'\)"):
+        resolve_fold("auto", model, "icebreaker", "fast")
+    assert resolve_fold(None, model).spec == parse_fold(None, model).spec
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), layers=st.integers(1, 3),
+       board=st.sampled_from(["icebreaker", "orangecrab-25f"]))
+def test_auto_folding_is_balanced_and_fits_random_models(seed, layers, board):
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.choice([4, 6, 8, 12, 16])) for _ in range(layers)] + [
+        int(rng.choice([2, 4, 10]))]
+    model = random_model(rng, 16, int(rng.integers(1, 3)), sizes)
+    folding = auto_folding(model, board)
+    est = estimate(model, board, folding)
+    cycles = folding.layer_cycles(model)
+    target = max(cycles)
+    # Balanced: every layer meets the target with the fewest lanes that can.
+    for (pe, simd), layer in zip(folding.layers, model.layers, strict=True):
+        mh, mw = layer.out_features, layer.in_features
+        cheaper = [(p, s) for p in range(1, mh + 1) for s in range(1, mw + 1)
+                   if mh % p == 0 and mw % s == 0 and (mh // p) * (mw // s) <= target
+                   and p * s < pe * simd]
+        assert not cheaper
+    assert est.totals["luts"] <= 0.85 * get_board(board).luts
+    assert est.totals["bram"] <= get_board(board).bram_blocks
+
+
+def test_cli_estimate_table_and_json(capsys):
+    assert cli.main(["estimate", str(DOCS / "models" / "tfc_mnist.npz"), "--board",
+                     "orangecrab-25f", "--fold", "4x16,1x8,1x8,1x1"]) == 0
+    out = capsys.readouterr().out
+    assert "layer0" in out and "4x16" in out and "total" in out and "cycles/frame" in out
+    assert cli.main(["estimate", str(DOCS / "models" / "tfc_mnist.npz"), "--board",
+                     "icebreaker", "--fold", "auto", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["board"] == "icebreaker" and data["totals"]["luts"] <= 0.85 * 5280
+    assert [s["name"] for s in data["stages"]][-1] == "top"
+
+
+def test_cli_estimate_unknown_board_exits_2(capsys):
+    assert cli.main(["estimate", str(DOCS / "models" / "tfc_mnist.npz"), "--board",
+                     "de10"]) == 2
+    assert "unknown board 'de10'" in capsys.readouterr().err

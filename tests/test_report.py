@@ -1,0 +1,72 @@
+"""bnnhw report: one self-contained HTML page per model."""
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bnnhw import cli
+from bnnhw.report import find_training, write_report
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+pytestmark = pytest.mark.usefixtures("mnist_available")
+
+
+@pytest.fixture
+def mnist_available():
+    from bnnhw import datasets
+
+    try:
+        datasets.load("mnist", "test")
+    except Exception as exc:  # noqa: BLE001 - any missing-data reason skips
+        pytest.skip(f"MNIST test set not available ({exc})")
+
+
+def _images(text):
+    return re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+
+
+def test_report_embeds_every_section(tmp_path):
+    out = tmp_path / "r.html"
+    result = write_report(DOCS / "models/sfc_mnist.npz", out, board="orangecrab-25f",
+                          build_json=DOCS / "boards/orangecrab-25f_sfc.json", limit=200)
+    text = out.read_text()
+    assert result["sections"] == ["training", "estimate", "confusion", "board"]
+    assert result["training_json"].endswith("train_sfc_mnist.json")
+    images = _images(text)
+    assert len(images) == 3
+    assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+    assert "src=\"http" not in text and "<link" not in text
+    assert "<h2>Test set</h2>" in text and "alt=\"confusion matrix\"" in text
+    assert "148.61 MHz" in text and "200 mnist test images" in text
+    assert "layer0" in text and "16x16" in text
+
+
+def test_find_training_by_hash():
+    sha = json.loads((DOCS / "train_tfc_mnist.json").read_text())["model_sha256"]
+    assert find_training(sha, DOCS).name == "train_tfc_mnist.json"
+    assert find_training("0" * 64, DOCS) is None
+
+
+def test_report_rejects_a_build_of_another_model(tmp_path):
+    out = tmp_path / "r.html"
+    with pytest.raises(ValueError, match="build report .*orangecrab-25f_sfc.json is for model"):
+        write_report(DOCS / "models/tfc_mnist.npz", out,
+                     build_json=DOCS / "boards/orangecrab-25f_sfc.json", limit=10)
+    assert not out.exists()
+
+
+def test_cli_report_smoke(tmp_path, capsys):
+    out = tmp_path / "tfc.html"
+    assert cli.main(["report", str(DOCS / "models/tfc_mnist.npz"), "--out", str(out),
+                     "--fold", "auto", "--board", "icebreaker", "--limit", "100",
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["out"] == str(out) and result["sections"][:3] == [
+        "training", "estimate", "confusion"]
+    assert "<h2>Per-layer estimate</h2>" in out.read_text()
+    assert cli.main(["report", str(DOCS / "models/tfc_mnist.npz"), "--out", str(out),
+                     "--board", "nope"]) == 2
+    assert "unknown board 'nope'" in capsys.readouterr().err
