@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Resource and throughput estimate of an accelerator on a board, without synthesis.
 
 The estimate walks the stages of a constructed (never elaborated)

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Estimator: memory mapping, RAM counts and LUTs against real builds, automatic folding."""
 
 import json
@@ -223,3 +224,17 @@ def test_cli_estimate_unknown_board_exits_2(capsys):
     assert cli.main(["estimate", str(DOCS / "models" / "tfc_mnist.npz"), "--board",
                      "de10"]) == 2
     assert "unknown board 'de10'" in capsys.readouterr().err
+
+
+def test_cli_generate_with_auto_fold(tmp_path, capsys):
+    tfc = DOCS / "models" / "tfc_mnist.npz"
+    assert cli.main(["generate", str(tfc), "--out", str(tmp_path), "--fold", "auto",
+                     "--board", "orangecrab-25f", "--target-fps", "20000", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    expected = auto_folding(load_model(tfc), "orangecrab-25f", 20_000)
+    assert data["cycles_per_frame"] == Accelerator(load_model(tfc), expected).cycles_per_frame
+    assert data["pixels_per_word"] == expected.pixels_per_word
+    assert cli.main(["generate", str(tfc), "--out", str(tmp_path / "x"), "--fold", "auto",
+                     "--board", "icebreaker", "--target-fps", "1e9"]) == 2
+    assert "1e+09 frames/s needs" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
