@@ -5,7 +5,8 @@
 with the integer reference on the whole test set (the accelerator is bit-exact with it), prints
 the text report and writes ``docs/boards/<board>_<model stem>.json`` and ``.txt``.
 
-``--fold auto [--target-fps N|max]`` lets :func:`bnnhw.estimate.auto_folding` choose the
+``--clock-mhz F`` clocks the design from the board's PLL at up to ``F`` MHz. ``--fold auto
+[--target-fps N|max]`` lets :func:`bnnhw.estimate.auto_folding` choose the
 folding for the board (the report keeps the request as ``fold_request``); use ``--out-dir
 docs/boards/auto`` to keep such builds apart from the hand-folded ones.
 """
@@ -29,8 +30,11 @@ from .build import build, format_report
 def run_benchmark(model_path: Path, board: str, fold: str | None = None,
                   dataset: str = "mnist", data_dir: Path | None = None,
                   out_dir: Path = Path("docs/boards"),
-                  target_fps: str | None = None) -> dict[str, Any]:
-    """Build ``model_path`` for ``board``, add the test accuracy, write JSON and text."""
+                  target_fps: str | None = None,
+                  clock_mhz: float | None = None) -> dict[str, Any]:
+    """Build ``model_path`` for ``board``, add the test accuracy, write JSON and text.
+
+    ``clock_mhz`` runs the design from a PLL (see :func:`bnnhw.boards.build.build`)."""
     from bnnhw.cli import evaluate
     from bnnhw.estimate import resolve_fold
 
@@ -39,7 +43,7 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
     if fold is not None:
         fold = resolve_fold(fold, model, board, target_fps).spec
     with tempfile.TemporaryDirectory(prefix="bnnhw-board-") as tmp:
-        report = build(model, board, tmp, fold=fold)
+        report = build(model, board, tmp, fold=fold, clock_mhz=clock_mhz)
     if request is not None and request.strip() == "auto":
         report["fold_request"] = {"fold": "auto", "target_fps": target_fps or "max"}
     accuracy = evaluate(model_path, dataset, None, data_dir)["accuracy"]
@@ -47,6 +51,7 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
     report["command"] = "python -m bnnhw.boards.bench " + shlex.join(
         ["--model", str(model_path), "--board", board] + (["--fold", request] if request else [])
         + (["--target-fps", target_fps] if target_fps else [])
+        + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])
         + (["--out-dir", str(out_dir)] if out_dir != Path("docs/boards") else []))
     text = format_report(report) + (
         f"accuracy     {100 * accuracy:.2f} % on the {dataset} test set "
@@ -69,9 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--target-fps", help="with --fold auto: frames/s or 'max'")
     parser.add_argument("--out-dir", type=Path, default=Path("docs/boards"))
+    parser.add_argument("--clock-mhz", type=float, help="run from a PLL at up to this clock")
     args = parser.parse_args(argv)
     run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir, args.out_dir,
-                  args.target_fps)
+                  args.target_fps, args.clock_mhz)
     return 0
 
 
