@@ -238,3 +238,11 @@ def test_cli_generate_with_auto_fold(tmp_path, capsys):
                      "--board", "icebreaker", "--target-fps", "1e9"]) == 2
     assert "1e+09 frames/s needs" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_target_fps_without_auto_exits_2_before_building(tmp_path, capsys):
+    tfc = DOCS / "models" / "tfc_mnist.npz"
+    assert cli.main(["build", str(tfc), "--board", "icebreaker", "--out", str(tmp_path / "b"),
+                     "--target-fps", "100"]) == 2
+    assert "--target-fps needs --fold auto (fold=None)" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
