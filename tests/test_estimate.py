@@ -28,7 +28,8 @@ from bnnhw.model import load_model
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 MODELS = {load_model(p).sha256(): p for p in sorted((DOCS / "models").glob("*.npz"))}
-REPORTS = sorted((DOCS / "boards").glob("*.json")) + sorted((DOCS / "calibration").glob("*.json"))
+REPORTS = [p for folder in ("boards", "boards/auto", "calibration")
+           for p in sorted((DOCS / folder).glob("*.json"))]
 
 
 # (family, depth, width, writable) -> map seen in yosys 0.70 synth_ice40 / synth_ecp5 runs.
@@ -246,3 +247,23 @@ def test_cli_target_fps_without_auto_exits_2_before_building(tmp_path, capsys):
                      "--target-fps", "100"]) == 2
     assert "--target-fps needs --fold auto (fold=None)" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("path", sorted((DOCS / "boards" / "auto").glob("*.json")),
+                         ids=lambda p: p.stem)
+def test_auto_built_folding_beats_every_hand_build_of_the_board(path):
+    auto = json.loads(path.read_text())
+    assert auto["fold_request"]["fold"] == "auto"
+    assert auto["utilisation"]["luts"]["used"] <= 0.85 * auto["utilisation"]["luts"]["total"]
+    same = [(p, json.loads(p.read_text())) for p in sorted((DOCS / "boards").glob("*.json"))
+            + sorted((DOCS / "calibration").glob("*.json"))]
+    same = [(p, h) for p, h in same if h["board"] == auto["board"]
+            and h["model_sha256"] == auto["model_sha256"]]
+    assert same
+    for p, h in same:
+        # At the clock both were built for: fewer cycles per frame, more frames per second.
+        assert auto["cycles_per_frame"] <= h["cycles_per_frame"]
+        assert auto["fps_at_clock"] >= h.get("fps_at_clock", h["fps_at_board_clock"])
+        if p.parent.name == "boards":
+            # The committed board report (hand or default folding) also loses at fmax.
+            assert auto["fps_at_fmax"] >= h["fps_at_fmax"]
