@@ -47,8 +47,12 @@ is neither known here nor defines it is counted by its stream registers only and
 ``modelled=False``.
 
 Throughput: ``fps = f / cycles_per_frame``, at the board clock and at the board's fmax as
-measured by the calibration builds (the smallest fmax seen on that board, a conservative
-figure: fmax varies with the design).
+measured by the calibration builds (the smallest fmax seen on that board). This fmax is an
+assumption, not a model: fmax varies with the design, and very wide layers lower it (the
+OrangeCrab build of SFC folded ``1x784,...`` reached 62 MHz where OrangeCrab builds with
+SIMD <= 256 reached 139-152 MHz; the ULX3S build of LFC, SIMD 1024, 45 MHz).
+``--target-fps`` and ``max`` therefore rank foldings by cycles per frame, which is exact at
+any given clock.
 """
 
 from __future__ import annotations
