@@ -8,9 +8,10 @@
     ``o_stream__payload/valid/ready``.
 ``bnnhw_top.json``
     ``{"top", "model_sha256", "topology", "ports": [{name, direction, width}], "folding":
-    [{layer, kind, mh, mw, pe, simd, nf, sf, cycles_per_frame, latency}], "stages": [{name,
-    latency, cycles_per_frame}], "pixels_per_word", "latency", "cycles_per_frame", "input":
-    {...}, "output": {...}}``.
+    [{layer, kind, mh, mw, pe, simd, nf, sf, vectors, cycles_per_frame, latency}], "stages":
+    [{name, latency, cycles_per_frame}], "pixels_per_word", "latency", "cycles_per_frame",
+    "input": {...}, "output": {...}}``. A conv layer has ``mh = OC``, ``mw = K * K * C`` and
+    ``vectors = OH * OW``; a max-pool layer has ``null`` in every folding field.
 
 Both are rendered in memory first and written atomically; if anything fails, no new file is
 left behind.
@@ -23,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .folding import Folding
+from .folding import Folding, matrix_shape, vectors
 from .model import Model, write_atomic
 
 __all__ = ["TOP", "generate", "sidecar"]
@@ -43,15 +44,17 @@ def sidecar(model: Model, accelerator: Any) -> dict[str, Any]:
                       "direction": "input" if member.flow == wiring.In else "output",
                       "width": Shape.cast(member.shape).width})
     folding = []
-    for index, (layer, (pe, simd)) in enumerate(zip(model.layers, accelerator.folding.layers,
-                                                    strict=True)):
+    for index, (layer, entry) in enumerate(zip(model.layers, accelerator.folding.layers,
+                                               strict=True)):
         stage = next(s for s in accelerator.stages if s.name == f"layer{index}")
-        folding.append({
-            "layer": index, "kind": layer.kind, "mh": layer.out_features,
-            "mw": layer.in_features, "pe": pe, "simd": simd,
-            "nf": layer.out_features // pe, "sf": layer.in_features // simd,
-            "cycles_per_frame": stage.cycles_per_frame, "latency": stage.latency,
-        })
+        row = {"layer": index, "kind": layer.kind, "mh": None, "mw": None, "pe": None,
+               "simd": None, "nf": None, "sf": None, "vectors": None}
+        if entry is not None:
+            (mh, mw), (pe, simd) = matrix_shape(layer), entry
+            row.update(mh=mh, mw=mw, pe=pe, simd=simd, nf=mh // pe, sf=mw // simd,
+                       vectors=vectors(layer))
+        folding.append({**row, "cycles_per_frame": stage.cycles_per_frame,
+                        "latency": stage.latency})
     p = accelerator.pixels_per_word
     cb, sb = accelerator.class_bits, accelerator.score_bits
     return {

@@ -1,37 +1,42 @@
 """Folding: how many PEs and SIMD lanes each layer gets, and how many pixels enter per word.
 
 A layer of ``MH`` neurons over ``MW`` inputs with ``PE`` processing elements of ``SIMD`` lanes
-takes ``NF * SF = (MH / PE) * (MW / SIMD)`` cycles per frame (see :mod:`bnnhw.packing`). A
-dataflow of layers runs at the pace of its slowest stage, so a good folding makes all stages
-about equal (FINN's "balanced pipeline").
+takes ``NF * SF = (MH / PE) * (MW / SIMD)`` cycles per input vector (see :mod:`bnnhw.packing`).
+A dense layer sees one vector per frame; a convolution sees one window of ``MW = K * K * C``
+bits per output position, ``OH * OW`` per frame, with ``MH = OC``. A dataflow of layers runs at
+the pace of its slowest stage, so a good folding makes all stages about equal (FINN's "balanced
+pipeline").
 
 Spec strings (:func:`parse_fold`)
 ---------------------------------
 ``"16x49,16x32,16x32,10x32"``
     ``PExSIMD`` per layer, first layer first. Pixels per word default to the smallest ``P``
-    dividing the pixel count with ``pixels / P <= max NF*SF`` (the input is never the
-    bottleneck).
+    dividing the pixel count with ``pixels / P <= max`` of :meth:`Folding.layer_cycles` (the
+    input is never the bottleneck).
+``"16x3,-,16x16,-,8x100,10x8"``
+    A max-pool layer takes no folding; its entry is ``-``.
 ``"16x49,16x32,16x32,10x32@4"``
     The same with ``P = 4`` pixels per input word.
 ``None``, ``"balanced"`` or ``"balanced:LANES"``
-    :func:`balanced_folding` with ``LANES`` lanes (PE * SIMD) for the largest layer (default
-    :data:`DEFAULT_LANES`).
+    :func:`balanced_folding` with ``LANES`` lanes (PE * SIMD) for the layer with the most work
+    (default :data:`DEFAULT_LANES`).
 
 Constraints (checked by :meth:`Folding.check`, messages name the layer and the values): one
-entry per layer; ``PE | MH`` and ``SIMD | MW`` for every layer; ``P | pixels``. The first
-layer's SIMD need not equal ``P * L`` (``L`` thermometer levels): the accelerator joins the
-quantizer's ``P * L``-bit words into ``lcm(P * L, SIMD)``-bit words, which divide ``MW``
-because both widths do.
+entry per layer; ``PE | MH`` and ``SIMD | MW`` for every dense and conv layer, ``-`` exactly
+for the max-pool layers; ``P | pixels``. The first layer's SIMD need not equal ``P * L`` (``L``
+thermometer levels): the accelerator converts the quantizer's ``P * L``-bit words to the width
+the layer reads (see :class:`bnnhw.gateware.dataflow.Accelerator`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Model
+from .model import ConvLayer, Layer, Model
 from .packing import check_folding
 
-__all__ = ["DEFAULT_LANES", "Folding", "FoldingError", "balanced_folding", "parse_fold"]
+__all__ = ["DEFAULT_LANES", "Folding", "FoldingError", "balanced_folding", "matrix_shape",
+           "parse_fold", "vectors"]
 
 DEFAULT_LANES = 256
 """XNOR lanes (PE * SIMD) given to the largest layer by the default balanced folding."""
@@ -47,30 +52,38 @@ class Folding:
 
     Parameters
     ----------
-    layers : tuple of (int, int)
-        ``(PE, SIMD)`` of each dense layer, first layer first.
+    layers : tuple of (int, int) or None
+        ``(PE, SIMD)`` of each layer, first layer first; ``None`` for a max-pool layer.
     pixels_per_word : int
         ``P``, pixels in each input stream word.
     """
 
-    layers: tuple[tuple[int, int], ...]
+    layers: tuple[tuple[int, int] | None, ...]
     pixels_per_word: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple((int(pe), int(simd)) for pe, simd in self.layers))
+        object.__setattr__(self, "layers", tuple(
+            None if entry is None else (int(entry[0]), int(entry[1])) for entry in self.layers))
         if self.pixels_per_word < 1:
             raise FoldingError(f"pixels per word must be >= 1 (P={self.pixels_per_word})")
 
     def check(self, model: Model) -> None:
         """Raise :class:`FoldingError` unless this folding fits ``model``."""
-        require_dense(model)
         if len(self.layers) != len(model.layers):
             raise FoldingError(
                 f"folding has {len(self.layers)} layer(s) but the model has "
                 f"{len(model.layers)} (topology {model.topology})")
-        for i, ((pe, simd), layer) in enumerate(zip(self.layers, model.layers, strict=True)):
+        for i, (entry, layer) in enumerate(zip(self.layers, model.layers, strict=True)):
+            if layer.kind == "maxpool" or entry is None:
+                if layer.kind == "maxpool" and entry is None:
+                    continue
+                got = "-" if entry is None else f"{entry[0]}x{entry[1]}"
+                want = "'-'" if layer.kind == "maxpool" else "PExSIMD"
+                raise FoldingError(f"layer {i} is a {layer.kind} layer and needs {want} in the "
+                                   f"folding, got {got!r}")
+            mh, mw = matrix_shape(layer)
             try:
-                check_folding(layer.out_features, layer.in_features, pe, simd, i)
+                check_folding(mh, mw, entry[0], entry[1], i)
             except ValueError as exc:
                 raise FoldingError(str(exc)) from None
         pixels = model.quantizer.pixels
@@ -80,28 +93,42 @@ class Folding:
                 f"(pixels={pixels}, P={self.pixels_per_word})")
 
     def layer_cycles(self, model: Model) -> list[int]:
-        """``NF * SF`` of every layer."""
-        return [(layer.out_features // pe) * (layer.in_features // simd)
-                for (pe, simd), layer in zip(self.layers, model.layers, strict=True)]
+        """Cycles per frame of every layer's compute.
+
+        ``V * NF * SF`` for dense (``V = 1``) and conv (``V = OH * OW``) layers; ``H * W`` for
+        a max-pool, which takes one pixel per cycle.
+        """
+        cycles = []
+        for entry, layer in zip(self.layers, model.layers, strict=True):
+            if entry is None:
+                h, w, _ = layer.in_shape
+                cycles.append(h * w)
+            else:
+                mh, mw = matrix_shape(layer)
+                cycles.append(vectors(layer) * (mh // entry[0]) * (mw // entry[1]))
+        return cycles
 
     @property
     def spec(self) -> str:
         """The spec string that :func:`parse_fold` turns back into this folding."""
-        body = ",".join(f"{pe}x{simd}" for pe, simd in self.layers)
+        body = ",".join("-" if entry is None else f"{entry[0]}x{entry[1]}"
+                        for entry in self.layers)
         return f"{body}@{self.pixels_per_word}"
 
 
-def require_dense(model: Model) -> None:
-    """Raise :class:`FoldingError` if ``model`` has a layer the gateware cannot build yet.
+def matrix_shape(layer: Layer) -> tuple[int, int]:
+    """``(MH, MW)`` of a dense or conv layer: ``(OC, K * K * C)`` for a convolution."""
+    if isinstance(layer, ConvLayer):
+        return int(layer.weights.shape[0]), layer.fan_in
+    return layer.out_features, layer.in_features
 
-    The dataflow builds dense and output layers; conv and max-pool layers (model file kinds
-    ``conv`` and ``maxpool``) run in the reference and the trainer only.
-    """
-    for i, layer in enumerate(model.layers):
-        if layer.kind not in ("dense", "output"):
-            raise FoldingError(
-                f"layer {i} is a {layer.kind} layer; the accelerator builds dense layers only "
-                f"(topology {model.topology})")
+
+def vectors(layer: Layer) -> int:
+    """Input vectors per frame: ``OH * OW`` for a convolution, 1 otherwise."""
+    if isinstance(layer, ConvLayer):
+        oh, ow, _ = layer.out_shape
+        return oh * ow
+    return 1
 
 
 def _divisors(n: int) -> list[int]:
@@ -116,13 +143,15 @@ def _default_pixels_per_word(pixels: int, cycles: int) -> int:
 def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
     """A folding whose layers all take about the same number of cycles per frame.
 
-    Rule: the target is ``T = ceil(max_i MH_i * MW_i / lanes)``, the cycles the largest
-    layer needs with ``lanes`` XNOR lanes. Each layer then gets the ``(PE, SIMD)`` pair with
-    ``PE | MH``, ``SIMD | MW`` and ``NF * SF <= T`` that uses the fewest lanes ``PE * SIMD``
-    (ties: the larger SIMD, which needs fewer accumulators and comparators). Pixels per word:
-    the smallest ``P`` with ``pixels / P <= max NF*SF``. For SFC (784-256-256-256-10, one
-    level) and 256 lanes: ``T = 784``; layers get 16x16 (784 cycles), 1x128 (512), 1x128 (512)
-    and 1x4 (640), and ``P = 1``.
+    Rule: the target is ``T = ceil(max_i V_i * MH_i * MW_i / lanes)``, the cycles the layer with
+    the most work needs with ``lanes`` XNOR lanes (``V`` vectors per frame: 1 for dense layers,
+    ``OH * OW`` for convolutions). Each dense or conv layer then gets the ``(PE, SIMD)`` pair
+    with ``PE | MH``, ``SIMD | MW`` and ``V * NF * SF <= T`` that uses the fewest lanes ``PE *
+    SIMD`` (ties: the larger SIMD, which needs fewer accumulators and comparators), or ``(MH,
+    MW)`` if none is fast enough; max-pool layers get ``-``. Pixels per word: the smallest
+    ``P`` with ``pixels / P <=`` the largest :meth:`Folding.layer_cycles`. For SFC
+    (784-256-256-256-10, one level) and 256 lanes: ``T = 784``; layers get 16x16 (784
+    cycles), 1x128 (512), 1x128 (512) and 1x4 (640), and ``P = 1``.
 
     Parameters
     ----------
@@ -132,17 +161,19 @@ def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
     """
     if lanes < 1:
         raise FoldingError(f"balanced folding needs lanes >= 1 (lanes={lanes})")
-    require_dense(model)
-    sizes = [(layer.out_features, layer.in_features) for layer in model.layers]
-    largest = max(mh * mw for mh, mw in sizes)
+    computing = [layer for layer in model.layers if layer.kind != "maxpool"]
+    largest = max(vectors(layer) * layer.weights.size for layer in computing)
     target = max(1, -(-largest // lanes))
-    layers = []
-    for mh, mw in sizes:
+    layers: list[tuple[int, int] | None] = []
+    for layer in model.layers:
+        if layer.kind == "maxpool":
+            layers.append(None)
+            continue
+        (mh, mw), v = matrix_shape(layer), vectors(layer)
         pairs = [(pe, simd) for pe in _divisors(mh) for simd in _divisors(mw)
-                 if (mh // pe) * (mw // simd) <= target]
+                 if v * (mh // pe) * (mw // simd) <= target] or [(mh, mw)]
         layers.append(min(pairs, key=lambda p: (p[0] * p[1], -p[1])))
-    cycles = max((mh // pe) * (mw // simd) for (pe, simd), (mh, mw) in zip(layers, sizes,
-                                                                           strict=True))
+    cycles = max(Folding(tuple(layers), 1).layer_cycles(model))
     folding = Folding(tuple(layers), _default_pixels_per_word(model.quantizer.pixels, cycles))
     folding.check(model)
     return folding
@@ -171,12 +202,18 @@ def parse_fold(spec: str | None, model: Model) -> Folding:
     body, at, pixels = spec.partition("@")
     layers = []
     for i, entry in enumerate(body.split(",")):
+        if entry.strip() == "-":
+            layers.append(None)
+            continue
         pe, x, simd = entry.strip().lower().partition("x")
         if not x:
             raise FoldingError(
-                f"fold spec {spec!r}: layer {i} entry {entry.strip()!r} is not PExSIMD")
+                f"fold spec {spec!r}: layer {i} entry {entry.strip()!r} is not PExSIMD or '-'")
         layers.append((_int(pe, f"layer {i} PE", spec), _int(simd, f"layer {i} SIMD", spec)))
-    for i, (pe, simd) in enumerate(layers):
+    for i, entry in enumerate(layers):
+        if entry is None:
+            continue
+        pe, simd = entry
         if pe < 1 or simd < 1:
             raise FoldingError(f"layer {i}: PE and SIMD must be >= 1 (PE={pe}, SIMD={simd})")
     if at:

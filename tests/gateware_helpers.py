@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from bnnhw.folding import Folding
-from bnnhw.model import DenseLayer, InputQuantizer, Model
+from bnnhw.folding import Folding, matrix_shape
+from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
 
 
 def divisors(n):
@@ -30,10 +30,42 @@ def random_model(rng, pixels, levels, sizes):
     return Model(quantizer, tuple(layers))
 
 
+def random_conv_model(rng, side, levels, blocks, hidden, classes):
+    """A ``side x side`` image, ``blocks`` conv layers (random ``K``, ``OC``, max-pool after
+    each when the map allows), dense layers of ``hidden`` and ``classes`` outputs."""
+    thresholds = sorted(rng.choice(257, levels, replace=False).tolist())
+    quantizer = InputQuantizer(tuple(int(t) for t in thresholds), side * side)
+    shape, layers = (side, side, levels), []
+    for _ in range(blocks):
+        k = int(rng.integers(1, min(3, shape[0], shape[1]) + 1))
+        oc = int(rng.integers(1, 5))
+        fan_in = k * k * shape[2]
+        conv = ConvLayer(rng.integers(0, 2, (oc, fan_in)), random_thresholds(rng, fan_in, oc),
+                         k, shape)
+        layers.append(conv)
+        shape = conv.out_shape
+        if min(shape[:2]) >= 2 and rng.random() < 0.7:
+            layers.append(MaxPoolLayer(shape))
+            shape = layers[-1].out_shape
+    mw = shape[0] * shape[1] * shape[2]
+    for i, mh in enumerate([*hidden, classes]):
+        last = i == len(hidden)
+        weights = rng.integers(0, 2, (mh, mw))
+        layers.append(DenseLayer(weights, None if last else random_thresholds(rng, mw, mh)))
+        mw = mh
+    return Model(quantizer, tuple(layers))
+
+
 def random_folding(rng, model):
-    layers = tuple((int(rng.choice(divisors(layer.out_features))),
-                    int(rng.choice(divisors(layer.in_features)))) for layer in model.layers)
-    return Folding(layers, int(rng.choice(divisors(model.quantizer.pixels))))
+    """Random ``(PE, SIMD)`` dividing each layer (``None`` for max-pool) and pixels per word."""
+    layers = []
+    for layer in model.layers:
+        if layer.kind == "maxpool":
+            layers.append(None)
+            continue
+        mh, mw = matrix_shape(layer)
+        layers.append((int(rng.choice(divisors(mh))), int(rng.choice(divisors(mw)))))
+    return Folding(tuple(layers), int(rng.choice(divisors(model.quantizer.pixels))))
 
 
 def random_images(rng, model, n):

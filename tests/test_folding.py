@@ -61,12 +61,48 @@ def test_errors_name_the_values(sfc, spec, message):
         parse_fold(spec, sfc)
 
 
-def test_conv_models_are_refused_with_a_clear_message():
-    from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, Model
+@pytest.fixture(scope="module")
+def cnv():
+    """28x28x1 -> conv 3x3x16 -> pool -> conv 3x3x32 -> pool -> 64 -> 10 (cnv-tiny's shape)."""
+    from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
 
     rng = np.random.default_rng(0)
-    conv = ConvLayer(rng.integers(0, 2, (2, 9)), rng.integers(0, 10, 2), 3, (4, 4, 1))
-    model = Model(InputQuantizer((128,), 16), (conv, DenseLayer(rng.integers(0, 2, (3, 8)))))
-    for spec in (None, "1x1,1x1"):
-        with pytest.raises(FoldingError, match="layer 0 is a conv layer"):
-            parse_fold(spec, model)
+    conv0 = ConvLayer(rng.integers(0, 2, (16, 9)), rng.integers(0, 10, 16), 3, (28, 28, 1))
+    conv1 = ConvLayer(rng.integers(0, 2, (32, 144)), rng.integers(0, 145, 32), 3, (13, 13, 16))
+    return Model(InputQuantizer((128,)), (
+        conv0, MaxPoolLayer((26, 26, 16)), conv1, MaxPoolLayer((11, 11, 32)),
+        DenseLayer(rng.integers(0, 2, (64, 800)), rng.integers(0, 801, 64)),
+        DenseLayer(rng.integers(0, 2, (10, 64)))))
+
+
+def test_conv_spec_with_pool_entries(cnv):
+    folding = parse_fold("16x3,-,16x16,-,1x25,1x1@1", cnv)
+    assert folding.layers == ((16, 3), None, (16, 16), None, (1, 25), (1, 1))
+    # conv: OH*OW * NF*SF = 676 * 1*3 and 121 * 2*9; pool: H*W; dense: NF*SF.
+    assert folding.layer_cycles(cnv) == [2028, 676, 2178, 121, 2048, 640]
+    assert parse_fold(folding.spec, cnv) == folding
+
+
+def test_balanced_conv_pipeline(cnv):
+    folding = parse_fold(None, cnv)
+    # T = ceil(121 * 32 * 144 / 256) = 2178; the fewest lanes per layer with cycles <= T.
+    assert folding.layers == ((16, 3), None, (16, 16), None, (1, 25), (1, 1))
+    assert max(folding.layer_cycles(cnv)) == 2178
+    fast = parse_fold("balanced:100000", cnv)
+    # No folding gets conv0 below its 676 windows: it takes the full (OC, K*K*C).
+    assert fast.layers[0] == (16, 9) and fast.layer_cycles(cnv)[0] == 676
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("16x3,2x2,16x16,-,1x25,1x1", r"layer 1 is a maxpool layer and needs '-' in the folding, "
+                                  r"got '2x2'"),
+    ("-,-,16x16,-,1x25,1x1", r"layer 0 is a conv layer and needs PExSIMD in the folding, "
+                             r"got '-'"),
+    ("16x4,-,16x16,-,1x25,1x1", r"layer 0: SIMD must divide MW \(MW=9, SIMD=4\)"),
+    ("16x3,-,5x16,-,1x25,1x1", r"layer 2: PE must divide MH \(MH=32, PE=5\)"),
+    ("16x3,-,16x16,1x25,1x1", r"folding has 5 layer\(s\) but the model has 6"),
+    ("16x3,*,16x16,-,1x25,1x1", r"layer 1 entry '\*' is not PExSIMD or '-'"),
+])
+def test_conv_errors_name_the_values(cnv, spec, message):
+    with pytest.raises(FoldingError, match=message):
+        parse_fold(spec, cnv)

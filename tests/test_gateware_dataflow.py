@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from gateware_helpers import random_folding, random_images, random_model
+from gateware_helpers import random_conv_model, random_folding, random_images, random_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,15 +23,20 @@ def check_against_reference(model, folding, images, seed, in_stall, out_stall):
     classes, scores = reference.infer(model, images)
     words = frame_words(model, folding, images)
     run = run_stream(accel, words, len(images), in_stall=in_stall, out_stall=out_stall,
-                     seed=seed)
+                     seed=seed, max_cycles=budget(accel, len(images)))
     got = [accel.decode(word) for word in run.outputs]
     assert got == [(int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
     return accel, words
 
 
+def budget(accel, frames):
+    """Cycles after which a run counts as hung: generous for stalls of up to 60 %."""
+    return 1000 + 20 * (accel.latency + frames * accel.cycles_per_frame)
+
+
 def measure(accel, words, frames):
     """Latency and steady-state interval with no stalls (first frame, then frames 2..)."""
-    run = run_stream(accel, words, frames)
+    run = run_stream(accel, words, frames, max_cycles=budget(accel, frames))
     return run.out_times[0] - run.in_times[0], steady_interval(run.out_times, 1, skip=1)
 
 
@@ -49,6 +54,51 @@ def test_accelerator_equals_reference(seed, depth, levels, pixels, stall):
     latency, interval = measure(accel, words, len(images))
     assert latency == accel.latency
     assert interval == accel.cycles_per_frame
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), side=st.integers(4, 8), levels=st.integers(1, 2),
+       blocks=st.integers(1, 2), stall=st.sampled_from([0.0, 0.2, 0.5]))
+def test_conv_accelerator_equals_reference(seed, side, levels, blocks, stall):
+    """Conv (+ max-pool) + dense networks on small images, random foldings and stalls."""
+    rng = np.random.default_rng(seed)
+    hidden = [int(v) for v in rng.integers(1, 9, int(rng.integers(0, 2)))]
+    model = random_conv_model(rng, side, levels, blocks, hidden, int(rng.integers(2, 5)))
+    folding = random_folding(rng, model)
+    images = random_images(rng, model, 3)
+    accel, words = check_against_reference(model, folding, images, seed, stall,
+                                           float(rng.choice([0.0, 0.3, 0.6])))
+    latency, interval = measure(accel, words, len(images))
+    assert latency >= accel.latency
+    assert interval >= accel.cycles_per_frame
+
+
+def test_conv_stage_list_and_timing():
+    """Converter to C bits before each conv / pool, SWU -> MVTU over OH*OW windows."""
+    from gateware_helpers import random_thresholds
+
+    from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
+
+    rng = np.random.default_rng(4)
+    conv = ConvLayer(rng.integers(0, 2, (4, 18)), random_thresholds(rng, 18, 4), 3, (6, 6, 2))
+    model = Model(InputQuantizer((60, 150), 36), (
+        conv, MaxPoolLayer((4, 4, 4)),
+        DenseLayer(rng.integers(0, 2, (6, 16)), random_thresholds(rng, 16, 6)),
+        DenseLayer(rng.integers(0, 2, (3, 6)))))
+    accel = Accelerator(model, parse_fold("2x3,-,3x4,3x2@3", model))
+    names = [s.name for s in accel.stages]
+    assert names == ["quantizer", "conv0", "swu0", "layer0", "conv1", "layer1", "layer2",
+                     "conv3", "layer3", "labelselect"]
+    stage = {s.name: s.component for s in accel.stages}
+    assert (stage["conv0"].in_width, stage["conv0"].out_width) == (6, 2)     # P*L -> C
+    assert stage["swu0"].out_width == 3 and stage["layer0"].in_width == 3    # SIMD
+    assert stage["layer0"].cycles_per_frame == 16 * 2 * 6                    # OH*OW * NF*SF
+    assert (stage["conv1"].in_width, stage["conv1"].out_width) == (2, 4)     # PE -> C
+    assert accel.cycles_per_frame == 192
+    images = random_images(rng, model, 4)
+    accel, words = check_against_reference(model, parse_fold("2x3,-,3x4,3x2@3", model), images,
+                                           0, 0.0, 0.0)
+    assert measure(accel, words, len(images)) == (accel.latency, accel.cycles_per_frame)
 
 
 def test_pinned_edge_cases():

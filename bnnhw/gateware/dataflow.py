@@ -8,9 +8,12 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..folding import vectors
 from .labelselect import LabelSelect
+from .maxpool import MaxPool
 from .mvtu import MVTU
 from .quantizer import InputQuantizer
+from .swu import SlidingWindowUnit
 from .widthconv import WidthConverter
 
 __all__ = ["Accelerator", "Stage"]
@@ -23,7 +26,8 @@ class Stage:
     Attributes
     ----------
     name : str
-        ``"quantizer"``, ``"conv0"`` (width converter in front of layer 0), ``"layer0"``, ...,
+        ``"quantizer"``, ``"conv0"`` (width converter in front of layer 0), ``"swu0"`` (the
+        sliding-window unit of a conv layer 0), ``"layer0"`` (its MVTU or max-pool), ...,
         ``"labelselect"``.
     component : amaranth.lib.wiring.Component
     latency, cycles_per_frame : int
@@ -42,13 +46,24 @@ class Accelerator(wiring.Component):
     Dataflow (all links are :mod:`amaranth.lib.stream` with back-pressure, joined with
     :func:`amaranth.lib.wiring.connect`)::
 
-        i_stream -> InputQuantizer -> [WidthConverter] -> MVTU 0 -> [WidthConverter] -> MVTU 1
-                 -> ... -> output MVTU -> LabelSelect -> o_stream
+        i_stream -> InputQuantizer -> [WidthConverter] -> layer 0 -> [WidthConverter]
+                 -> layer 1 -> ... -> output MVTU -> LabelSelect -> o_stream
+
+    with each layer one of
+
+    * dense: :class:`MVTU`;
+    * conv: :class:`SlidingWindowUnit` -> :class:`MVTU` over ``V = OH * OW`` vectors per frame;
+      the unit sends each window as ``SF`` words of ``SIMD`` bits (the MVTU's ``in_width``),
+      and the MVTU's output (``NF`` words of ``PE`` channels per position) is the ``(oy, ox,
+      c)`` map, channel innermost;
+    * max-pool: :class:`MaxPool`.
 
     A width converter stands in front of layer ``i`` when the producer's word width ``A``
-    (``P * L`` after the quantizer, ``PE_{i-1}`` after a hidden layer) is not a multiple of
-    ``SIMD_i``; it gathers words up to ``lcm(A, SIMD_i)`` bits, which the MVTU buffers as whole
-    words and reads ``SIMD_i`` bits at a time.
+    (``P * L`` after the quantizer, ``PE_{i-1}`` after an MVTU, ``C`` after a max-pool) is not
+    what the layer reads. A dense MVTU reads words of ``lcm(A, SIMD_i)`` bits (converted only
+    if ``A`` is not a multiple of ``SIMD_i``), which it buffers as whole words and reads
+    ``SIMD_i`` bits at a time. The sliding-window unit and the max-pool read one pixel of ``C``
+    bits per word.
 
     Ports: ``i_stream`` carries ``P`` pixels per word, pixel ``w*P + j`` of a frame in bits
     ``[8j, 8j+8)`` of word ``w`` (:func:`bnnhw.packing.pixel_words`); ``o_stream`` carries one
@@ -59,12 +74,20 @@ class Accelerator(wiring.Component):
     ------
     latency : int
         Cycles from accepting the first input word of a frame to the output word, with the
-        pipeline idle and no stalls. Computed exactly by passing the input word times
-        ``0, 1, ..., pixels/P - 1`` through every stage's ``frame_times`` (each stage's own
-        schedule for one frame on an idle unit), so it follows the stages' own formulas.
+        pipeline idle and no stalls. Computed by passing the input word times ``0, 1, ...,
+        pixels/P - 1`` through every stage's ``frame_times`` (each stage's own schedule for
+        one frame on an idle unit, its consumer always ready), so it follows the stages' own
+        formulas. It is exact when no stage holds back its producer within the first frame,
+        which is the case for dense networks. In a conv network a sliding-window unit holds
+        back a window pixel while its MVTU is still busy, and the measured latency is then at
+        least this figure.
     cycles_per_frame : int
         ``max`` over stages of their ``cycles_per_frame`` (the ping-pong buffers let every
-        stage work on one frame while it receives the next).
+        stage work on one frame while it receives the next). For a conv network this is the
+        bound the slowest stage sets: at the start of each frame a sliding-window unit reads
+        ``(K - 1) * W + K - 1`` pixels before its first window, and the MVTU after it can run
+        dry meanwhile, so the measured interval can lie above it (the gap is reported by the
+        benches as ``pipeline_efficiency``).
 
     Parameters
     ----------
@@ -83,12 +106,24 @@ class Accelerator(wiring.Component):
         self.classes = model.classes
         stages = [("quantizer", InputQuantizer(q.thresholds, q.pixels, folding.pixels_per_word))]
         width = folding.pixels_per_word * q.levels
-        for index, (layer, (pe, simd)) in enumerate(zip(model.layers, folding.layers,
-                                                        strict=True)):
-            in_width = lcm(width, simd)
+        for index, (layer, entry) in enumerate(zip(model.layers, folding.layers, strict=True)):
+            if layer.kind in ("conv", "maxpool"):
+                in_width = layer.in_shape[2]
+            else:
+                in_width = lcm(width, entry[1])
             if in_width != width:
                 stages.append((f"conv{index}",
                                WidthConverter(width, in_width, layer.in_features)))
+            if layer.kind == "maxpool":
+                unit = MaxPool(layer.in_shape)
+                stages.append((f"layer{index}", unit))
+                width = unit.in_shape[2]
+                continue
+            pe, simd = entry
+            if layer.kind == "conv":
+                stages.append((f"swu{index}",
+                               SlidingWindowUnit(layer.in_shape, layer.kernel, simd)))
+                in_width = simd
             mvtu = self.make_mvtu(index, layer, pe, simd, in_width)
             stages.append((f"layer{index}", mvtu))
             width = mvtu.out_width
@@ -113,7 +148,8 @@ class Accelerator(wiring.Component):
 
     def make_mvtu(self, index, layer, pe, simd, in_width):
         """Create the MVTU of layer ``index``; override to change how layers are built."""
-        return MVTU(layer.weights, layer.thresholds, pe, simd, in_width, name=str(index))
+        return MVTU(layer.weights, layer.thresholds, pe, simd, in_width, name=str(index),
+                    vectors=vectors(layer))
 
     def frame_times(self, in_times):
         """Output time of one frame offered at ``in_times`` to the idle accelerator."""

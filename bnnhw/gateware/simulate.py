@@ -139,7 +139,8 @@ def measure_accelerator(accelerator, images):
 
     model, folding = accelerator.model, accelerator.folding
     words = [w for image in images for w in pixel_words(image, folding.pixels_per_word)]
-    run = run_stream(accelerator, words, len(images))
+    budget = 1000 + 4 * (accelerator.latency + len(images) * accelerator.cycles_per_frame)
+    run = run_stream(accelerator, words, len(images), max_cycles=budget)
     classes, scores = infer(model, images)
     expected = [(int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
     interval = steady_interval(run.out_times, 1, skip=1)
