@@ -16,7 +16,9 @@
 3. Takes each board's fmax as the smallest fmax measured on it.
 4. Writes the coefficients to :data:`bnnhw.estimate.COEFFICIENTS_PATH` and the table
    (configuration, estimated vs measured LUT/FF/block RAM/SPRAM, error in %, and the LUT error
-   when that build is left out of the fit) to ``docs/estimator-calibration.md`` and ``.json``.
+   when that build is left out of the fit) to ``docs/estimator-calibration.md`` and ``.json``,
+   with the builds of ``docs/boards/auto/`` (foldings chosen with these coefficients) checked
+   but not fitted.
 """
 
 from __future__ import annotations
@@ -90,12 +92,17 @@ def _models(models_dir: Path) -> dict[str, Path]:
     return {load_model(p).sha256(): p for p in sorted(models_dir.glob("*.npz"))}
 
 
-def _points(docs: Path) -> list[dict[str, Any]]:
-    """Every build report (calibration builds, then board reports) with its model file."""
+FIT_FOLDERS = ("calibration", "boards")
+HELD_OUT_FOLDERS = ("boards/auto",)
+"""Build reports fitted on, and those only checked (builds of ``--fold auto`` foldings, which
+depend on the coefficients)."""
+
+
+def _points(docs: Path, folders: tuple[str, ...] = FIT_FOLDERS) -> list[dict[str, Any]]:
+    """Every build report in ``folders`` under ``docs``, with its model file."""
     models = _models(docs / "models")
     points = []
-    for path in sorted((docs / "calibration").glob("*.json")) + sorted(
-            (docs / "boards").glob("*.json")):
+    for path in [p for folder in folders for p in sorted((docs / folder).glob("*.json"))]:
         report = json.loads(path.read_text())
         model = models.get(report["model_sha256"])
         if model is None:
@@ -161,32 +168,12 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
         per family, in and out of sample).
     """
     points = _points(docs)
-    for p in points:
+    held = _points(docs, HELD_OUT_FOLDERS)
+    for p in points + held:
         p["model"] = load_model(p["model_file"])
     coefs = fit(points)
-    rows = []
-    for i, p in enumerate(points):
-        r = p["report"]
-        est = estimate(p["model"], r["board"], r["folding"], coefs,
-                       tuple(r.get("spram_layers", ())) or None)
-        others = [q for j, q in enumerate(points) if j != i]
-        try:
-            loo = estimate(p["model"], r["board"], r["folding"], fit(others),
-                           tuple(r.get("spram_layers", ())) or None).totals["luts"]
-        except ValueError:
-            loo = None
-        util = r["utilisation"]
-        row = {"source": p["source"], "board": r["board"], "family": r["family"],
-               "topology": r["topology"], "model": str(p["model_file"]),
-               "folding": r["folding"], "cycles_per_frame": r["cycles_per_frame"],
-               "fmax_mhz": r["fmax_mhz"], "build_seconds": r["build_seconds"]}
-        for key in ("luts", "ffs", "bram", "spram"):
-            meas = (util.get(key) or {}).get("used", 0)
-            row[key] = {"estimated": est.totals[key], "measured": meas,
-                        "error_pct": _err(est.totals[key], meas)}
-        row["luts"]["loo_estimated"] = loo
-        row["luts"]["loo_error_pct"] = None if loo is None else _err(loo, row["luts"]["measured"])
-        rows.append(row)
+    rows = [_row(p, coefs, fit([q for q in points if q is not p])) for p in points]
+    held_rows = [_row(p, coefs, None) for p in held]
     summary = {}
     for family in ("ice40", "ecp5"):
         fam = [r for r in rows if r["family"] == family]
@@ -194,13 +181,15 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
         loo = [abs(r["luts"]["loo_error_pct"]) for r in fam if r["luts"]["loo_error_pct"]
                is not None]
         ram = [abs(r["bram"]["estimated"] - r["bram"]["measured"]) for r in fam]
+        out = [abs(r["luts"]["error_pct"]) for r in held_rows if r["family"] == family]
         summary[family] = {"builds": len(fam), "lut_max_abs_error_pct": max(lut),
                            "lut_mean_abs_error_pct": float(np.mean(lut)),
                            "lut_loo_max_abs_error_pct": max(loo) if loo else None,
+                           "lut_held_out_max_abs_error_pct": max(out) if out else None,
                            "ff_max_abs_error_pct": max(abs(r["ffs"]["error_pct"]) for r in fam),
                            "bram_max_abs_error_blocks": max(ram)}
     result = {"command": "python -m bnnhw.estimate_calibrate", "coefficients": coefs,
-              "rows": rows, "summary": summary}
+              "rows": rows, "held_out": held_rows, "summary": summary}
     write_atomic(coefficients_path, (json.dumps(coefs, indent=2) + "\n").encode())
     write_atomic(docs / "estimator-calibration.json",
                  (json.dumps(result, indent=2) + "\n").encode())
@@ -208,19 +197,34 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
     return result
 
 
-def format_calibration(result: dict[str, Any]) -> str:
-    """The calibration table as Markdown."""
-    lines = [
-        "# Estimator calibration", "",
-        "Written by `python -m bnnhw.estimate_calibrate` from the build reports in "
-        "`docs/calibration/` and `docs/boards/` (each a real yosys + nextpnr build). "
-        "Estimated vs measured; error = (estimated - measured) / measured. "
-        "\"LUT LOO\" is the LUT error when that build is left out of the fit "
-        "(an out-of-sample figure).", "",
-        "| board | model | folding | LUT est / meas | LUT err | LUT LOO | FF est / meas | FF err "
-        "| BRAM est / meas | SPRAM est / meas | fmax MHz |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
+def _row(p: dict[str, Any], coefs: dict[str, Any], loo_coefs: dict[str, Any] | None
+         ) -> dict[str, Any]:
+    """Estimated vs measured figures of one build (``loo_coefs``: fitted without it)."""
+    r = p["report"]
+    spram = tuple(r.get("spram_layers", ())) or None
+    est = estimate(p["model"], r["board"], r["folding"], coefs, spram)
+    loo = None
+    if loo_coefs is not None:
+        loo = estimate(p["model"], r["board"], r["folding"], loo_coefs, spram).totals["luts"]
+    util = r["utilisation"]
+    row = {"source": p["source"], "board": r["board"], "family": r["family"],
+           "topology": r["topology"], "model": str(p["model_file"]),
+           "folding": r["folding"], "cycles_per_frame": r["cycles_per_frame"],
+           "fmax_mhz": r["fmax_mhz"], "build_seconds": r["build_seconds"]}
+    for key in ("luts", "ffs", "bram", "spram"):
+        meas = (util.get(key) or {}).get("used", 0)
+        row[key] = {"estimated": est.totals[key], "measured": meas,
+                    "error_pct": _err(est.totals[key], meas)}
+    row["luts"]["loo_estimated"] = loo
+    row["luts"]["loo_error_pct"] = None if loo is None else _err(loo, row["luts"]["measured"])
+    return row
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| board | model | folding | LUT est / meas | LUT err | LUT LOO | FF est / meas "
+             "| FF err | BRAM est / meas | SPRAM est / meas | fmax MHz |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
         lu, ff, br, sp = r["luts"], r["ffs"], r["bram"], r["spram"]
         loo = "-" if lu["loo_error_pct"] is None else f"{lu['loo_error_pct']:+.1f} %"
         lines.append(
@@ -228,14 +232,33 @@ def format_calibration(result: dict[str, Any]) -> str:
             f"{lu['measured']} | {lu['error_pct']:+.1f} % | {loo} | {ff['estimated']:.0f} / "
             f"{ff['measured']} | {ff['error_pct']:+.1f} % | {br['estimated']} / "
             f"{br['measured']} | {sp['estimated']} / {sp['measured']} | {r['fmax_mhz']} |")
-    lines += ["", "| family | builds | LUT max abs err | LUT mean abs err | LUT LOO max abs err "
-              "| FF max abs err | BRAM max abs err (blocks) |", "|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def format_calibration(result: dict[str, Any]) -> str:
+    """The calibration table as Markdown."""
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} %"
+
+    lines = [
+        "# Estimator calibration", "",
+        "Written by `python -m bnnhw.estimate_calibrate` from the build reports in "
+        "`docs/calibration/` and `docs/boards/` (each a real yosys + nextpnr build). "
+        "Estimated vs measured; error = (estimated - measured) / measured. "
+        "\"LUT LOO\" is the LUT error when that build is left out of the fit "
+        "(an out-of-sample figure).", "", *_table(result["rows"]), "",
+        "## Held out: builds of `--fold auto` foldings (`docs/boards/auto/`), not fitted", "",
+        *_table(result["held_out"]), "",
+        "## Summary", "",
+        "| family | builds | LUT max abs err | LUT mean abs err | LUT LOO max abs err "
+        "| LUT held-out max abs err | FF max abs err | BRAM max abs err (blocks) |",
+        "|---|---|---|---|---|---|---|---|"]
     for family, s in result["summary"].items():
-        loo = "-" if s["lut_loo_max_abs_error_pct"] is None else \
-            f"{s['lut_loo_max_abs_error_pct']:.1f} %"
-        lines.append(f"| {family} | {s['builds']} | {s['lut_max_abs_error_pct']:.1f} % | "
-                     f"{s['lut_mean_abs_error_pct']:.1f} % | {loo} | "
-                     f"{s['ff_max_abs_error_pct']:.1f} % | {s['bram_max_abs_error_blocks']} |")
+        lines.append(f"| {family} | {s['builds']} | {pct(s['lut_max_abs_error_pct'])} | "
+                     f"{pct(s['lut_mean_abs_error_pct'])} | "
+                     f"{pct(s['lut_loo_max_abs_error_pct'])} | "
+                     f"{pct(s['lut_held_out_max_abs_error_pct'])} | "
+                     f"{pct(s['ff_max_abs_error_pct'])} | {s['bram_max_abs_error_blocks']} |")
     lines += ["", "Coefficients (LUTs and flip-flops per unit of each stage feature, see "
               "`bnnhw/estimate.py`):", "", "```json",
               json.dumps(result["coefficients"], indent=2), "```", ""]

@@ -42,10 +42,12 @@ def test_parse_anchors_reads_the_published_table():
 
 def test_collect_takes_every_figure_from_json(repo):
     data = collect(repo / "docs")
-    boards = {(r["model"], r["board"]): r for r in data["boards"]}
+    boards = {(r["model"], r["board"], r["origin"]): r for r in data["boards"]}
     report = json.loads((repo / "docs/boards/orangecrab-25f_sfc.json").read_text())
-    row = boards["sfc_mnist", "orangecrab-25f"]
-    assert row["origin"] == "hand"
+    row = boards["sfc_mnist", "orangecrab-25f", "hand"]
+    auto = boards["sfc_mnist", "orangecrab-25f", "auto"]
+    assert auto["cycles_per_frame"] < row["cycles_per_frame"]
+    assert ("tfc_mnist", "orangecrab-25f", "calibration") in boards
     assert row["cycles_per_frame"] == report["cycles_per_frame"]
     assert row["fmax_mhz"] == report["fmax_mhz"]
     assert row["ideal_cycles"] == 784 and row["efficiency"] == 1.0
