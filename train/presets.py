@@ -19,7 +19,8 @@ text (they are in its Figure 2); assumed here: three conv blocks of 128 channels
 28-26-13-11-5-3-1 and the weights are 0.33 M bits instead of the paper's 0.48 M parameters; the pool
 comes after the batch norm (see :mod:`bnnhw.train.conv`); the input is binarized at 127.5 instead of
 real-valued (an 8-bit first layer is not implemented yet). ``cnv-tiny`` (16 and 32 channels, dense
-64) trains in a couple of minutes.
+64) trains in a couple of minutes. ``cnv-micro`` (4 and 8 channels, dense 32) is the smallest CNN,
+sized for quick simulations of the generated Verilog.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ PRESETS: dict[str, Preset] = {
                     loss="squared-hinge"),
     "cnv-tiny": Preset(hidden=(64,), conv=((16, True), (32, True)), batch_size=50, lr=1e-2,
                        lr_end=1e-3),
+    "cnv-micro": Preset(hidden=(32,), conv=((4, True), (8, True)), batch_size=50, lr=1e-2,
+                        lr_end=1e-3),
 }
 
 
