@@ -167,7 +167,8 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     def fold_options(p: argparse.ArgumentParser, board: bool = True) -> None:
-        p.add_argument("--fold", help="PExSIMD per layer, e.g. 16x49,16x32,16x32,10x32, "
+        p.add_argument("--fold", help="PExSIMD per layer ('-' for a max-pool), e.g. "
+                                      "16x49,16x32,16x32,10x32 or 16x3,-,16x16,-,1x25,1x1, "
                                       "'balanced[:LANES]' (default) or 'auto' (fit --board)")
         p.add_argument("--target-fps", help="with --fold auto: frames/s at the board's "
                                             "calibrated fmax, or 'max' (default)")
@@ -178,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("train", _cmd_train, "train a BNN in numpy and write a model file "
                                      "(bnnhw.train.train)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--arch", default="sfc", help="preset: seed000, tfc, sfc, lfc")
+    p.add_argument("--arch", default="sfc", help="preset: seed000, tfc, sfc, lfc, cbcnn, "
+                                                 "cnv-tiny, cnv-micro")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mode", default="W1A1", help="W1A1 (exportable), W1A32 or FP32")

@@ -55,3 +55,26 @@ def test_failing_export_leaves_no_files(model, tmp_path):
     with pytest.raises(FoldingError, match=r"layer 0: PE must divide MH \(MH=8, PE=3\)"):
         generate(model, tmp_path / "out", Folding(((3, 4), (2, 4)), 2))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_conv_sidecar_rows(tmp_path):
+    from gateware_helpers import random_thresholds
+
+    from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
+
+    rng = np.random.default_rng(2)
+    conv = ConvLayer(rng.integers(0, 2, (4, 9)), random_thresholds(rng, 9, 4), 3, (5, 5, 1))
+    model = Model(InputQuantizer((128,), 25), (conv, MaxPoolLayer((3, 3, 4)),
+                                              DenseLayer(rng.integers(0, 2, (3, 4)))))
+    info = generate(model, tmp_path / "out", parse_fold("2x3,-,1x2@5", model))
+    conv_row, pool_row, out_row = info["folding"]
+    assert {k: conv_row[k] for k in ("kind", "mh", "mw", "pe", "simd", "nf", "sf", "vectors")
+            } == {"kind": "conv", "mh": 4, "mw": 9, "pe": 2, "simd": 3, "nf": 2, "sf": 3,
+                  "vectors": 9}
+    assert conv_row["cycles_per_frame"] == 9 * 2 * 3
+    assert pool_row["kind"] == "maxpool" and pool_row["pe"] is None
+    assert pool_row["cycles_per_frame"] == 9
+    assert (out_row["mw"], out_row["vectors"]) == (4, 1)
+    assert [s["name"] for s in info["stages"]] == [
+        "quantizer", "conv0", "swu0", "layer0", "conv1", "layer1", "layer2", "labelselect"]
+    assert "module bnnhw_top" in (tmp_path / "out" / "bnnhw_top.v").read_text()

@@ -184,3 +184,21 @@ def test_verilator_matches_reference_on_1000_images(tmp_path):
     assert result["cycles_per_frame_measured"] == result["cycles_per_frame_declared"]
     assert result["latency_measured"] == result["latency_declared"]
     assert result["protocol_violations"] == 0
+
+
+@needs_data
+@pytest.mark.cocotb
+def test_conv_model_on_icarus_from_the_cli(capsys):
+    """cnv-micro (two 3x3 conv + pool blocks) through ``bnnhw sim`` on 60 MNIST test images."""
+    from bnnhw.cli import main
+
+    path = ROOT / "docs" / "models" / "cnv-micro_mnist.npz"
+    assert main(["sim", str(path), "--limit", "60", "--simulator", "icarus", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["fold"] == "4x9,-,8x36,-,1x50,1x4@2"
+    assert result["images"] == result["received"] == 60
+    assert (result["mismatches"], result["lost"], result["duplicated"]) == (0, 0, 0)
+    assert result["protocol_violations"] == 0
+    assert result["accuracy"] == result["reference_accuracy"] > 0.8
+    assert result["latency_measured"] == result["latency_declared"]
+    assert result["cycles_per_frame_measured"] == result["cycles_per_frame_declared"] == 784
