@@ -2,6 +2,7 @@
 
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["SlidingWindowUnit"]
@@ -18,6 +19,13 @@ class SlidingWindowUnit(wiring.Component):
 
     Structure:
 
+    * **Input queue.** A FIFO (:class:`amaranth.lib.fifo.SyncFIFOBuffered`, a memory) of ``Q =
+      max(3, (K - 1) * W + K)`` pixels: the most that pass between two window pixels (from a
+      frame's last window to the next frame's first), and at least 3, the least depth at
+      which that FIFO passes one word per cycle. While the unit waits for its consumer,
+      the producer keeps filling the queue, so after the last window of a frame the pixels of
+      the next frame's first window are already there and the consumer (the conv MVTU) does
+      not run dry while the unit reads ``K - 1`` new rows.
     * **Line buffer.** A memory of ``W`` words of ``(K - 1) * C`` bits: while pixel ``(y,
       x)`` arrives, word ``x`` holds the pixels ``(y - K + 1 .. y - 1, x)``, oldest in the low
       bits. It is read (synchronously, the address running one pixel ahead) and written back
@@ -29,21 +37,23 @@ class SlidingWindowUnit(wiring.Component):
       it (position ``(y - K + 1, x - K + 1)``) is copied into an output register and sent in
       ``S`` slices. Only such *window pixels* wait for the register: ``i_stream.ready`` is
       low while a window pixel is offered and the register still holds slices that are not
-      leaving this cycle. Other pixels are taken every cycle.
+      leaving this cycle. Other pixels are taken every cycle. The input queue's
+      ``i_stream.ready`` is low only while it is full.
 
     Timing
     ------
     With the producer always offering and the consumer always ready:
 
     latency : int
-        ``(K - 1) * W + K``: the first window pixel is word ``(K - 1) * W + K - 1``, and its
-        first slice is registered one cycle after it is taken.
+        ``(K - 1) * W + K + 2``: the first window pixel is word ``(K - 1) * W + K - 1``; it
+        leaves the queue 2 cycles after it enters, and its first slice is registered one
+        cycle after it is taken.
     cycles_per_frame : int
         ``OH * (OW - 1) * S + (OH - 1) * max(K, S) + max((K - 1) * W + K, S)``, the sum of the
         gaps between successive window pixels over one frame: ``S`` within a row, ``max(K,
         S)`` from the end of one window row to the next (``K`` pixels apart), ``max((K - 1)
         * W + K, S)`` from a frame's last window to the next frame's first. For ``S = 1`` it
-        is ``H * W``, one pixel per cycle.
+        is ``H * W``, one pixel per cycle (the queue passes one pixel per cycle).
 
     Parameters
     ----------
@@ -74,7 +84,8 @@ class SlidingWindowUnit(wiring.Component):
         s, k = self.slices, kernel
         self.cycles_per_frame = (oh * (ow - 1) * s + (oh - 1) * max(k, s)
                                  + max((k - 1) * w + k, s))
-        self.latency = (k - 1) * w + k
+        self.queue_depth = max(3, (k - 1) * w + k)
+        self.latency = (k - 1) * w + k + 2
         super().__init__({
             "i_stream": In(stream.Signature(c)),
             "o_stream": Out(stream.Signature(out_width)),
@@ -83,15 +94,17 @@ class SlidingWindowUnit(wiring.Component):
     def frame_times(self, in_times):
         """Output times of one frame offered at ``in_times`` (``H * W`` words), consumer ready.
 
-        Pixel ``j`` is taken at ``a_j = max(in_times[j], a_{j-1} + 1)``, and a window pixel
-        also no earlier than ``b + S`` (``b``: when the previous window pixel was taken); the
-        slices of its window leave at ``a_j + 1, ..., a_j + S``.
+        The queue offers pixel ``j`` from ``in_times[j] + 2`` (when it is full it holds back
+        only the producer, whose pixels the window logic would not take earlier anyway). The window logic takes it at ``a_j =
+        max(in_times[j] + 2, a_{j-1} + 1)``, and a window pixel also no earlier than ``b + S``
+        (``b``: when the previous window pixel was taken); the slices of its window leave at
+        ``a_j + 1, ..., a_j + S``.
         """
         h, w, _ = self.in_shape
         k, s = self.kernel, self.slices
         out, taken, window = [], -1, None
         for j, t in enumerate(in_times):
-            taken = max(t, taken + 1)
+            taken = max(t + 2, taken + 1)
             if j // w >= k - 1 and j % w >= k - 1:
                 if window is not None:
                     taken = max(taken, window + s)
@@ -105,8 +118,17 @@ class SlidingWindowUnit(wiring.Component):
         h, w, c = self.in_shape
         k, s = self.kernel, self.slices
 
+        m.submodules.queue = queue = SyncFIFOBuffered(width=c, depth=self.queue_depth)
+        pixel, ready = queue.r_data, Signal()
+        fire = queue.r_rdy & ready
+        m.d.comb += [
+            queue.w_data.eq(i.payload),
+            queue.w_en.eq(i.valid),
+            i.ready.eq(queue.w_rdy),
+            queue.r_en.eq(ready),
+        ]
+
         x, y = Signal(range(w)), Signal(range(h))
-        fire = i.valid & i.ready
         with m.If(fire):
             with m.If(x == w - 1):
                 m.d.sync += [x.eq(0), y.eq(Mux(y == h - 1, 0, y + 1))]
@@ -118,7 +140,7 @@ class SlidingWindowUnit(wiring.Component):
             m.submodules.lines = lines = memory.Memory(
                 shape=unsigned((k - 1) * c), depth=w, init=[])
             read, write = lines.read_port(), lines.write_port()
-            column = Cat(read.data, i.payload)
+            column = Cat(read.data, pixel)
             m.d.comb += [
                 read.addr.eq(Mux(fire, Mux(x == w - 1, 0, x + 1), x)),
                 write.addr.eq(x),
@@ -126,7 +148,7 @@ class SlidingWindowUnit(wiring.Component):
                 write.en.eq(fire),
             ]
         else:
-            column = i.payload
+            column = pixel
         columns = [Signal(k * c, name=f"column{j}") for j in range(k - 1)]
         window = columns + [column]                 # columns x-K+1 .. x
         with m.If(fire):
@@ -139,7 +161,7 @@ class SlidingWindowUnit(wiring.Component):
         last = part == s - 1
         is_window = (y >= k - 1) & (x >= k - 1)
         m.d.comb += [
-            i.ready.eq(~is_window | ~o.valid | (o.ready & last)),
+            ready.eq(~is_window | ~o.valid | (o.ready & last)),
             o.payload.eq(held.word_select(part, self.out_width)),
         ]
         with m.If(o.valid & o.ready):
