@@ -95,10 +95,10 @@ class SlidingWindowUnit(wiring.Component):
         """Output times of one frame offered at ``in_times`` (``H * W`` words), consumer ready.
 
         The queue offers pixel ``j`` from ``in_times[j] + 2`` (when it is full it holds back
-        only the producer, whose pixels the window logic would not take earlier anyway). The window logic takes it at ``a_j =
-        max(in_times[j] + 2, a_{j-1} + 1)``, and a window pixel also no earlier than ``b + S``
-        (``b``: when the previous window pixel was taken); the slices of its window leave at
-        ``a_j + 1, ..., a_j + S``.
+        only the producer, whose pixels the window logic would not take earlier anyway). The
+        window logic takes it at ``a_j = max(in_times[j] + 2, a_{j-1} + 1)``, and a window
+        pixel also no earlier than ``b + S`` (``b``: when the previous window pixel was taken);
+        the slices of its window leave at ``a_j + 1, ..., a_j + S``.
         """
         h, w, _ = self.in_shape
         k, s = self.kernel, self.slices
