@@ -12,6 +12,10 @@ Conventions (shared by the reference, the gateware, the exporter and the benches
 * Stream words: a layer reads its input vector as ``SF`` words of ``SIMD`` bits (word ``sf``,
   bit ``i`` = element ``sf * SIMD + i``) and writes its output as ``NF`` words of ``PE`` lanes
   (word ``nf``, lane ``pe`` = neuron ``nf * PE + pe``).
+* Bit maps (conv and max-pool layers) travel pixel by pixel in raster order, one word of ``C``
+  bits per pixel; a convolution's windows (im2col rows, column ``(ky * K + kx) * C + c``) reach
+  its MVTU as ``SF`` words of ``SIMD`` bits, and its output ``NF`` words per position are the
+  next map, channel innermost.
 * Input pixels: a frame of ``N`` pixels travels as ``N / P`` words of ``P`` bytes, pixel
   ``w * P + j`` in bits ``[8 j, 8 j + 8)`` of word ``w``.
 """

@@ -84,10 +84,11 @@ class Accelerator(wiring.Component):
     cycles_per_frame : int
         ``max`` over stages of their ``cycles_per_frame`` (the ping-pong buffers let every
         stage work on one frame while it receives the next). For a conv network this is the
-        bound the slowest stage sets: at the start of each frame a sliding-window unit reads
-        ``(K - 1) * W + K - 1`` pixels before its first window, and the MVTU after it can run
-        dry meanwhile, so the measured interval can lie above it (the gap is reported by the
-        benches as ``pipeline_efficiency``).
+        bound the slowest stage sets: between a frame's last window and the next frame's first
+        a sliding-window unit takes ``(K - 1) * W + K`` pixels, one per cycle (from its input
+        queue), and the MVTU after it can run dry meanwhile if its buffered windows take fewer
+        cycles; the measured interval can then lie above this figure (the benches report the
+        ratio as ``pipeline_efficiency``).
 
     Parameters
     ----------
