@@ -64,6 +64,8 @@ def test_mvtu_rejects_bad_folding():
         MVTU(np.zeros((4, 6)), None, 2, 4, name="2")
     with pytest.raises(ValueError, match=r"in_width=4, SIMD=2, MW=6"):
         MVTU(np.zeros((4, 6)), None, 2, 2, in_width=4)
+    with pytest.raises(ValueError, match=r"layer 1: vectors per frame must be >= 1 \(vectors=0\)"):
+        MVTU(np.zeros((4, 6)), None, 2, 2, name="1", vectors=0)
 
 
 @pytest.mark.parametrize(("mh", "mw", "pe", "simd", "in_width", "vectors"), [
