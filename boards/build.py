@@ -124,12 +124,23 @@ def check_fits(model: Model, board: Board, folding: Any = None,
                 f"model {model.topology} has {bits} weight bits but the {board.device} on "
                 f"{board.name} has {ebr} + {board.spram_bits} bits of SPRAM: choose a smaller "
                 f"model or a larger board")
+        maps = [i for i, layer in enumerate(model.layers) if layer.kind in ("conv", "maxpool")]
+        if maps:
+            raise ValueError(
+                f"model {model.topology} has {bits} weight bits but the {board.device} on "
+                f"{board.name} has {ebr}; SPRAM holds dense layers of dense-only models, and "
+                f"layer {maps[0]} is a {model.layers[maps[0]].kind} layer: choose a smaller "
+                f"model or a larger board")
         spram_layers = auto_spram_layers(model, int(SPRAM_EBR_SHARE * board.bram_bits))
     spram_layers = tuple(sorted(set(spram_layers)))
+    for i in spram_layers:
+        if not 0 <= i < len(model.layers) or model.layers[i].kind not in ("dense", "output"):
+            raise ValueError(f"spram_layers={spram_layers}: layer {i} is not a dense layer of "
+                             f"{model.topology}")
     if spram_layers and not board.spram_bits:
         raise ValueError(f"the {board.device} on {board.name} has no SPRAM "
                          f"(spram_layers={spram_layers})")
-    rest = sum(layer.weights.size for i, layer in enumerate(model.layers)
+    rest = sum(layer.weight_bits for i, layer in enumerate(model.layers)
                if i not in spram_layers)
     if rest > board.bram_bits:
         raise ValueError(

@@ -1,6 +1,7 @@
 """Board builds: fail-fast checks and pin mapping (fast), a real iCE40 build (synth)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from bnnhw.boards.platforms import BOARDS, get_board
 from bnnhw.boards.top import BoardTop
 
 from bnnhw.folding import parse_fold
-from bnnhw.model import DenseLayer, InputQuantizer, Model
+from bnnhw.model import DenseLayer, InputQuantizer, Model, load_model
 
 
 def tiny_model(pixels=64, hidden=16, classes=10, seed=0):
@@ -137,3 +138,11 @@ def test_real_orangecrab_build(tmp_path):
     assert report["board_clk_mhz"] == 48 and report["pll"]["CLKOP_DIV"] >= 1
     assert report["tool_stubs"] == {"DFU_SUFFIX": report["tool_stubs"]["DFU_SUFFIX"]}
     assert "stubbed: DFU_SUFFIX=" in (tmp_path / "report.txt").read_text()
+
+
+def test_conv_model_too_large_for_block_ram_is_refused_before_synthesis(tmp_path):
+    # cbcnn: 331,392 weight bits, most of them in conv layers, which SPRAM does not hold.
+    model = load_model(Path(__file__).resolve().parent.parent / "docs/models/cbcnn_mnist.npz")
+    with pytest.raises(ValueError, match="331392 weight bits.*layer 0 is a conv layer"):
+        build(model, "icebreaker", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
