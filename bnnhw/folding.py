@@ -68,7 +68,14 @@ class Folding:
             raise FoldingError(f"pixels per word must be >= 1 (P={self.pixels_per_word})")
 
     def check(self, model: Model) -> None:
-        """Raise :class:`FoldingError` unless this folding fits ``model``."""
+        """Raise :class:`FoldingError` unless this folding fits ``model``.
+
+        The accelerator has no pixel layer yet: a model of input kind ``pixels8`` is refused.
+        """
+        if model.quantizer.kind != "thermometer":
+            raise FoldingError(
+                f"the accelerator takes thermometer-coded input only; this model's input kind "
+                f"is {model.quantizer.kind!r} (an 8-bit first layer has no gateware yet)")
         if len(self.layers) != len(model.layers):
             raise FoldingError(
                 f"folding has {len(self.layers)} layer(s) but the model has "

@@ -7,6 +7,10 @@ maps, then dense layers (:class:`DenseLayer`). Every layer but the last is *thre
 satisfies ``P_r >= T_r``. The last layer is the dense *output* layer: it has no thresholds and
 its popcounts are the class scores.
 
+Instead of the quantizer, a model may start with :class:`PixelInput` (input kind ``pixels8``):
+the first layer then reads the 8-bit pixels themselves with +-1 weights and integer thresholds
+on ``a_r = sum_k w_rk x_k`` (see :class:`DenseLayer`, ``pixels8``).
+
 Bit maps are flattened in ``(y, x, c)`` order, channel innermost: bit ``(y * W + x) * C + c``.
 The quantizer's output is such a map with ``C = L`` (level ``l`` of pixel ``y * W + x`` is
 channel ``l``), and a dense layer after a convolution or pool reads the map in this order.
@@ -23,14 +27,17 @@ A ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``) holding:
     0-d int64 array, the format version (1).
 ``header``
     0-d unicode array with a JSON object ``{"input": {...}, "layers": [...], "meta": {...}}``.
-    ``input`` is ``{"kind": "thermometer", "pixels": N, "levels": L}``; each layer is
+    ``input`` is ``{"kind": "thermometer", "pixels": N, "levels": L}`` or, for raw 8-bit
+    pixels into the first layer (:class:`PixelInput`), ``{"kind": "pixels8", "pixels": N}``;
+    each layer is
     ``{"kind": "dense" | "output", "in_features": MW, "out_features": MH}``, or for a
     convolution ``{"kind": "conv", "in_features", "out_features", "in_shape": [H, W, C],
     "kernel": K, "stride": 1, "padding": 0, "out_channels": OC}``, or for a max-pool
     ``{"kind": "maxpool", "in_features", "out_features", "in_shape": [H, W, C], "pool": 2,
     "stride": 2}``; ``meta`` is free JSON (dataset, architecture, training figures).
 ``input_thresholds``
-    int16 array ``(L,)``, strictly increasing, each in ``[0, 256]``. Pixel ``p`` (0..255) gives
+    Thermometer input only (absent for ``pixels8``): int16 array ``(L,)``, strictly
+    increasing, each in ``[0, 256]``. Pixel ``p`` (0..255) gives
     ``L`` bits, bit ``l`` being ``p >= input_thresholds[l]``. A fixed threshold is ``L = 1``.
 ``layer{i}.weights``
     uint8 array ``(MH, ceil(MW / 8))``: row ``r`` holds neuron ``r``'s weight bits packed with
@@ -39,7 +46,9 @@ A ``.npz`` archive (no pickles; loaded with ``allow_pickle=False``) holding:
     ``(ky * K + kx) * C + c``. Max-pool layers have no arrays.
 ``layer{i}.thresholds``
     int32 array ``(MH,)`` with values in ``[0, MW + 1]`` (dense and conv layers). ``0`` means
-    the neuron is constantly +1 and ``MW + 1`` constantly -1.
+    the neuron is constantly +1 and ``MW + 1`` constantly -1. The first layer of a ``pixels8``
+    model compares ``a_r = sum_k w_rk x_k`` (``w`` in {-1, +1}, pixels ``x`` in [0, 255]) with
+    thresholds in ``[-255 MW, 255 MW + 1]``.
 
 Writing is atomic (a temporary file in the target folder, then a rename).
 """
@@ -61,6 +70,8 @@ import numpy as np
 FORMAT_NAME = "bnnhw-model"
 FORMAT_VERSION = 1
 LAYER_KINDS = ("dense", "output", "conv", "maxpool")
+INPUT_KINDS = ("thermometer", "pixels8")
+PIXEL_MAX = 255
 
 
 class ModelError(ValueError):
@@ -84,6 +95,8 @@ class InputQuantizer:
 
     thresholds: tuple[int, ...]
     pixels: int = 784
+
+    kind = "thermometer"
 
     def __post_init__(self) -> None:
         t = self.thresholds
@@ -130,6 +143,53 @@ class InputQuantizer:
         return bits.reshape(images.shape[0], -1).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class PixelInput:
+    """Raw 8-bit pixels as the first layer's input (input kind ``"pixels8"``, FINN-CNV style).
+
+    The image is passed on unchanged: value ``j`` is pixel ``j`` in ``[0, 255]``. The first
+    layer (dense, or a convolution reading the image as ``H x W x 1``) is then a *pixel layer*
+    (``pixels8=True``): neuron ``r`` computes ``a_r = sum_k w_rk * x_k`` with ``w_rk`` in
+    ``{-1, +1}`` (bit 1 = +1), an integer in ``[-255 K, 255 K]``, and fires iff
+    ``a_r >= T_r``.
+
+    Parameters
+    ----------
+    pixels : int
+        Number of pixels per image (784 for MNIST).
+    """
+
+    pixels: int = 784
+
+    kind = "pixels8"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pixels, int | np.integer) or self.pixels < 1:
+            raise ModelError(f"pixels must be a positive integer, got {self.pixels!r}")
+
+    @property
+    def levels(self) -> int:
+        """One 8-bit channel per pixel: 1."""
+        return 1
+
+    @property
+    def out_bits(self) -> int:
+        """Values per image handed to the first layer, ``pixels`` (8-bit values, not bits)."""
+        return self.pixels
+
+    def quantize(self, images: np.ndarray) -> np.ndarray:
+        """Check uint8-valued images ``(N, pixels)`` and return them as int64, unchanged."""
+        images = np.asarray(images)
+        if images.ndim != 2 or images.shape[1] != self.pixels:
+            raise ModelError(
+                f"images must have shape (N, {self.pixels}), got {tuple(images.shape)}"
+            )
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise ModelError(f"pixels must lie in [0, 255], got min {images.min()} "
+                             f"max {images.max()}")
+        return images.astype(np.int64)
+
+
 def _check_weights(weights: np.ndarray) -> np.ndarray:
     w = np.asarray(weights)
     if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
@@ -139,16 +199,29 @@ def _check_weights(weights: np.ndarray) -> np.ndarray:
     return w.astype(np.uint8)
 
 
-def _check_thresholds(thresholds: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def threshold_range(mw: int, pixels8: bool) -> tuple[int, int]:
+    """Inclusive threshold bounds of a layer with ``MW`` inputs.
+
+    ``[0, MW + 1]`` for popcounts of bits; ``[-255 MW, 255 MW + 1]`` for a pixel layer, whose
+    accumulator ``a = sum_k w_k x_k`` lies in ``[-255 MW, 255 MW]``. The lower bound is a
+    neuron that always fires, the upper bound one that never does.
+    """
+    return (-PIXEL_MAX * mw, PIXEL_MAX * mw + 1) if pixels8 else (0, mw + 1)
+
+
+def _check_thresholds(thresholds: np.ndarray, shape: tuple[int, int],
+                      pixels8: bool = False) -> np.ndarray:
     t = np.asarray(thresholds)
     mh, mw = shape
     if t.shape != (mh,):
         raise ModelError(f"thresholds must have shape ({mh},) to match MH={mh}, got {t.shape}")
     if not np.issubdtype(t.dtype, np.integer):
         raise ModelError(f"thresholds must be integers, got dtype {t.dtype}")
-    if t.size and (t.min() < 0 or t.max() > mw + 1):
+    lo, hi = threshold_range(mw, pixels8)
+    bound = "[-255 MW, 255 MW + 1]" if pixels8 else "[0, MW + 1]"
+    if t.size and (t.min() < lo or t.max() > hi):
         raise ModelError(
-            f"thresholds must lie in [0, MW + 1] = [0, {mw + 1}], got min {t.min()} max {t.max()}"
+            f"thresholds must lie in {bound} = [{lo}, {hi}], got min {t.min()} max {t.max()}"
         )
     return t.astype(np.int64)
 
@@ -174,16 +247,25 @@ class DenseLayer:
     thresholds : ndarray of int64, shape (MH,), or None
         Neuron ``r`` outputs 1 iff ``popcount(XNOR(x, w_r)) >= thresholds[r]``. ``None`` marks
         the output layer, whose popcounts are the scores.
+    pixels8 : bool
+        A pixel layer (the first layer of a :class:`PixelInput` model): the inputs are 8-bit
+        values ``x_k`` in ``[0, 255]`` and neuron ``r`` outputs 1 iff
+        ``sum_k (2 w_rk - 1) x_k >= thresholds[r]``, thresholds in ``[-255 MW, 255 MW + 1]``.
     """
 
     weights: np.ndarray
     thresholds: np.ndarray | None = None
+    pixels8: bool = False
 
     def __post_init__(self) -> None:
         w = _check_weights(self.weights)
         object.__setattr__(self, "weights", w)
+        object.__setattr__(self, "pixels8", bool(self.pixels8))
         if self.thresholds is not None:
-            object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds, w.shape))
+            object.__setattr__(self, "thresholds",
+                               _check_thresholds(self.thresholds, w.shape, self.pixels8))
+        elif self.pixels8:
+            raise ModelError("a pixels8 layer needs thresholds (the output layer reads bits)")
 
     @property
     def kind(self) -> str:
@@ -243,12 +325,16 @@ class ConvLayer(MapLayer):
         ``K``, at most ``min(H, W)``.
     in_shape : tuple of int
         ``(H, W, C)``.
+    pixels8 : bool
+        A pixel layer: the map holds 8-bit values in ``[0, 255]`` and channel ``o`` is the bit
+        ``sum_j (2 w_oj - 1) v_j >= T_o``, ``T_o`` in ``[-255 K K C, 255 K K C + 1]``.
     """
 
     weights: np.ndarray
     thresholds: np.ndarray
     kernel: int
     in_shape: tuple[int, int, int]
+    pixels8: bool = False
 
     def __post_init__(self) -> None:
         h, w, c = _check_shape(self.in_shape, "conv in_shape")
@@ -263,9 +349,11 @@ class ConvLayer(MapLayer):
             raise ModelError(f"conv weights must have K*K*C = {k}*{k}*{c} = {k * k * c} "
                              f"columns, got shape {bits.shape}")
         object.__setattr__(self, "weights", bits)
+        object.__setattr__(self, "pixels8", bool(self.pixels8))
         if self.thresholds is None:
             raise ModelError("a conv layer needs thresholds")
-        object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds, bits.shape))
+        object.__setattr__(self, "thresholds",
+                           _check_thresholds(self.thresholds, bits.shape, self.pixels8))
 
     kind = "conv"
 
@@ -317,6 +405,7 @@ class MaxPoolLayer(MapLayer):
     kind = "maxpool"
     weights = None
     thresholds = None
+    pixels8 = False
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -340,7 +429,9 @@ class Model:
 
     Parameters
     ----------
-    quantizer : InputQuantizer
+    quantizer : InputQuantizer or PixelInput
+        With :class:`PixelInput` the first layer must be a pixel layer (``pixels8=True``, a
+        dense layer or a convolution on ``H x W x 1``) and no other layer may be one.
     layers : tuple of DenseLayer, ConvLayer, MaxPoolLayer
         ``layers[0].in_features == quantizer.out_bits``; each layer feeds the next; only the
         last layer is an output layer. Convolution and max-pool layers come before every dense
@@ -350,7 +441,7 @@ class Model:
         JSON-serialisable facts about the model (dataset, architecture, training figures).
     """
 
-    quantizer: InputQuantizer
+    quantizer: InputQuantizer | PixelInput
     layers: tuple[DenseLayer, ...]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -364,6 +455,12 @@ class Model:
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, DenseLayer | ConvLayer | MaxPoolLayer):
                 raise ModelError(f"layer {i} is not a layer object: {type(layer).__name__}")
+            want = i == 0 and self.quantizer.kind == "pixels8"
+            if layer.pixels8 != want:
+                raise ModelError(
+                    f"layer {i} ({layer.kind}) has pixels8={layer.pixels8} but the input kind "
+                    f"is {self.quantizer.kind!r}: only the first layer of a 'pixels8' model, "
+                    f"and it must, reads 8-bit pixels")
             if isinstance(layer, ConvLayer | MaxPoolLayer):
                 self._check_spatial(i, layer, shape, dense_seen)
                 shape = layer.out_shape
@@ -402,7 +499,7 @@ class Model:
             if h * w != q.pixels or c != q.levels:
                 raise ModelError(
                     f"layer {i} ({layer.kind}) reads the image as {h}x{w}x{c} (HxWxC) but the "
-                    f"quantizer gives {q.pixels} pixels x {q.levels} level(s): need H*W = "
+                    f"{q.kind} input gives {q.pixels} pixels x {q.levels} level(s): need H*W = "
                     f"{q.pixels} and C = {q.levels}"
                 )
         elif shape != layer.in_shape:
@@ -430,8 +527,7 @@ class Model:
     def header(self) -> dict[str, Any]:
         """The JSON header written into the model file."""
         return {
-            "input": {"kind": "thermometer", "pixels": self.quantizer.pixels,
-                      "levels": self.quantizer.levels},
+            "input": _input_header(self.quantizer),
             "layers": [_layer_header(layer) for layer in self.layers],
             "meta": self.meta,
         }
@@ -442,8 +538,9 @@ class Model:
             "format": np.array(FORMAT_NAME),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
             "header": np.array(json.dumps(self.header(), sort_keys=True)),
-            "input_thresholds": np.array(self.quantizer.thresholds, dtype=np.int16),
         }
+        if isinstance(self.quantizer, InputQuantizer):
+            arrays["input_thresholds"] = np.array(self.quantizer.thresholds, dtype=np.int16)
         for i, layer in enumerate(self.layers):
             if layer.weights is None:
                 continue
@@ -469,6 +566,13 @@ class Model:
         np.savez_compressed(buffer, **self.arrays())
         write_atomic(path, buffer.getvalue())
         return path
+
+
+def _input_header(quantizer: InputQuantizer | PixelInput) -> dict[str, Any]:
+    """The header's ``input`` entry: ``thermometer`` with ``levels``, or ``pixels8``."""
+    if isinstance(quantizer, PixelInput):
+        return {"kind": "pixels8", "pixels": quantizer.pixels}
+    return {"kind": "thermometer", "pixels": quantizer.pixels, "levels": quantizer.levels}
 
 
 def _layer_header(layer: Layer) -> dict[str, Any]:
@@ -554,24 +658,35 @@ def load_model(path: str | os.PathLike) -> Model:
         raise ModelError(f"{where}: not a readable model archive ({exc})") from None
     header = _header(archive, where)
     spec = header["input"]
-    if not isinstance(spec, dict) or spec.get("kind") != "thermometer":
-        raise ModelError(f"{where}: unknown input quantizer {spec!r}")
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind not in INPUT_KINDS:
+        raise ModelError(f"{where}: unknown input kind {kind!r} in {spec!r}; "
+                         f"expected one of {', '.join(INPUT_KINDS)}")
+    fields = ("pixels", "levels") if kind == "thermometer" else ("pixels",)
     try:
-        pixels, levels = int(spec["pixels"]), int(spec["levels"])
+        pixels = int(spec["pixels"])
+        levels = int(spec["levels"]) if kind == "thermometer" else 1
     except (KeyError, TypeError, ValueError):
-        raise ModelError(f"{where}: input quantizer needs integer 'pixels' and 'levels'") from None
-    thresholds = _array(archive, "input_thresholds", "int16", (levels,), where)
+        raise ModelError(f"{where}: input kind {kind!r} needs integer "
+                         f"{' and '.join(repr(f) for f in fields)}, got {spec!r}") from None
+    if kind == "pixels8" and "input_thresholds" in archive:
+        raise ModelError(f"{where}: input kind 'pixels8' has no input thresholds, but the file "
+                         f"holds 'input_thresholds'")
+    if kind == "thermometer":
+        thresholds = _array(archive, "input_thresholds", "int16", (levels,), where)
     layers = []
     specs = header["layers"]
     if not isinstance(specs, list) or not specs:
         raise ModelError(f"{where}: header 'layers' must be a non-empty list")
     try:
-        quantizer = InputQuantizer(tuple(int(v) for v in thresholds), pixels)
+        quantizer = (InputQuantizer(tuple(int(v) for v in thresholds), pixels)
+                     if kind == "thermometer" else PixelInput(pixels))
         for i, layer_spec in enumerate(specs):
-            kind = layer_spec.get("kind") if isinstance(layer_spec, dict) else None
-            if kind not in LAYER_KINDS:
-                raise ModelError(f"layer {i} has unknown kind {kind!r}")
-            layers.append(_load_layer(archive, i, kind, layer_spec, where))
+            layer_kind = layer_spec.get("kind") if isinstance(layer_spec, dict) else None
+            if layer_kind not in LAYER_KINDS:
+                raise ModelError(f"layer {i} has unknown kind {layer_kind!r}")
+            layers.append(_load_layer(archive, i, layer_kind, layer_spec, where,
+                                      pixels8=i == 0 and kind == "pixels8"))
         model = Model(quantizer, tuple(layers), header["meta"])
     except ModelError as exc:
         if str(exc).startswith(where):
@@ -583,8 +698,11 @@ def load_model(path: str | os.PathLike) -> Model:
 
 
 def _load_layer(archive: dict[str, np.ndarray], i: int, kind: str, spec: dict[str, Any],
-                where: str) -> Layer:
-    """Build layer ``i`` of kind ``kind`` from its header entry and arrays, validating both."""
+                where: str, pixels8: bool) -> Layer:
+    """Build layer ``i`` of kind ``kind`` from its header entry and arrays, validating both.
+
+    ``pixels8`` marks the first layer of a ``pixels8`` model (8-bit inputs, wide thresholds).
+    """
     mw, mh = int(spec["in_features"]), int(spec["out_features"])
     if mw < 1 or mh < 1:
         raise ModelError(f"layer {i} has non-positive size {mh}x{mw}")
@@ -613,9 +731,9 @@ def _load_layer(archive: dict[str, np.ndarray], i: int, kind: str, spec: dict[st
         if kind != "output":
             t = _array(archive, f"layer{i}.thresholds", "int32", (rows,), where)
         if kind == "conv":
-            layer = ConvLayer(bits[:, :cols], t, k, tuple(spec["in_shape"]))
+            layer = ConvLayer(bits[:, :cols], t, k, tuple(spec["in_shape"]), pixels8)
         else:
-            layer = DenseLayer(bits[:, :cols], t)
+            layer = DenseLayer(bits[:, :cols], t, pixels8)
     if (layer.in_features, layer.out_features) != (mw, mh):
         raise ModelError(f"layer {i} ({kind}) header says {mw} -> {mh} bits but its shape gives "
                          f"{layer.in_features} -> {layer.out_features}")
