@@ -29,6 +29,11 @@ applies the same weight row ``w_o`` (the ``(OC, K * K * C)`` matrix, columns in 
 ``(ky * K + kx) * C + c``) and the same per-channel batch norm, so the dense fold of that matrix
 gives the channel's threshold, exact at every position.
 
+Pixel layers (:func:`fold_pixels`, the first layer of a ``pixels8`` model) read 8-bit pixels
+``x_k`` with +-1 weights: the float network evaluates ``batchnorm_eval(a / 255)`` on the exact
+integer ``a = sum_k w_k x_k`` in ``[-255 K, 255 K]``, and the fold searches that range for the
+least firing ``a`` (``a' = -a`` after the flip of a ``gamma < 0`` row), the same way.
+
 Max-pool: the float network applies it **after** batch norm, before or after the sign, i.e.
 ``sign(max_window(BN(dot)))`` or ``max_window(sign(BN(dot)))``, which are equal because ``sign``
 is monotone non-decreasing and ``max`` returns one of its arguments. Either is the OR over the
@@ -43,7 +48,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model, ModelError
+from .model import (
+    PIXEL_MAX,
+    ConvLayer,
+    DenseLayer,
+    InputQuantizer,
+    MaxPoolLayer,
+    Model,
+    ModelError,
+    PixelInput,
+)
 
 
 def batchnorm_eval(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray,
@@ -83,15 +97,7 @@ def fold_batchnorm(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray,
     """
     bits = binarize(weights_pm1)
     mh, k = bits.shape
-    params = [np.asarray(p) for p in (mean, var, gamma, beta)]
-    for name, p in zip(("mean", "var", "gamma", "beta"), params, strict=True):
-        if p.shape != (mh,):
-            raise ModelError(f"batch-norm {name} must have shape ({mh},), got {p.shape}")
-        if not np.isfinite(p).all():
-            raise ModelError(f"batch-norm {name} holds non-finite values")
-    mean, var, gamma, beta = params
-    if (var + eps <= 0).any():
-        raise ModelError("batch-norm var + eps must be positive")
+    mean, var, gamma, beta = _check_batchnorm(mh, mean, var, gamma, beta, eps)
     flip = gamma < 0
     bits = np.where(flip[:, None], 1 - bits, bits).astype(np.uint8)
 
@@ -99,19 +105,102 @@ def fold_batchnorm(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray,
         dot = np.where(flip, k - 2 * p, 2 * p - k)
         return batchnorm_eval(dot, mean, var, gamma, beta, eps) >= 0
 
-    lo = np.zeros(mh, dtype=np.int64)
-    hi = np.full(mh, k + 1, dtype=np.int64)
+    return DenseLayer(bits, least_firing(fires, 0, k, mh))
+
+
+def least_firing(fires, first: int, last: int, rows: int) -> np.ndarray:
+    """Per row, the least integer ``v`` in ``[first, last]`` with ``fires(v)``, else ``last + 1``.
+
+    ``fires`` maps an int64 vector ``(rows,)`` to booleans and must be monotone non-decreasing
+    in ``v`` for every row; a binary search then needs ``ceil(log2(last - first + 2))`` calls.
+    """
+    lo = np.full(rows, first, dtype=np.int64)
+    hi = np.full(rows, last + 1, dtype=np.int64)
     while (lo < hi).any():
+        active = lo < hi
         mid = (lo + hi) // 2
-        ok = fires(np.minimum(mid, k)) & (mid <= k)
-        hi = np.where(ok & (lo < hi), mid, hi)
-        lo = np.where(~ok & (lo < hi), mid + 1, lo)
-    return DenseLayer(bits, lo)
+        ok = fires(np.minimum(mid, last))
+        hi = np.where(active & ok, mid, hi)
+        lo = np.where(active & ~ok, mid + 1, lo)
+    return lo
+
+
+def pixel_preactivation(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The batch-norm input of a pixel layer, ``a / 255`` in ``dtype``.
+
+    ``a = sum_k w_k x_k`` is the exact integer accumulator of +-1 weights and pixels
+    ``x_k`` in ``[0, 255]``; the float network computes it in float32 (exact: every partial
+    sum is an integer of magnitude at most ``255 K < 2**24`` for ``K <= 65793``) and then
+    divides, which equals feeding the layer ``x / 255``. Correctly rounded division by a
+    positive constant is monotone, so :func:`fold_pixels` can search on this expression.
+    """
+    dtype = np.dtype(dtype)
+    return np.asarray(a, dtype=dtype) / dtype.type(PIXEL_MAX)
+
+
+def _check_batchnorm(mh: int, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray,
+                     beta: np.ndarray, eps: float) -> tuple[np.ndarray, ...]:
+    """The four batch-norm arrays, checked for shape ``(MH,)``, finiteness and ``var + eps > 0``."""
+    params = [np.asarray(p) for p in (mean, var, gamma, beta)]
+    for name, p in zip(("mean", "var", "gamma", "beta"), params, strict=True):
+        if p.shape != (mh,):
+            raise ModelError(f"batch-norm {name} must have shape ({mh},), got {p.shape}")
+        if not np.isfinite(p).all():
+            raise ModelError(f"batch-norm {name} holds non-finite values")
+    if (params[1] + eps <= 0).any():
+        raise ModelError("batch-norm var + eps must be positive")
+    return tuple(params)
+
+
+def fold_pixels(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray,
+                beta: np.ndarray, eps: float) -> DenseLayer:
+    """Fold an 8-bit-input dense layer, batch norm and sign into a pixel layer.
+
+    The float network computes ``out = sign(batchnorm_eval(a / 255))`` with
+    ``a = sum_k w_k x_k`` (``w`` in {-1, +1}, pixels ``x`` in [0, 255], so
+    ``a`` in ``[-255 K, 255 K]``), the ``a / 255`` being :func:`pixel_preactivation`.
+
+    * ``gamma >= 0``: the expression is non-decreasing in ``a``;
+      ``T = min{a in [-255 K, 255 K] : batchnorm_eval(a / 255) >= 0}``, ``255 K + 1`` if none.
+    * ``gamma < 0``: it decreases with ``a``, so the row is negated, which negates the
+      accumulator: the hardware sees ``a' = -a`` and the neuron fires iff ``a <= bound``, i.e.
+      ``a' >= T`` with ``T = min{a' : batchnorm_eval(-a' / 255) >= 0}``.
+    * ``gamma = 0``: the constant ``beta``; ``T = -255 K`` (always +1) when ``beta >= 0``, else
+      ``255 K + 1`` (always -1).
+
+    The minimum is a binary search (:func:`least_firing`) on the float network's own
+    floating-point expression, so the integer test ``a' >= T`` reproduces its output bit on
+    every input, ties at the threshold included.
+
+    Parameters
+    ----------
+    weights_pm1 : ndarray (MH, K)
+        Weights as +-1 (their sign is taken, ``sign(0) = +1``).
+    mean, var, gamma, beta : ndarray (MH,)
+    eps : float
+
+    Returns
+    -------
+    DenseLayer
+        ``pixels8=True``, rows of ``gamma < 0`` negated, thresholds in ``[-255 K, 255 K + 1]``.
+    """
+    bits = binarize(weights_pm1)
+    mh, k = bits.shape
+    mean, var, gamma, beta = _check_batchnorm(mh, mean, var, gamma, beta, eps)
+    flip = gamma < 0
+    bits = np.where(flip[:, None], 1 - bits, bits).astype(np.uint8)
+    dtype = np.result_type(mean, var, gamma, beta)
+
+    def fires(a: np.ndarray) -> np.ndarray:
+        pre = pixel_preactivation(np.where(flip, -a, a), dtype)
+        return batchnorm_eval(pre, mean, var, gamma, beta, eps) >= 0
+
+    return DenseLayer(bits, least_firing(fires, -PIXEL_MAX * k, PIXEL_MAX * k, mh), pixels8=True)
 
 
 def fold_conv(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray,
               beta: np.ndarray, eps: float, kernel: int,
-              in_shape: tuple[int, int, int]) -> ConvLayer:
+              in_shape: tuple[int, int, int], pixels8: bool = False) -> ConvLayer:
     """Fold a binary convolution followed by per-channel batch norm and sign.
 
     Parameters
@@ -123,15 +212,20 @@ def fold_conv(weights_pm1: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma:
     kernel : int
     in_shape : tuple of int
         ``(H, W, C)``.
+    pixels8 : bool
+        The first layer of a ``pixels8`` model (``C = 1``, 8-bit pixel maps): folded by
+        :func:`fold_pixels` instead.
 
     Returns
     -------
     ConvLayer
-        :func:`fold_batchnorm` of the ``(OC, K * K * C)`` matrix: rows of ``gamma < 0``
-        negated, thresholds in ``[0, K * K * C + 1]``.
+        :func:`fold_batchnorm` (or :func:`fold_pixels`) of the ``(OC, K * K * C)`` matrix: rows
+        of ``gamma < 0`` negated, thresholds in ``[0, K * K * C + 1]`` (pixel layer:
+        ``[-255 K K C, 255 K K C + 1]``).
     """
-    dense = fold_batchnorm(weights_pm1, mean, var, gamma, beta, eps)
-    return ConvLayer(dense.weights, dense.thresholds, kernel, in_shape)
+    fold = fold_pixels if pixels8 else fold_batchnorm
+    dense = fold(weights_pm1, mean, var, gamma, beta, eps)
+    return ConvLayer(dense.weights, dense.thresholds, kernel, in_shape, pixels8)
 
 
 def fold_output(weights_pm1: np.ndarray) -> DenseLayer:
@@ -143,13 +237,16 @@ def fold_output(weights_pm1: np.ndarray) -> DenseLayer:
     return DenseLayer(binarize(weights_pm1), None)
 
 
-def fold_model(quantizer: InputQuantizer, hidden: list[dict], output_weights: np.ndarray,
-               meta: dict) -> Model:
+def fold_model(quantizer: InputQuantizer | PixelInput, hidden: list[dict],
+               output_weights: np.ndarray, meta: dict) -> Model:
     """Fold a whole float network into an integer :class:`Model`.
 
     Parameters
     ----------
-    quantizer : InputQuantizer
+    quantizer : InputQuantizer or PixelInput
+        With :class:`PixelInput` the first hidden layer (dense or conv) is folded as a pixel
+        layer (:func:`fold_pixels`): its float network feeds batch norm with
+        :func:`pixel_preactivation`.
     hidden : list of dict
         One dict per hidden layer. Dense (no ``kind`` key, or ``kind="dense"``): ``weights``
         (MH, MW), ``mean``, ``var``, ``gamma``, ``beta`` (MH,) and ``eps``. Convolution
@@ -168,8 +265,12 @@ def fold_model(quantizer: InputQuantizer, hidden: list[dict], output_weights: np
             raise ModelError(f"hidden layer {i} has unknown kind {kind!r}; "
                              f"choose dense, conv or maxpool")
         bn = (h["mean"], h["var"], h["gamma"], h["beta"], h["eps"])
+        pixels8 = i == 0 and quantizer.kind == "pixels8"
         if kind == "conv":
-            layers.append(fold_conv(h["weights"], *bn, h["kernel"], tuple(h["in_shape"])))
+            layers.append(fold_conv(h["weights"], *bn, h["kernel"], tuple(h["in_shape"]),
+                                    pixels8))
+        elif pixels8:
+            layers.append(fold_pixels(h["weights"], *bn))
         else:
             layers.append(fold_batchnorm(h["weights"], *bn))
     layers.append(fold_output(output_weights))

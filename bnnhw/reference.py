@@ -15,6 +15,11 @@ A convolution (:class:`bnnhw.model.ConvLayer`) is the same test on every window:
 through the packed XNOR-popcount against the ``(OC, K * K * C)`` weights and the thresholds,
 and the result is the ``(OH, OW, OC)`` map flattened channel innermost. A max-pool
 (:class:`bnnhw.model.MaxPoolLayer`) is the OR of each ``2 x 2`` window of bits.
+
+The first layer of a ``pixels8`` model (``pixels8=True``) reads the 8-bit pixels ``x`` in
+``[0, 255]`` instead of bits: :func:`pixel_sums` computes ``a_r = sum_k (2 w_rk - 1) x_k`` by an
+int64 matrix product, and the layer outputs ``a_r >= T_r`` (a convolution does this on the
+:func:`im2col` rows of the ``H x W x 1`` pixel map).
 """
 
 from __future__ import annotations
@@ -49,6 +54,24 @@ def popcounts(x_words: np.ndarray, w_words: np.ndarray, k: int) -> np.ndarray:
     return k - differ
 
 
+def pixel_sums(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Accumulators of a pixel layer: ``a[n, r] = sum_k (2 w[r, k] - 1) x[n, k]``, exactly.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, K)
+        8-bit values in ``[0, 255]``.
+    weights : ndarray of uint8, shape (MH, K)
+        Weight bits, 1 = +1.
+
+    Returns
+    -------
+    ndarray of int64, shape (N, MH)
+        In ``[-255 K, 255 K]``.
+    """
+    return np.asarray(x, dtype=np.int64) @ (2 * weights.astype(np.int64) - 1).T
+
+
 def im2col(bits: np.ndarray, in_shape: tuple[int, int, int], kernel: int) -> np.ndarray:
     """Sliding windows of bit maps, stride 1, no padding.
 
@@ -77,8 +100,8 @@ def im2col(bits: np.ndarray, in_shape: tuple[int, int, int], kernel: int) -> np.
 def conv_bits(layer: ConvLayer, bits: np.ndarray) -> np.ndarray:
     """Output bits ``(N, OH * OW * OC)`` of a convolution on input maps ``(N, H * W * C)``.
 
-    Works through :func:`im2col` and :func:`popcounts` on at most about ``CONV_ROWS`` windows
-    at a time.
+    Works through :func:`im2col` and :func:`popcounts` (a pixel layer: :func:`pixel_sums`) on
+    at most about ``CONV_ROWS`` windows at a time.
     """
     oh, ow, oc = layer.out_shape
     w = pack_bits(layer.weights)
@@ -86,7 +109,10 @@ def conv_bits(layer: ConvLayer, bits: np.ndarray) -> np.ndarray:
     step = max(1, CONV_ROWS // (oh * ow))
     for start in range(0, bits.shape[0], step):
         cols = im2col(bits[start:start + step], layer.in_shape, layer.kernel)
-        p = popcounts(pack_bits(cols), w, layer.fan_in)
+        if layer.pixels8:
+            p = pixel_sums(cols, layer.weights)
+        else:
+            p = popcounts(pack_bits(cols), w, layer.fan_in)
         fired = (p >= layer.thresholds[None, :]).astype(np.uint8)
         out[start:start + step] = fired.reshape(-1, oh * ow * oc)
     return out
@@ -102,7 +128,7 @@ def maxpool_bits(layer: MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
 
 
 def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
-    """One layer on input bits ``(N, in_features)``.
+    """One layer on input bits ``(N, in_features)`` (a pixel layer: 8-bit values).
 
     Returns the output bits (uint8) of a thresholded layer, or the popcounts (int64) of the
     output layer.
@@ -111,7 +137,10 @@ def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) 
         return conv_bits(layer, bits)
     if isinstance(layer, MaxPoolLayer):
         return maxpool_bits(layer, bits)
-    p = popcounts(pack_bits(bits), pack_bits(layer.weights), layer.in_features)
+    if layer.pixels8:
+        p = pixel_sums(bits, layer.weights)
+    else:
+        p = popcounts(pack_bits(bits), pack_bits(layer.weights), layer.in_features)
     if layer.thresholds is None:
         return p
     return (p >= layer.thresholds[None, :]).astype(np.uint8)
@@ -123,8 +152,9 @@ def layer_outputs(model: Model, images: np.ndarray) -> list[np.ndarray]:
     Returns
     -------
     list of ndarray
-        ``[input_bits, bits_1, ..., bits_{L-1}, scores]``: the quantized input bits, each
-        thresholded layer's bits (uint8), and the output layer's popcounts (int64).
+        ``[input_bits, bits_1, ..., bits_{L-1}, scores]``: the quantized input bits (for a
+        ``pixels8`` model the pixels as int64), each thresholded layer's bits (uint8), and the
+        output layer's popcounts (int64).
     """
     outputs = [model.quantizer.quantize(images)]
     for layer in model.layers:
@@ -154,4 +184,4 @@ def argmax_lowest(scores: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["apply_layer", "argmax_lowest", "conv_bits", "im2col", "infer", "layer_outputs",
-           "maxpool_bits", "pack_bits", "popcounts", "unpack_bits"]
+           "maxpool_bits", "pack_bits", "pixel_sums", "popcounts", "unpack_bits"]

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bnnhw.folding import Folding, FoldingError, balanced_folding
 from bnnhw.gateware.dataflow import Accelerator
@@ -17,6 +19,8 @@ from bnnhw.model import (
     PixelInput,
     load_model,
 )
+from bnnhw.passes import batchnorm_eval, binarize, fold_model, fold_pixels, pixel_preactivation
+from bnnhw.reference import im2col, infer, layer_outputs
 
 
 def pixel_mlp(rng: np.random.Generator, pixels=12, hidden=5, classes=3) -> Model:
@@ -139,3 +143,96 @@ def test_accelerator_refuses_pixels8_by_name():
         balanced_folding(model)
     with pytest.raises(FoldingError, match="input kind is 'pixels8'"):
         Accelerator(model, Folding(((5, 12), (3, 5)), 1))
+
+
+# -- fold pass and reference: float network == integer reference --------------------------
+
+F32 = np.float32
+
+
+def float_pixel_bits(x, w_pm1, bn):
+    """The float network's first layer: ``sign(BN(a / 255))`` as bits, ``a`` in float32."""
+    a = x.astype(F32) @ w_pm1.astype(F32).T
+    return binarize(batchnorm_eval(pixel_preactivation(a, F32), *bn))
+
+
+def random_bn(rng, mh, k, gamma_kinds):
+    """Batch norms with gammas of the chosen signs, means spread over the pixel range."""
+    mean = (rng.normal(0, 60 * np.sqrt(k), mh) / 255).astype(F32)
+    var = rng.uniform(0.01, 4 * k, mh).astype(F32)
+    gamma = rng.choice(gamma_kinds, mh).astype(F32) * rng.uniform(0.1, 3, mh).astype(F32)
+    beta = rng.normal(0, 1, mh).astype(F32)
+    return mean, var, gamma, beta, 1e-4
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 12), st.integers(0, 2**32 - 1),
+       st.sampled_from([(1.0,), (-1.0,), (0.0,), (1.0, -1.0, 0.0)]))
+def test_fold_pixels_equals_float_layer(k, mh, seed, gamma_kinds):
+    rng = np.random.default_rng(seed)
+    w = rng.choice(np.array([-1.0, 1.0], F32), (mh, k))
+    bn = random_bn(rng, mh, k, gamma_kinds)
+    layer = fold_pixels(w, *bn)
+    x = rng.integers(0, 256, (64, k))
+    x[0], x[1] = 0, 255
+    model = Model(PixelInput(k), (layer, DenseLayer(np.ones((2, mh), int))))
+    got = layer_outputs(model, x)[1]
+    np.testing.assert_array_equal(got, float_pixel_bits(x, w, bn))
+    # every threshold is where the float expression switches, over all of [-255 K, 255 K]
+    a = np.arange(-255 * k, 255 * k + 1)
+    flip = bn[2] < 0
+    for r in range(mh):
+        pre = pixel_preactivation(-a if flip[r] else a, F32)
+        fires = batchnorm_eval(pre, *(p[r] for p in bn[:4]), bn[4]) >= 0
+        np.testing.assert_array_equal(a >= layer.thresholds[r], fires)
+
+
+@pytest.mark.parametrize("gamma", [2.0, -2.0])
+def test_pixel_threshold_tie_and_flip_direction(gamma):
+    """BN is exactly 0 at ``a = 300``: sign(0) = +1 fires there, and a gamma < 0 row flips."""
+    k = 4
+    mean = pixel_preactivation(np.array([300]), F32)
+    bn = (mean, np.array([1.0], F32), np.array([gamma], F32), np.zeros(1, F32), 1e-4)
+    layer = fold_pixels(np.ones((1, k), F32), *bn)
+    model = Model(PixelInput(k), (layer, DenseLayer(np.ones((2, 1), int))))
+    x = np.array([[75, 75, 75, 75], [75, 75, 75, 74], [75, 75, 75, 76], [0, 0, 0, 0]])
+    assert batchnorm_eval(pixel_preactivation(np.array([300]), F32), *bn)[0] == 0
+    bits = layer_outputs(model, x)[1][:, 0].tolist()
+    if gamma > 0:
+        assert layer.weights.tolist() == [[1, 1, 1, 1]] and layer.thresholds.tolist() == [300]
+        assert bits == [1, 0, 1, 0]  # fires iff a >= 300
+    else:
+        assert layer.weights.tolist() == [[0, 0, 0, 0]] and layer.thresholds.tolist() == [-300]
+        assert bits == [1, 1, 0, 1]  # weights negated: a' = -a >= -300 iff a <= 300
+    np.testing.assert_array_equal(bits, float_pixel_bits(x, np.ones((1, k)), bn)[:, 0])
+
+
+@pytest.mark.parametrize(("beta", "threshold"), [(0.0, -255 * 3), (0.5, -255 * 3),
+                                                  (-0.5, 255 * 3 + 1)])
+def test_pixel_gamma_zero_is_constant(beta, threshold):
+    bn = (np.zeros(1, F32), np.ones(1, F32), np.zeros(1, F32), np.array([beta], F32), 1e-4)
+    layer = fold_pixels(np.ones((1, 3), F32), *bn)
+    assert layer.thresholds.tolist() == [threshold]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(3, 7), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_pixel_conv_model_equals_float_network(side, channels, seed):
+    """Conv pixel layer, max-pool, dense output: folded reference == float forward."""
+    rng = np.random.default_rng(seed)
+    kernel = 3
+    w = rng.choice(np.array([-1.0, 1.0], F32), (channels, kernel * kernel))
+    bn = random_bn(rng, channels, kernel * kernel, (1.0, -1.0, 0.0))
+    out_w = rng.choice(np.array([-1.0, 1.0], F32), (3, (side - 2) ** 2 * channels))
+    hidden = [{"kind": "conv", "weights": w, "mean": bn[0], "var": bn[1], "gamma": bn[2],
+               "beta": bn[3], "eps": bn[4], "kernel": kernel, "in_shape": (side, side, 1)}]
+    model = fold_model(PixelInput(side * side), hidden, out_w, {})
+    assert model.layers[0].pixels8 and model.layers[0].kind == "conv"
+    x = rng.integers(0, 256, (32, side * side))
+    cols = im2col(x, (side, side, 1), kernel)
+    bits = float_pixel_bits(cols, w, bn).reshape(32, -1)
+    scores = (2.0 * bits - 1) @ out_w.T
+    classes, ref_scores = infer(model, x)
+    np.testing.assert_array_equal(layer_outputs(model, x)[1], bits)
+    np.testing.assert_array_equal(2 * ref_scores - out_w.shape[1], scores)
+    np.testing.assert_array_equal(classes, np.argmax(scores, axis=1))
