@@ -58,7 +58,8 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     result = train(args.dataset, args.arch, args.epochs, args.seed, args.out,
                    data_dir=args.data_dir, mode=args.mode,
                    input_threshold=args.input_threshold,
-                   thermometer_levels=args.thermometer, progress=not args.json)
+                   thermometer_levels=args.thermometer, progress=not args.json,
+                   input_kind=args.input)
     return {"model": str(args.out), "dataset": args.dataset, "arch": args.arch,
             "mode": args.mode, "epochs": args.epochs, "seed": args.seed,
             "float_test_accuracy": result.float_test_accuracy, "seconds": result.seconds,
@@ -186,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="W1A1", help="W1A1 (exportable), W1A32 or FP32")
     p.add_argument("--input-threshold", type=float, help="fixed input threshold, e.g. 127.5")
     p.add_argument("--thermometer", type=int, help="thermometer code with this many levels")
+    p.add_argument("--input", choices=("bits", "pixels8"), default="bits",
+                   help="bits: quantized input (default); pixels8: the first layer reads the "
+                        "8-bit pixels (W1A1)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
     p = command("eval", _cmd_eval, "accuracy of a model file with the integer reference "

@@ -15,11 +15,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnnhw.model import InputQuantizer, Model
+from bnnhw.model import InputQuantizer, Model, PixelInput
 from bnnhw.passes import fold_model
 from bnnhw.reference import im2col
 
-from .layers import F32, BatchNorm1d, BinaryDense, Dropout, Layer, Scale, SignActivation, sign
+from .layers import (
+    F32,
+    BatchNorm1d,
+    BinaryDense,
+    Dropout,
+    Layer,
+    PixelScale,
+    Scale,
+    SignActivation,
+    sign,
+)
 from .network import PREDICT_CHUNK, LayerStack
 
 
@@ -150,6 +160,8 @@ class CNN(LayerStack):
     The network, for an image of ``side x side`` pixels quantized to ``L`` bits each::
 
         x = 2 * bits - 1  as (N, side, side, L)
+            (PixelInput: the pixels 0..255 as (N, side, side, 1), and the first conv's output
+            divided by 255 before its batch norm, see :class:`~bnnhw.train.layers.PixelScale`)
         per conv block:  x = sign(maxpool?(BN(conv(x))))      (pool only if the block pools)
         flatten (y, x, c)
         per dense block: x = sign(BN(x @ sign(W).T))
@@ -165,8 +177,9 @@ class CNN(LayerStack):
     hidden : sequence of int
         Dense block widths.
     kernel : int
-    quantizer : InputQuantizer
-        Its pixels must be a square number; its levels are the input channels.
+    quantizer : InputQuantizer or PixelInput
+        Its pixels must be a square number; its levels are the input channels (one 8-bit
+        channel for :class:`PixelInput`).
     rng, dropout_rng : numpy.random.Generator
     classes : int
     dropout_hidden : float
@@ -177,7 +190,7 @@ class CNN(LayerStack):
     mode = "W1A1"
 
     def __init__(self, conv: tuple[tuple[int, bool], ...], hidden: tuple[int, ...], kernel: int,
-                 quantizer: InputQuantizer, rng: np.random.Generator,
+                 quantizer: InputQuantizer | PixelInput, rng: np.random.Generator,
                  dropout_rng: np.random.Generator, classes: int = 10,
                  dropout_hidden: float = 0.0, bn_eps: float = 1e-4) -> None:
         side = int(round(np.sqrt(quantizer.pixels)))
@@ -191,9 +204,12 @@ class CNN(LayerStack):
         self.in_shape = (side, side, quantizer.levels)
         self.layers: list[Layer] = []
         shape = self.in_shape
-        for channels, pool in self.conv:
+        for index, (channels, pool) in enumerate(self.conv):
             conv_layer = BinaryConv2d(shape, channels, kernel, rng)
-            self.layers += [conv_layer, BatchNorm2d(channels, bn_eps)]
+            self.layers.append(conv_layer)
+            if index == 0 and isinstance(quantizer, PixelInput):
+                self.layers.append(PixelScale())
+            self.layers.append(BatchNorm2d(channels, bn_eps))
             shape = conv_layer.out_shape
             if pool:
                 self.layers.append(MaxPool2d(shape))
@@ -212,10 +228,15 @@ class CNN(LayerStack):
         self.layers[0].need_input_grad = False
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """``2 * bits - 1`` (int8) of uint8 images ``(N, pixels)``, shape ``(N, side, side, L)``."""
+        """``2 * bits - 1`` (int8) of uint8 images ``(N, pixels)``, shape ``(N, side, side, L)``.
+
+        With :class:`PixelInput`: the pixels (uint8), shape ``(N, side, side, 1)``.
+        """
         images = np.asarray(images)
         if images.ndim != 2 or images.shape[1] != self.pixels:
             raise ValueError(f"images must have shape (N, {self.pixels}), got {images.shape}")
+        if isinstance(self.quantizer, PixelInput):
+            return self.quantizer.quantize(images).astype(np.uint8).reshape(-1, *self.in_shape)
         bits = self.quantizer.quantize(images).astype(np.int8)
         return (bits * 2 - 1).astype(np.int8).reshape(-1, *self.in_shape)
 

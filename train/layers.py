@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnnhw.passes import batchnorm_eval
+from bnnhw.model import PIXEL_MAX
+from bnnhw.passes import batchnorm_eval, pixel_preactivation
 
 F32 = np.float32
 
@@ -80,6 +81,22 @@ class BinaryDense(Layer):
 
     def constrain(self) -> None:
         np.clip(self.params["W"], -1, 1, out=self.params["W"])
+
+
+class PixelScale(Layer):
+    """``y = a / 255`` after the first layer of an 8-bit-input network (no parameters).
+
+    The first layer multiplies the raw pixels (0..255, exact in float32) by +-1 weights, so its
+    output ``a`` is an exact integer; dividing here (:func:`bnnhw.passes.pixel_preactivation`)
+    equals feeding it ``x / 255`` and is the expression the fold pass searches. Backward:
+    ``dL/da = g / 255``.
+    """
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        return pixel_preactivation(x, F32)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        return grad / F32(PIXEL_MAX)
 
 
 class Dense(Layer):

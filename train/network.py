@@ -16,15 +16,19 @@ Modes, for hidden widths ``h_1 .. h_L`` and ``C`` classes:
 ``FP32``
     Real weights: ``relu(BN(x @ W.T + b))`` and a real output layer ``a @ W_out.T + b_out``.
 
-The input of W1A1 is always quantized. W1A32 and FP32 read ``pixel / 127.5 - 1`` unless a
-quantizer is given.
+The input of W1A1 is quantized, or (with a :class:`bnnhw.model.PixelInput`, input kind
+``pixels8``) the raw 8-bit pixels: the first layer is then ``a = x @ sign(W).T`` on the pixels
+``x`` in [0, 255] (exact integers in float32) followed by ``a / 255``
+(:class:`~bnnhw.train.layers.PixelScale`, the same as reading ``x / 255``) and its batch norm,
+which :func:`bnnhw.passes.fold_pixels` folds exactly into integer thresholds on ``a``. W1A32 and
+FP32 read ``pixel / 127.5 - 1`` unless a quantizer is given.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bnnhw.model import InputQuantizer, Model
+from bnnhw.model import InputQuantizer, Model, PixelInput
 from bnnhw.passes import fold_model
 
 from .layers import (
@@ -35,6 +39,7 @@ from .layers import (
     Dropout,
     Hardtanh,
     Layer,
+    PixelScale,
     ReLU,
     Scale,
     SignActivation,
@@ -81,8 +86,9 @@ class MLP(LayerStack):
     hidden : sequence of int
         Hidden layer widths.
     mode : str
-    quantizer : InputQuantizer or None
-        Required for W1A1; optional for the other modes.
+    quantizer : InputQuantizer, PixelInput or None
+        Required for W1A1; optional for the other modes. :class:`PixelInput` (W1A1 only): the
+        first layer reads the 8-bit pixels (see the module docstring).
     rng : numpy.random.Generator
         Initial weights.
     dropout_rng : numpy.random.Generator
@@ -92,13 +98,16 @@ class MLP(LayerStack):
     bn_eps : float
     """
 
-    def __init__(self, hidden: tuple[int, ...], mode: str, quantizer: InputQuantizer | None,
+    def __init__(self, hidden: tuple[int, ...], mode: str,
+                 quantizer: InputQuantizer | PixelInput | None,
                  rng: np.random.Generator, dropout_rng: np.random.Generator, classes: int = 10,
                  pixels: int = 784, dropout_input: float = 0.0, dropout_hidden: float = 0.0,
                  bn_eps: float = 1e-4) -> None:
         check_mode(mode)
         if mode == "W1A1" and quantizer is None:
             raise ValueError("mode W1A1 needs an input quantizer (fixed threshold or thermometer)")
+        if isinstance(quantizer, PixelInput) and mode != "W1A1":
+            raise ValueError(f"input kind 'pixels8' trains in mode W1A1 only, not {mode!r}")
         if quantizer is not None and quantizer.pixels != pixels:
             raise ValueError(f"quantizer has {quantizer.pixels} pixels, expected {pixels}")
         if not hidden or any(h < 1 for h in hidden):
@@ -115,7 +124,10 @@ class MLP(LayerStack):
                 self.layers += [Dense(width, h, rng), BatchNorm1d(h, bn_eps), ReLU()]
             else:
                 act = SignActivation() if mode == "W1A1" else Hardtanh()
-                self.layers += [BinaryDense(width, h, rng), BatchNorm1d(h, bn_eps), act]
+                self.layers.append(BinaryDense(width, h, rng))
+                if i == 0 and isinstance(quantizer, PixelInput):
+                    self.layers.append(PixelScale())
+                self.layers += [BatchNorm1d(h, bn_eps), act]
             width = h
         if dropout_hidden:
             self.layers.append(Dropout(dropout_hidden, dropout_rng))
@@ -129,14 +141,17 @@ class MLP(LayerStack):
 
     # -- data -----------------------------------------------------------------------------
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Network input for uint8 images ``(N, pixels)``, as int8 (+-1) or float32.
+        """Network input for uint8 images ``(N, pixels)``, as int8 (+-1), uint8 or float32.
 
         With a quantizer: ``2 * bits - 1`` (int8; bit ``j * L + l`` is level ``l`` of pixel
-        ``j``). Without: ``pixel / 127.5 - 1`` (float32).
+        ``j``). With :class:`PixelInput`: the pixels themselves (uint8). Without:
+        ``pixel / 127.5 - 1`` (float32).
         """
         images = np.asarray(images)
         if images.ndim != 2 or images.shape[1] != self.pixels:
             raise ValueError(f"images must have shape (N, {self.pixels}), got {images.shape}")
+        if isinstance(self.quantizer, PixelInput):
+            return self.quantizer.quantize(images).astype(np.uint8)
         if self.quantizer is not None:
             return (self.quantizer.quantize(images).astype(np.int8) * 2 - 1).astype(np.int8)
         return images.astype(F32) / F32(127.5) - F32(1)

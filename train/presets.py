@@ -18,9 +18,9 @@ text (they are in its Figure 2); assumed here: three conv blocks of 128 channels
 256. Differences: valid convolutions (the model format has no padding), so the maps go
 28-26-13-11-5-3-1 and the weights are 0.33 M bits instead of the paper's 0.48 M parameters; the pool
 comes after the batch norm (see :mod:`bnnhw.train.conv`); the input is binarized at 127.5 instead of
-real-valued (an 8-bit first layer is not implemented yet). ``cnv-tiny`` (16 and 32 channels, dense
-64) trains in a couple of minutes. ``cnv-micro`` (4 and 8 channels, dense 32) is the smallest CNN,
-sized for quick simulations of the generated Verilog.
+real-valued unless ``input_kind="pixels8"`` (the first conv then reads the 8-bit pixels).
+``cnv-tiny`` (16 and 32 channels, dense 64) trains in a couple of minutes. ``cnv-micro`` (4 and 8
+channels, dense 32) is the smallest CNN, sized for quick simulations of the generated Verilog.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bnnhw import datasets
-from bnnhw.model import InputQuantizer, Model, write_atomic
+from bnnhw.model import InputQuantizer, Model, PixelInput, write_atomic
 
 from .conv import CNN
 from .losses import get_loss
@@ -63,9 +63,27 @@ class TrainResult:
     out: Path | None = None
 
 
+INPUT_KINDS = ("bits", "pixels8")
+
+
 def make_quantizer(mode: str, default_threshold: float, input_threshold: float | None,
-                   thermometer_levels: int | None) -> InputQuantizer | None:
-    """The input quantizer: a thermometer code, a fixed threshold, or (non-W1A1) none."""
+                   thermometer_levels: int | None,
+                   input_kind: str = "bits") -> InputQuantizer | PixelInput | None:
+    """The input stage: a thermometer code, a fixed threshold, raw pixels, or (non-W1A1) none.
+
+    ``input_kind="pixels8"`` (W1A1 only, no threshold or thermometer) gives
+    :class:`bnnhw.model.PixelInput`: the first layer reads the 8-bit pixels.
+    """
+    if input_kind not in INPUT_KINDS:
+        raise ValueError(f"unknown input kind {input_kind!r}; choose one of "
+                         f"{', '.join(INPUT_KINDS)}")
+    if input_kind == "pixels8":
+        if mode != "W1A1":
+            raise ValueError(f"input kind 'pixels8' trains in mode W1A1 only, not {mode!r}")
+        if input_threshold is not None or thermometer_levels is not None:
+            raise ValueError("input kind 'pixels8' takes no input_threshold or "
+                             "thermometer_levels")
+        return PixelInput()
     if input_threshold is not None and thermometer_levels is not None:
         raise ValueError("give either input_threshold or thermometer_levels, not both")
     if thermometer_levels is not None:
@@ -84,7 +102,8 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
           input_threshold: float | None = None, thermometer_levels: int | None = None,
           curves_png: str | Path | None = None, progress: bool = True,
           limit_train: int | None = None, loss: str | None = None, lr: float | None = None,
-          lr_end: float | None = None, batch_size: int | None = None) -> TrainResult:
+          lr_end: float | None = None, batch_size: int | None = None,
+          input_kind: str = "bits") -> TrainResult:
     """Train an MLP preset and (W1A1) export the folded integer model.
 
     Parameters
@@ -113,6 +132,11 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         Train on the first ``limit_train`` training images only.
     loss, lr, lr_end, batch_size
         Override the preset's hyperparameters.
+    input_kind : {"bits", "pixels8"}
+        ``"bits"``: the quantized input above. ``"pixels8"`` (W1A1, MLP and CNN presets): the
+        first layer reads the raw 8-bit pixels, as ``x / 255`` in the float network, folded
+        exactly into integer thresholds on ``a = sum_k w_k x_k`` (input kind ``pixels8`` of
+        the model file).
 
     Raises
     ------
@@ -140,7 +164,7 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     batch = batch_size or preset.batch_size
     lr0, lr1 = lr or preset.lr, lr_end or preset.lr_end
     quantizer = make_quantizer(mode, preset.input_threshold, input_threshold,
-                               thermometer_levels)
+                               thermometer_levels, input_kind)
 
     train_split = datasets.load(dataset, "train", data_dir)
     test_split = datasets.load(dataset, "test", data_dir)
@@ -193,9 +217,13 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     result = TrainResult(None, net, history, history[-1]["test_accuracy"], seconds)
     if mode == "W1A1":
         meta = {"dataset": dataset, "arch": arch, "mode": mode, "epochs": epochs, "seed": seed,
-                "hidden": list(preset.hidden), "input_thresholds": list(quantizer.thresholds),
+                "hidden": list(preset.hidden),
                 "float_test_accuracy": result.float_test_accuracy,
                 "training_seconds": round(seconds, 3)}
+        if isinstance(quantizer, PixelInput):
+            meta["input"] = quantizer.kind
+        else:
+            meta["input_thresholds"] = list(quantizer.thresholds)
         if preset.conv:
             meta.update(conv=[list(block) for block in preset.conv], kernel=preset.kernel)
         result.model = net.export(meta)
