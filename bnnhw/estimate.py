@@ -29,11 +29,13 @@ Logic model (coefficients fitted on real builds, :mod:`bnnhw.estimate_calibrate`
 Each stage yields features: ``lanes`` (XNOR + popcount inputs, ``PE * SIMD`` for an MVTU),
 ``pe_bits`` (adder and comparator bits: ``PE * (S + T)`` with ``S`` score bits and ``T``
 threshold bits), ``mem_units`` (LUT units of memories in logic, plus ``4`` per ``DPR16X4``),
-``reg_bits`` (stream registers and memories in flip-flops) and ``stages`` (1 per stage, its
-control). With the per-family coefficients ``c``::
+``reg_bits`` (stream registers and memories in flip-flops), ``stages`` (1 per stage, its
+control) and ``map_stages`` (1 per sliding-window or max-pool stage: their counters, window
+registers and queue control, fitted on the conv builds). With the per-family coefficients
+``c``::
 
     LUT_stage = c.lanes * lanes + c.pe_bits * pe_bits + c.mem_units * mem_units
-                + c.stages * stages
+                + c.stages * stages + c.map_stages * map_stages
     FF_stage  = f.lanes * lanes + f.pe_bits * pe_bits + f.reg_bits * reg_bits
                 + f.stages * stages
 
@@ -83,8 +85,8 @@ __all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "FEATURES", "Estimate", "FitEr
 COEFFICIENTS_PATH = Path(__file__).with_name("estimate_coefficients.json")
 """Fitted coefficients (written by ``python -m bnnhw.estimate_calibrate``)."""
 
-FEATURES = ("lanes", "pe_bits", "mem_units", "reg_bits", "stages")
-LUT_FEATURES = ("lanes", "pe_bits", "mem_units", "stages")
+FEATURES = ("lanes", "pe_bits", "mem_units", "reg_bits", "stages", "map_stages")
+LUT_FEATURES = ("lanes", "pe_bits", "mem_units", "stages", "map_stages")
 FF_FEATURES = ("lanes", "pe_bits", "reg_bits", "stages")
 
 AUTO_LUT_SHARE = 0.85
@@ -245,8 +247,10 @@ def _stage_features(component: Any, family: str, spram: dict[int, Any],
                     index: int | None) -> tuple[dict[str, float], dict[str, Any], bool]:
     """Features, memory placement and whether the component is modelled."""
     from .gateware.labelselect import LabelSelect
+    from .gateware.maxpool import MaxPool
     from .gateware.mvtu import MVTU
     from .gateware.quantizer import InputQuantizer
+    from .gateware.swu import SlidingWindowUnit
     from .gateware.widthconv import WidthConverter
 
     f = dict.fromkeys(FEATURES, 0.0)
@@ -292,6 +296,26 @@ def _stage_features(component: Any, family: str, spram: dict[int, Any],
     if isinstance(component, LabelSelect):
         f["pe_bits"] = component.pe * component.score_bits
         f["reg_bits"] = component.out_width + component.score_bits
+        return f, mem, True
+    if isinstance(component, SlidingWindowUnit):
+        # Input queue (C bits), line buffer ((K-1)*C bits per column), K-1 column registers
+        # and the held window; the held window leaves through an S-way slice multiplexer.
+        h, w, c = component.in_shape
+        k, width = component.kernel, component.out_width
+        # The queue is an amaranth.lib.fifo.SyncFIFOBuffered: storage of depth - 1 words.
+        add(map_memory(family, component.queue_depth - 1, c, writable=True))
+        if k > 1:
+            add(map_memory(family, w, (k - 1) * c, writable=True))
+        f["pe_bits"] = width * (component.slices - 1) / 2
+        f["reg_bits"] += (k - 1) * k * c + k * k * c + width
+        f["map_stages"] = 1.0
+        return f, mem, True
+    if isinstance(component, MaxPool):
+        # One row of OR partials (C bits per output column), the left pixel and the output.
+        h, w, c = component.in_shape
+        add(map_memory(family, component.out_shape[1], c, writable=True))
+        f["reg_bits"] += 2 * c
+        f["map_stages"] = 1.0
         return f, mem, True
     hook = getattr(component, "estimate_features", None)
     if callable(hook):
