@@ -25,7 +25,9 @@ Constraints (checked by :meth:`Folding.check`, messages name the layer and the v
 entry per layer; ``PE | MH`` and ``SIMD | MW`` for every dense and conv layer, ``-`` exactly
 for the max-pool layers; ``P | pixels``. The first layer's SIMD need not equal ``P * L`` (``L``
 thermometer levels): the accelerator converts the quantizer's ``P * L``-bit words to the width
-the layer reads (see :class:`bnnhw.gateware.dataflow.Accelerator`).
+the layer reads (see :class:`bnnhw.gateware.dataflow.Accelerator`). The first layer of a
+``pixels8`` model folds the same way over its ``MW`` pixels: each of its ``PE * SIMD`` lanes adds
+or subtracts one 8-bit pixel instead of counting one XNOR bit, and it reads ``8 P``-bit words.
 """
 
 from __future__ import annotations
@@ -68,14 +70,7 @@ class Folding:
             raise FoldingError(f"pixels per word must be >= 1 (P={self.pixels_per_word})")
 
     def check(self, model: Model) -> None:
-        """Raise :class:`FoldingError` unless this folding fits ``model``.
-
-        The accelerator has no pixel layer yet: a model of input kind ``pixels8`` is refused.
-        """
-        if model.quantizer.kind != "thermometer":
-            raise FoldingError(
-                f"the accelerator takes thermometer-coded input only; this model's input kind "
-                f"is {model.quantizer.kind!r} (an 8-bit first layer has no gateware yet)")
+        """Raise :class:`FoldingError` unless this folding fits ``model``."""
         if len(self.layers) != len(model.layers):
             raise FoldingError(
                 f"folding has {len(self.layers)} layer(s) but the model has "

@@ -7,8 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnnhw.folding import Folding, FoldingError, balanced_folding
-from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.model import (
     ConvLayer,
     DenseLayer,
@@ -135,14 +133,6 @@ def test_loader_checks_pixel_threshold_range(tmp_path):
     _resave(path, **{"layer0.thresholds": np.full(5, 255 * 12 + 2, np.int32)})
     with pytest.raises(ModelError, match=r"\[-3060, 3061\], got min 3062"):
         load_model(path)
-
-
-def test_accelerator_refuses_pixels8_by_name():
-    model = pixel_mlp(np.random.default_rng(2))
-    with pytest.raises(FoldingError, match="input kind is 'pixels8'"):
-        balanced_folding(model)
-    with pytest.raises(FoldingError, match="input kind is 'pixels8'"):
-        Accelerator(model, Folding(((5, 12), (3, 5)), 1))
 
 
 # -- fold pass and reference: float network == integer reference --------------------------

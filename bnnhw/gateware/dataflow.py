@@ -12,6 +12,7 @@ from ..folding import vectors
 from .labelselect import LabelSelect
 from .maxpool import MaxPool
 from .mvtu import MVTU
+from .pixeldot import PIXEL_BITS
 from .quantizer import InputQuantizer
 from .swu import SlidingWindowUnit
 from .widthconv import WidthConverter
@@ -26,9 +27,9 @@ class Stage:
     Attributes
     ----------
     name : str
-        ``"quantizer"``, ``"conv0"`` (width converter in front of layer 0), ``"swu0"`` (the
-        sliding-window unit of a conv layer 0), ``"layer0"`` (its MVTU or max-pool), ...,
-        ``"labelselect"``.
+        ``"quantizer"`` (absent for ``pixels8`` input), ``"conv0"`` (width converter in front
+        of layer 0), ``"swu0"`` (the sliding-window unit of a conv layer 0), ``"layer0"`` (its
+        MVTU or max-pool), ..., ``"labelselect"``.
     component : amaranth.lib.wiring.Component
     latency, cycles_per_frame : int
         Copied from the component.
@@ -57,6 +58,13 @@ class Accelerator(wiring.Component):
       and the MVTU's output (``NF`` words of ``PE`` channels per position) is the ``(oy, ox,
       c)`` map, channel innermost;
     * max-pool: :class:`MaxPool`.
+
+    For a model of input kind ``pixels8`` there is no quantizer: ``i_stream``'s ``8 P``-bit words
+    go straight to layer 0, an MVTU with ``pixels8`` (add/subtract lanes on 8-bit pixels, wide
+    signed thresholds). A conv layer 0 reads the ``H x W x 1`` pixel map as ``H x W x 8`` bit
+    channels: its sliding-window unit carries 8 bits per pixel and sends ``8 * SIMD``-bit words,
+    pixel ``k`` of the window in bits ``[8k, 8k+8)``. Widths below count bits, so a pixel layer
+    reads ``lcm(A, 8 SIMD)``-bit words (a conv one ``8 C = 8``). The timing rules are the same.
 
     A width converter stands in front of layer ``i`` when the producer's word width ``A``
     (``P * L`` after the quantizer, ``PE_{i-1}`` after an MVTU, ``C`` after a max-pool) is not
@@ -105,16 +113,21 @@ class Accelerator(wiring.Component):
         self.pixels_per_word = folding.pixels_per_word
         self.words_per_frame = q.pixels // folding.pixels_per_word
         self.classes = model.classes
-        stages = [("quantizer", InputQuantizer(q.thresholds, q.pixels, folding.pixels_per_word))]
-        width = folding.pixels_per_word * q.levels
+        if q.kind == "pixels8":
+            stages, width = [], PIXEL_BITS * folding.pixels_per_word
+        else:
+            stages = [("quantizer",
+                       InputQuantizer(q.thresholds, q.pixels, folding.pixels_per_word))]
+            width = folding.pixels_per_word * q.levels
         for index, (layer, entry) in enumerate(zip(model.layers, folding.layers, strict=True)):
+            bits = PIXEL_BITS if layer.pixels8 else 1  # bits per input element
             if layer.kind in ("conv", "maxpool"):
-                in_width = layer.in_shape[2]
+                in_width = bits * layer.in_shape[2]
             else:
-                in_width = lcm(width, entry[1])
+                in_width = lcm(width, bits * entry[1])
             if in_width != width:
                 stages.append((f"conv{index}",
-                               WidthConverter(width, in_width, layer.in_features)))
+                               WidthConverter(width, in_width, bits * layer.in_features)))
             if layer.kind == "maxpool":
                 unit = MaxPool(layer.in_shape)
                 stages.append((f"layer{index}", unit))
@@ -122,10 +135,15 @@ class Accelerator(wiring.Component):
                 continue
             pe, simd = entry
             if layer.kind == "conv":
+                h, w, c = layer.in_shape  # a pixel map is a map of 8 bit-channels
                 stages.append((f"swu{index}",
-                               SlidingWindowUnit(layer.in_shape, layer.kernel, simd)))
-                in_width = simd
+                               SlidingWindowUnit((h, w, bits * c), layer.kernel, bits * simd)))
+                in_width = bits * simd
             mvtu = self.make_mvtu(index, layer, pe, simd, in_width)
+            if getattr(mvtu, "pixels8", False) != layer.pixels8:
+                raise ValueError(f"layer {index}: {type(mvtu).__name__} does not build the "
+                                 f"8-bit first layer of input kind 'pixels8' "
+                                 f"(layer pixels8={layer.pixels8})")
             stages.append((f"layer{index}", mvtu))
             width = mvtu.out_width
         self.score_bits = mvtu.score_bits
@@ -150,7 +168,7 @@ class Accelerator(wiring.Component):
     def make_mvtu(self, index, layer, pe, simd, in_width):
         """Create the MVTU of layer ``index``; override to change how layers are built."""
         return MVTU(layer.weights, layer.thresholds, pe, simd, in_width, name=str(index),
-                    vectors=vectors(layer))
+                    vectors=vectors(layer), pixels8=layer.pixels8)
 
     def frame_times(self, in_times):
         """Output time of one frame offered at ``in_times`` to the idle accelerator."""

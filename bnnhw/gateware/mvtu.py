@@ -1,11 +1,12 @@
 """Matrix-vector-threshold unit (MVTU) with PE/SIMD folding and a ping-pong input buffer."""
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..packing import check_folding, mvtu_thresholds, mvtu_weight_words, words_to_ints
+from .pixeldot import PIXEL_BITS, PixelDot
 from .popcount import Popcount, popcount_latency
 
 __all__ = ["MVTU"]
@@ -17,6 +18,14 @@ class MVTU(wiring.Component):
     Maths (as :mod:`bnnhw.reference`): for input bits ``x`` and weight row ``w_r``,
     ``P_r = sum_k XNOR(x_k, w_rk)``. A thresholded layer emits bit ``P_r >= T_r``; the output
     layer emits ``P_r`` itself as an unsigned score of ``MW.bit_length()`` bits.
+
+    With ``pixels8`` (the first layer of a ``pixels8`` model) the ``MW`` inputs are 8-bit
+    pixels ``x_k`` in ``[0, 255]``, input element ``k`` in bits ``[8k, 8k+8)`` of the vector,
+    and the unit computes ``a_r = sum_k (w_rk ? x_k : -x_k)`` with :class:`PixelDot` lanes
+    (add or subtract instead of XNOR-popcount) into signed accumulators of
+    ``bit_length(255 MW) + 1`` bits, and emits ``a_r >= T_r`` by a signed compare with
+    thresholds in ``[-255 MW, 255 MW + 1]``. Every width in bits below (``in_width``, the
+    buffer, one SIMD slice) is then 8 times the element count; the timing is unchanged.
 
     Folding and memories (:mod:`bnnhw.packing`): ``NF = MH / PE``, ``SF = MW / SIMD``. PE
     ``pe`` has its own weight ROM of ``NF * SF`` words of ``SIMD`` bits
@@ -60,22 +69,30 @@ class MVTU(wiring.Component):
     pe, simd : int
         Folding; ``PE | MH`` and ``SIMD | MW``.
     in_width : int or None
-        Bits per input word, a multiple of ``SIMD`` dividing ``MW``; default ``SIMD``.
+        Bits per input word, a multiple of ``E * SIMD`` dividing ``E * MW`` (``E`` = 8 bits per
+        element with ``pixels8``, else 1); default ``E * SIMD``.
     name : str
         Layer name for error messages.
     vectors : int
         ``V``, input vectors per frame (>= 1).
+    pixels8 : bool
+        8-bit pixel inputs with add/subtract lanes (needs thresholds).
     """
 
-    def __init__(self, weights, thresholds, pe, simd, in_width=None, name="?", vectors=1):
+    def __init__(self, weights, thresholds, pe, simd, in_width=None, name="?", vectors=1,
+                 pixels8=False):
         weights = np.asarray(weights, dtype=np.uint8)
         self.mh, self.mw = weights.shape
         check_folding(self.mh, self.mw, pe, simd, name)
-        in_width = simd if in_width is None else in_width
-        if in_width % simd or self.mw % in_width:
+        self.pixels8 = bool(pixels8)
+        self.element_bits = e = PIXEL_BITS if self.pixels8 else 1
+        if self.pixels8 and thresholds is None:
+            raise ValueError(f"layer {name}: a pixels8 MVTU needs thresholds")
+        in_width = e * simd if in_width is None else in_width
+        if in_width % (e * simd) or (e * self.mw) % in_width:
             raise ValueError(
-                f"layer {name}: input word width must be a multiple of SIMD dividing MW "
-                f"(in_width={in_width}, SIMD={simd}, MW={self.mw})")
+                f"layer {name}: input word width must be a multiple of {e}*SIMD dividing "
+                f"{e}*MW (in_width={in_width}, SIMD={simd}, MW={self.mw})")
         if vectors < 1:
             raise ValueError(f"layer {name}: vectors per frame must be >= 1 (vectors={vectors})")
         self.weights = weights
@@ -83,7 +100,7 @@ class MVTU(wiring.Component):
         self.thresholds = None if thresholds is None else np.asarray(thresholds, dtype=np.int64)
         self.pe, self.simd, self.in_width = pe, simd, in_width
         self.nf, self.sf = self.mh // pe, self.mw // simd
-        self.depth = self.mw // in_width
+        self.depth = e * self.mw // in_width
         self.score_bits = self.mw.bit_length()
         self.lane_bits = 1 if self.thresholds is not None else self.score_bits
         self.out_width = pe * self.lane_bits
@@ -129,7 +146,8 @@ class MVTU(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         i, o = self.i_stream, self.o_stream
-        nf_n, sf_n, d, r = self.nf, self.sf, self.depth, self.in_width // self.simd
+        e = self.element_bits
+        nf_n, sf_n, d, r = self.nf, self.sf, self.depth, self.in_width // (e * self.simd)
 
         # Ping-pong input buffer.
         m.submodules.buffer = buffer = memory.Memory(
@@ -157,8 +175,10 @@ class MVTU(wiring.Component):
             m.submodules[f"weights{pe}"] = mem
             weight_ports.append(mem.read_port())
         if self.thresholds is not None:
-            tbits = (self.mw + 1).bit_length()
-            slots = mvtu_thresholds(self.thresholds, self.pe)
+            # pixels8: two's complement slots for [-255 MW, 255 MW + 1]
+            tbits = ((255 * self.mw + 1).bit_length() + 1 if self.pixels8
+                     else (self.mw + 1).bit_length())
+            slots = mvtu_thresholds(self.thresholds, self.pe) & ((1 << tbits) - 1)
             init = [sum(int(slots[pe, nf]) << (pe * tbits) for pe in range(self.pe))
                     for nf in range(nf_n)]
             m.submodules.thresholds = tmem = memory.Memory(
@@ -167,7 +187,10 @@ class MVTU(wiring.Component):
 
         # Popcount pipeline; its input readiness stalls the issue and read stages.
         nf_bits = (nf_n - 1).bit_length()
-        m.submodules.popcount = pc = Popcount(self.simd, self.pe, nf_bits + 2)
+        if self.pixels8:
+            m.submodules.pixeldot = pc = PixelDot(self.simd, self.pe, nf_bits + 2)
+        else:
+            m.submodules.popcount = pc = Popcount(self.simd, self.pe, nf_bits + 2)
         en = pc.i_stream.ready
 
         # Issue stage.
@@ -199,11 +222,12 @@ class MVTU(wiring.Component):
         with m.If(en):
             m.d.sync += [valid1.eq(active), part1.eq(part),
                          tag1.eq(Cat(nf, sf == 0, sf == sf_n - 1))]
-        x = read.data.word_select(part1, self.simd)
-        m.d.comb += [
-            pc.i_stream.valid.eq(valid1),
-            pc.i_stream.payload.eq(Cat(*(~(x ^ port.data) for port in weight_ports), tag1)),
-        ]
+        x = read.data.word_select(part1, e * self.simd)
+        if self.pixels8:  # the pixels once, then each PE's weight bits
+            lanes_in = Cat(x, *(port.data for port in weight_ports), tag1)
+        else:
+            lanes_in = Cat(*(~(x ^ port.data) for port in weight_ports), tag1)
+        m.d.comb += [pc.i_stream.valid.eq(valid1), pc.i_stream.payload.eq(lanes_in)]
 
         # Accumulate and emit.
         cw = pc.count_width
@@ -211,15 +235,21 @@ class MVTU(wiring.Component):
         nf2, first2, last2 = tag2[:nf_bits], tag2[nf_bits], tag2[nf_bits + 1]
         m.d.comb += pc.o_stream.ready.eq(~o.valid | o.ready)
         lanes = []
+        acc_shape = (signed((255 * self.mw).bit_length() + 1) if self.pixels8
+                     else unsigned(self.score_bits))
         for pe in range(self.pe):
-            acc = Signal(self.score_bits, name=f"acc{pe}")
-            total = Mux(first2, 0, acc) + pc.o_stream.payload[pe * cw:(pe + 1) * cw]
+            acc = Signal(acc_shape, name=f"acc{pe}")
+            part = pc.o_stream.payload[pe * cw:(pe + 1) * cw]
+            threshold = None if self.thresholds is None else tread.data[pe * tbits:(pe + 1) * tbits]
+            if self.pixels8:
+                part, threshold = part.as_signed(), threshold.as_signed()
+            total = Mux(first2, 0, acc) + part
             with m.If(pc.o_stream.valid & pc.o_stream.ready):
                 m.d.sync += acc.eq(total)
             if self.thresholds is None:
                 lanes.append(total[:self.score_bits])
             else:
-                lanes.append(total >= tread.data[pe * tbits:(pe + 1) * tbits])
+                lanes.append(total >= threshold)
         if self.thresholds is not None:
             m.d.comb += tread.addr.eq(nf2)
         with m.If(o.valid & o.ready):

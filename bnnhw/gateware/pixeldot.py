@@ -1,0 +1,119 @@
+"""Pipelined signed sum of 8-bit pixels with +-1 weights: the lanes of an 8-bit first layer.
+
+Maths: for ``N`` pixels ``x_i`` in ``[0, 255]`` and a lane's weight bits ``w_i`` (1 = +1,
+0 = -1) the output is ``sum_i (2 w_i - 1) x_i = sum_i (w_i ? x_i : -x_i)``, an integer in
+``[-255 N, 255 N]`` held in two's complement. The pixels are shared by all lanes (the MVTU's PEs
+see the same input slice); an optional tag travels alongside unchanged.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .popcount import popcount_latency
+
+__all__ = ["PixelDot", "PIXEL_BITS"]
+
+PIXEL_BITS = 8
+
+
+class PixelDot(wiring.Component):
+    """Add/subtract of ``N`` 8-bit pixels per lane, a registered adder tree with back-pressure.
+
+    The tree has the shape of :class:`~bnnhw.gateware.popcount.Popcount`: the first level adds
+    pairs of ``+-x_i`` (the sign chosen by the weight bit) and every level ends in a register,
+    so its depth is the same ``popcount_latency(N)``.
+
+    Payload layouts (low bits first):
+
+    * ``i_stream.payload``: pixel ``i`` in bits ``[8i, 8i+8)``, then lane ``l``'s ``N`` weight
+      bits at ``[8N + l*N, 8N + (l+1)*N)``, then ``tag_width`` tag bits.
+    * ``o_stream.payload``: lane ``l``'s sum in bits ``[l*B, (l+1)*B)``, two's complement with
+      ``B = count_width = bit_length(255 N) + 1``, then the tag.
+
+    The pipeline stalls as a whole: every register advances when ``en = ~o.valid | o.ready``,
+    and ``i_stream.ready = en``.
+
+    Timing
+    ------
+    latency : int
+        ``max(1, ceil(log2 N))`` cycles from accepting a word to presenting its sums.
+    cycles_per_frame : int
+        1 (one word per cycle, a frame being one word).
+
+    Parameters
+    ----------
+    width : int
+        Pixels per lane ``N`` (>= 1).
+    lanes : int
+        Number of weight rows (>= 1).
+    tag_width : int
+        Side-band bits carried along with each word.
+    """
+
+    def __init__(self, width, lanes=1, tag_width=0):
+        if width < 1 or lanes < 1 or tag_width < 0:
+            raise ValueError(
+                f"pixel dot needs width >= 1, lanes >= 1, tag_width >= 0 "
+                f"(width={width}, lanes={lanes}, tag_width={tag_width})")
+        self.width = width
+        self.lanes = lanes
+        self.tag_width = tag_width
+        self.count_width = (255 * width).bit_length() + 1
+        self.latency = popcount_latency(width)
+        self.cycles_per_frame = 1
+        in_bits = PIXEL_BITS * width + lanes * width + tag_width
+        super().__init__({
+            "i_stream": In(stream.Signature(in_bits)),
+            "o_stream": Out(stream.Signature(lanes * self.count_width + tag_width)),
+        })
+
+    def frame_times(self, in_times):
+        """Output time of each word offered at ``in_times`` to an idle unit, consumer ready."""
+        return [t + self.latency for t in in_times]
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.width
+        en = Signal()
+        m.d.comb += [
+            en.eq(~self.o_stream.valid | self.o_stream.ready),
+            self.i_stream.ready.eq(en),
+        ]
+        payload = self.i_stream.payload
+        pixels = [payload[PIXEL_BITS * i:PIXEL_BITS * (i + 1)] for i in range(n)]
+        base = PIXEL_BITS * n
+        # Each lane is a list of (value, largest magnitude it can hold).
+        lanes = [[(Mux(payload[base + lane * n + i], pixels[i], -pixels[i]), 255)
+                  for i in range(n)] for lane in range(self.lanes)]
+        tag = payload[base + self.lanes * n:]
+        valid = self.i_stream.valid
+        for level in range(self.latency):
+            new_lanes = []
+            for lane, values in enumerate(lanes):
+                new_values = []
+                for k in range(0, len(values), 2):
+                    pair = values[k:k + 2]
+                    bound = sum(b for _, b in pair)
+                    reg = Signal(range(-bound, bound + 1), name=f"l{lane}_s{level}_{k // 2}")
+                    with m.If(en):
+                        m.d.sync += reg.eq(sum(v for v, _ in pair))
+                    new_values.append((reg, bound))
+                new_lanes.append(new_values)
+            lanes = new_lanes
+            valid_reg = Signal(name=f"valid_s{level}")
+            tag_reg = Signal(self.tag_width, name=f"tag_s{level}")
+            with m.If(en):
+                m.d.sync += [valid_reg.eq(valid), tag_reg.eq(tag)]
+            valid, tag = valid_reg, tag_reg
+        sums = []
+        for values in lanes:
+            (value, _), = values
+            total = Signal(self.count_width)
+            m.d.comb += total.eq(value)
+            sums.append(total)
+        m.d.comb += [
+            self.o_stream.valid.eq(valid),
+            self.o_stream.payload.eq(Cat(*sums, tag)),
+        ]
+        return m
