@@ -12,6 +12,7 @@ file                                        command
 ``docs/estimator-calibration.json``         ``python -m bnnhw.estimate_calibrate``
 ``docs/eval_<model>.json``                  ``bnnhw bench --run`` (reference on the test set)
 ``docs/anchors.json``                       ``bnnhw bench --anchors REFERENCE.md``
+``docs/demo_bench.json``                    ``python -m bnnhw.demo_bench`` (fresh venv)
 =========================================== ===============================================
 
 Board rows: ``cycles per frame`` is the accelerator's declared figure (equal to the one
@@ -152,9 +153,11 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
         calibration = {"source": str(docs / "estimator-calibration.json"),
                        "summary": c["summary"], "rows": c["rows"]}
     anchors = _read(docs / "anchors.json") if (docs / "anchors.json").is_file() else None
+    demo_path = docs / "demo_bench.json"
+    demo = dict(_read(demo_path), source=str(demo_path)) if demo_path.is_file() else None
     return {"boards": _board_rows(docs, training), "training": train_rows,
             "simulation": sims, "evaluation": evals, "calibration": calibration,
-            "anchors": anchors, "command": "bnnhw bench"}
+            "anchors": anchors, "demo": demo, "command": "bnnhw bench"}
 
 
 def _fmt(value: Any, spec: str = "", none: str = "-") -> str:
@@ -236,6 +239,12 @@ def format_markdown(data: dict[str, Any]) -> str:
                        f"{_fmt(s.get('lut_held_out_max_abs_error_pct'), '.1f')} % | "
                        f"{s['bram_max_abs_error_blocks']} blocks |")
         out += ["", "![Estimated against measured LUTs](docs/bench_calibration.png)", ""]
+    demo = data.get("demo")
+    if demo:
+        out += ["## Demo from a fresh virtual environment", "",
+                f"`{demo['command']}`: install (venv + `pip install -e '.[dev]'`) "
+                f"{demo['install_seconds']:.0f} s, `bnnhw demo` {demo['demo_seconds']:.0f} s, "
+                f"total {demo['total_seconds']:.0f} s.", "", "```", demo["table"], "```", ""]
     return "\n".join(out) + "\n"
 
 

@@ -87,3 +87,17 @@ def test_bad_json_is_named_and_nothing_is_written(repo, capsys):
 def test_write_benchmarks_returns_the_table(repo):
     result = write_benchmarks(repo)
     assert result["table"].startswith("# Benchmarks")
+
+
+def test_demo_bench_record_is_shown(repo):
+    record = {"command": "python -m bnnhw.demo_bench --epochs 5 --board icebreaker",
+              "install_seconds": 61.2, "demo_seconds": 170.4, "total_seconds": 231.6,
+              "table": "stage  result  seconds\ntrain  sfc  20.0"}
+    (repo / "docs" / "demo_bench.json").write_text(json.dumps(record))
+    data = collect(repo / "docs")
+    assert data["demo"]["total_seconds"] == 231.6
+    write_benchmarks(repo)
+    text = (repo / "BENCHMARKS.md").read_text()
+    assert "install (venv + `pip install -e '.[dev]'`) 61 s, `bnnhw demo` 170 s, total 232 s" \
+        in text
+    assert "train  sfc  20.0" in text
