@@ -187,6 +187,25 @@ def toolchain_env(board: Board, program: bool) -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def tool_output_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 (the tools' logs) to descriptor 2.
+
+    The synthesis and place-and-route tools inherit the process's standard output; moving
+    their chatter to standard error keeps ``bnnhw build --json`` down to one JSON object on
+    standard output.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
 def _environ(values: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -307,7 +326,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     platform = info.make_platform()
     start = time.perf_counter()
     try:
-        with _environ(env):
+        with _environ(env), tool_output_to_stderr():
             platform.build(top, name=NAME, build_dir=str(work), do_program=program)
     except Exception as exc:
         failed = out_dir / "build-failed"

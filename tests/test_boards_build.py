@@ -146,3 +146,14 @@ def test_conv_model_too_large_for_block_ram_is_refused_before_synthesis(tmp_path
     with pytest.raises(ValueError, match="331392 weight bits.*layer 0 is a conv layer"):
         build(model, "icebreaker", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_tool_output_goes_to_stderr(capfd):
+    # The tools run as child processes writing to descriptor 1; --json needs stdout clean.
+    import subprocess
+
+    with build_mod.tool_output_to_stderr():
+        subprocess.run(["echo", "nextpnr says hello"], check=True)
+    print("json")
+    out, err = capfd.readouterr()
+    assert out == "json\n" and err == "nextpnr says hello\n"
