@@ -62,3 +62,18 @@ def test_run_on_missing_port_is_a_clear_error(tmp_path, capsys):
     port = tmp_path / "ttyUSB9"
     assert main(["run", "--port", str(port), "--limit", "1"]) == 2
     assert str(port) in capsys.readouterr().err
+
+
+@pytest.mark.cocotb
+@pytest.mark.skipif(not os.environ.get("BNNHW_DATA"), reason="BNNHW_DATA is not set")
+def test_demo_json_is_the_only_thing_on_stdout(tmp_path, capfd):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--arch", "tfc", "--epochs", "1", "--sim-images",
+                 "4", "--board", "none", "--json"]) == 0
+    captured = capfd.readouterr()
+    result = json.loads(captured.out)
+    assert "epoch 1/1" in captured.err
+    assert result["build"] is None
+    assert result["sim"]["images"] == 4 and result["sim"]["mismatches"] == 0
+    assert result["eval"]["images"] == 10000
+    assert (out / "report.html").stat().st_size > 0

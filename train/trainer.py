@@ -15,6 +15,7 @@ test split after the epoch. The final figure is the last epoch's, never the best
 from __future__ import annotations
 
 import io
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,7 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         if progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total_loss / n:.4f} "
                        f"train {correct / n:.4f} test {test_acc:.4f} "
-                       f"({history[-1]['seconds']:.1f} s)")
+                       f"({history[-1]['seconds']:.1f} s)", file=sys.stderr)
     seconds = time.perf_counter() - start
     result = TrainResult(None, net, history, history[-1]["test_accuracy"], seconds)
     if mode == "W1A1":
