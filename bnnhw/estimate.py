@@ -16,7 +16,7 @@ ECP5 distributed RAM (``DPR16X4``: 16 words of 4 bits), or soft logic.
   256x16``; ECP5 DP16KD (18 Kbit) ``16384x1, 8192x2, 4096x4, 2048x9, 1024x18, 512x36``.
 * Cost comparison (yosys' costs: a block is 64 (iCE40) or 128 (ECP5); a logic ROM bit 1/16; a
   logic RAM bit 1; a ``DPR16X4`` 4): a synchronous ROM (weights, SPRAM tails) with
-  ``D * W <= 16 * cost * B`` goes to logic, else to ``B`` blocks. A RAM (ping-pong input
+  ``D * W <= 16 * cost * B`` goes to logic, else to ``B`` blocks. A RAM (MVTU input
   buffers) on iCE40 goes to logic when ``D * W <= 64 * B``; on ECP5 to
   ``n = ceil(D / 16) * ceil(W / 4)`` ``DPR16X4`` when their cost ``4 n + W (ceil(D / 16) - 1)
   / 2`` (cells and read multiplexer) is below ``128 * B``, else to blocks. Memories read
@@ -269,7 +269,8 @@ def _stage_features(component: Any, family: str, spram: dict[int, Any],
         f["pe_bits"] = pe * (component.score_bits + tbits)
         f["reg_bits"] += component.out_width
         mem["weight_bits"] = component.mh * component.mw
-        add(map_memory(family, 2 * component.depth, component.in_width, writable=True))
+        add(map_memory(family, component.banks * component.depth, component.in_width,
+                       writable=True))
         if tbits:
             add(map_memory(family, nf, pe * tbits, sync_read=False))
         plan = spram.get(index)

@@ -310,11 +310,11 @@ class SpramAccelerator(Accelerator):
                 self.preload[offset // (2 * SPRAM_WORDS)] = words
         super().__init__(model, folding)
 
-    def make_mvtu(self, index, layer, pe, simd, in_width):
+    def make_mvtu(self, index, layer, pe, simd, in_width, banks=2):
         """SPRAM-backed MVTU for the layers of the plan, the usual ROM MVTU otherwise."""
         if index in self.plan:
             p = self.plan[index]
             preload = (None if self.preload is None else
                        [self.preload[p.first + j] for j in range(p.count)])
             return _SpramMVTU(layer, p, in_width, self.bus, str(index), preload)
-        return super().make_mvtu(index, layer, pe, simd, in_width)
+        return super().make_mvtu(index, layer, pe, simd, in_width, banks)

@@ -66,28 +66,36 @@ def test_mvtu_rejects_bad_folding():
         MVTU(np.zeros((4, 6)), None, 2, 2, in_width=4)
     with pytest.raises(ValueError, match=r"layer 1: vectors per frame must be >= 1 \(vectors=0\)"):
         MVTU(np.zeros((4, 6)), None, 2, 2, name="1", vectors=0)
+    with pytest.raises(ValueError, match=r"layer 3: the input buffer needs >= 2 banks \(banks=1\)"):
+        MVTU(np.zeros((4, 6)), None, 2, 2, name="3", banks=1)
 
 
-@pytest.mark.parametrize(("mh", "mw", "pe", "simd", "in_width", "vectors"), [
-    (4, 9, 2, 3, 3, 5), (4, 9, 4, 9, 9, 6), (6, 8, 1, 2, 8, 4), (2, 4, 2, 1, 1, 3),
+@pytest.mark.parametrize(("mh", "mw", "pe", "simd", "in_width", "vectors", "banks"), [
+    (4, 9, 2, 3, 3, 5, 2), (4, 9, 4, 9, 9, 6, 2), (6, 8, 1, 2, 8, 4, 2), (2, 4, 2, 1, 1, 3, 2),
+    (4, 9, 2, 3, 9, 5, 3), (2, 4, 1, 1, 4, 7, 5),
 ])
-def test_mvtu_over_many_vectors_keeps_the_frame_contract(mh, mw, pe, simd, in_width, vectors):
-    """A conv frame: ``V`` vectors back to back take ``V * NF * SF`` cycles, outputs in order."""
+def test_mvtu_over_many_vectors_keeps_the_frame_contract(mh, mw, pe, simd, in_width, vectors,
+                                                         banks):
+    """A conv frame: ``V`` vectors back to back take ``V * NF * SF`` cycles, outputs in order;
+    the ``B`` banks take the first ``B`` vectors back to back."""
     rng = np.random.default_rng(mh * mw + vectors)
     weights = rng.integers(0, 2, (mh, mw)).astype(np.uint8)
     thresholds = random_thresholds(rng, mw, mh)
     frames = 3
     vecs = rng.integers(0, 2, (frames * vectors, mw)).astype(np.uint8)
     words = [w for v in vecs for w in words_to_ints(vector_to_words(v, in_width))]
-    dut = MVTU(weights, thresholds, pe, simd, in_width, vectors=vectors)
+    dut = MVTU(weights, thresholds, pe, simd, in_width, vectors=vectors, banks=banks)
     expected = expected_words(weights, thresholds, pe, vecs, 1)
     per_frame = vectors * dut.nf
     assert dut.cycles_per_frame == vectors * dut.nf * dut.sf
     run = run_stream(dut, words, len(expected))
     assert run.outputs == expected
     assert run.out_times[0] - run.in_times[0] == dut.latency
+    assert run.in_times[:banks * dut.depth] == list(range(banks * dut.depth))
+    if dut.nf * dut.sf > (banks - 1) * dut.depth:  # all banks full: the collector waits
+        assert run.in_times[banks * dut.depth] == dut.depth + dut.nf * dut.sf
     assert run.out_times[:per_frame] == dut.frame_times(range(vectors * dut.depth))
     assert steady_interval(run.out_times, per_frame) == dut.cycles_per_frame
-    run = run_stream(MVTU(weights, thresholds, pe, simd, in_width, vectors=vectors), words,
-                     len(expected), in_stall=0.3, out_stall=0.3, seed=1)
+    run = run_stream(MVTU(weights, thresholds, pe, simd, in_width, vectors=vectors, banks=banks),
+                     words, len(expected), in_stall=0.3, out_stall=0.3, seed=1)
     assert run.outputs == expected

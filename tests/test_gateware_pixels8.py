@@ -200,7 +200,7 @@ def test_accelerator_refuses_an_mvtu_without_pixel_lanes():
     """A subclass whose ``make_mvtu`` ignores ``pixels8`` is refused, naming the input kind."""
 
     class BitsOnly(Accelerator):
-        def make_mvtu(self, index, layer, pe, simd, in_width):
+        def make_mvtu(self, index, layer, pe, simd, in_width, banks=2):
             return MVTU(layer.weights, layer.thresholds, pe, simd, name=str(index))
 
     model = random_pixel_model(np.random.default_rng(0), 4, 3, [], 2)

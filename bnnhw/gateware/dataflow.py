@@ -85,18 +85,14 @@ class Accelerator(wiring.Component):
         pipeline idle and no stalls. Computed by passing the input word times ``0, 1, ...,
         pixels/P - 1`` through every stage's ``frame_times`` (each stage's own schedule for
         one frame on an idle unit, its consumer always ready), so it follows the stages' own
-        formulas. It is exact when no stage holds back its producer within the first frame,
-        which is the case for dense networks. In a conv network a sliding-window unit holds
-        back a window pixel while its MVTU is still busy, and the measured latency is then at
-        least this figure.
+        formulas (a conv MVTU's input banks take the first frame's windows as fast as its
+        sliding-window unit sends them).
     cycles_per_frame : int
-        ``max`` over stages of their ``cycles_per_frame`` (the ping-pong buffers let every
-        stage work on one frame while it receives the next). For a conv network this is the
-        bound the slowest stage sets: between a frame's last window and the next frame's first
-        a sliding-window unit takes ``(K - 1) * W + K`` pixels, one per cycle (from its input
-        queue), and the MVTU after it can run dry meanwhile if its buffered windows take fewer
-        cycles; the measured interval can then lie above this figure (the benches report the
-        ratio as ``pipeline_efficiency``).
+        ``max`` over stages of their ``cycles_per_frame`` (the input buffers let every stage
+        work on one frame while it receives the next). Between a frame's last window and the
+        next frame's first, a sliding-window unit reads ``(K - 1) * W + K`` pixels and sends
+        nothing; a conv MVTU that could run dry for long enough to slow the pipeline gets
+        more input banks (see ``_deepen_conv_buffers``), so this holds for conv networks too.
 
     Parameters
     ----------
@@ -151,8 +147,9 @@ class Accelerator(wiring.Component):
         stages.append(("labelselect", select))
         self.class_bits = select.class_bits
         self.out_width = select.out_width
+        self.cycles_per_frame = max(c.cycles_per_frame for _, c in stages)
+        self._deepen_conv_buffers(stages)
         self.stages = [Stage(name, c, c.latency, c.cycles_per_frame) for name, c in stages]
-        self.cycles_per_frame = max(s.cycles_per_frame for s in self.stages)
         self.latency = self.frame_times(range(self.words_per_frame))[0]
         super().__init__({
             "i_stream": In(stream.Signature(8 * folding.pixels_per_word)),
@@ -165,10 +162,33 @@ class Accelerator(wiring.Component):
         scores = [(word >> (cb + c * sb)) & ((1 << sb) - 1) for c in range(self.classes)]
         return word & ((1 << cb) - 1), scores
 
-    def make_mvtu(self, index, layer, pe, simd, in_width):
+    def make_mvtu(self, index, layer, pe, simd, in_width, banks=2):
         """Create the MVTU of layer ``index``; override to change how layers are built."""
         return MVTU(layer.weights, layer.thresholds, pe, simd, in_width, name=str(index),
-                    vectors=vectors(layer), pixels8=layer.pixels8)
+                    vectors=vectors(layer), pixels8=layer.pixels8, banks=banks)
+
+    def _deepen_conv_buffers(self, stages):
+        """Give a conv MVTU enough input banks to ride out its sliding-window unit's frame gap.
+
+        Between a frame's last window and the next frame's first, the unit reads ``G = (K - 1)
+        * W + K`` pixels, one per cycle, and sends nothing. An MVTU of ``B`` banks holds ``B``
+        windows, ``c = NF * SF`` cycles of work each, so it runs dry for ``G - B c`` cycles
+        per frame when ``G > B c``. That matters only when its own ``V c`` cycles plus the gap
+        exceed the pipeline's interval ``T``; then it gets ``B = ceil(G / c)`` banks, and the
+        pipeline keeps the interval ``T``. ``stages`` (name, component) is updated in place.
+        """
+        for pos in range(len(stages) - 1):
+            swu, (name, mvtu) = stages[pos][1], stages[pos + 1]
+            if not isinstance(swu, SlidingWindowUnit):
+                continue
+            gap = (swu.kernel - 1) * swu.in_shape[1] + swu.kernel
+            work = mvtu.nf * mvtu.sf
+            if gap <= 2 * work or mvtu.cycles_per_frame + gap - 2 * work <= self.cycles_per_frame:
+                continue
+            index = int(name.removeprefix("layer"))
+            stages[pos + 1] = (name, self.make_mvtu(index, self.model.layers[index], mvtu.pe,
+                                                    mvtu.simd, mvtu.in_width,
+                                                    banks=-(-gap // work)))
 
     def frame_times(self, in_times):
         """Output time of one frame offered at ``in_times`` to the idle accelerator."""

@@ -35,11 +35,12 @@ class MVTU(wiring.Component):
 
     Structure:
 
-    * **Collector.** Input words of ``in_width = r * SIMD`` bits are written into a ping-pong
-      buffer of two banks of ``D = MW / in_width`` words. A full bank is handed to the
-      compute side; the collector fills the other bank meanwhile, so the next vector streams
-      in while the current one is computed. ``i_stream.ready`` is low only while both banks
-      are full.
+    * **Collector.** Input words of ``in_width = r * SIMD`` bits are written into a ring of
+      ``B`` banks (``banks``, 2 by default: a ping-pong buffer) of ``D = MW / in_width``
+      words. A full bank is handed to the compute side; the collector fills the next bank
+      meanwhile, so the next vector streams in while the current one is computed.
+      ``i_stream.ready`` is low only while all banks are full. More banks let a bursty
+      producer (a sliding-window unit between frames) run ahead by ``B - 1`` vectors.
     * **Compute.** For ``nf`` in ``0..NF-1`` and ``sf`` in ``0..SF-1``, one cycle each, it reads
       slice ``sf % r`` of buffer word ``sf // r`` and weight word ``nf * SF + sf`` of every PE
       (synchronous reads), XNORs them, counts with a pipelined :class:`Popcount`, and
@@ -77,10 +78,12 @@ class MVTU(wiring.Component):
         ``V``, input vectors per frame (>= 1).
     pixels8 : bool
         8-bit pixel inputs with add/subtract lanes (needs thresholds).
+    banks : int
+        ``B >= 2``, input vectors the collector can hold.
     """
 
     def __init__(self, weights, thresholds, pe, simd, in_width=None, name="?", vectors=1,
-                 pixels8=False):
+                 pixels8=False, banks=2):
         weights = np.asarray(weights, dtype=np.uint8)
         self.mh, self.mw = weights.shape
         check_folding(self.mh, self.mw, pe, simd, name)
@@ -93,6 +96,9 @@ class MVTU(wiring.Component):
             raise ValueError(
                 f"layer {name}: input word width must be a multiple of {e}*SIMD dividing "
                 f"{e}*MW (in_width={in_width}, SIMD={simd}, MW={self.mw})")
+        if banks < 2:
+            raise ValueError(f"layer {name}: the input buffer needs >= 2 banks (banks={banks})")
+        self.banks = banks
         if vectors < 1:
             raise ValueError(f"layer {name}: vectors per frame must be >= 1 (vectors={vectors})")
         self.weights = weights
@@ -116,8 +122,8 @@ class MVTU(wiring.Component):
         """Output times of one frame offered at ``in_times`` to an idle unit, consumer ready.
 
         ``in_times`` holds the ``V * D`` offer times. Word ``k`` of vector ``v`` is taken at
-        ``a = max(in_time, a_prev + 1, free_v)`` where ``free_v = s_{v-2} + NF * SF`` is the
-        cycle bank ``v % 2`` is released (0 for ``v < 2``); vector ``v`` issues from
+        ``a = max(in_time, a_prev + 1, free_v)`` where ``free_v = s_{v-B} + NF * SF`` is the
+        cycle bank ``v % B`` is released (0 for ``v < B``); vector ``v`` issues from
         ``s_v = max(a_last(v) + 1, s_{v-1} + NF * SF)``; its output word ``nf`` leaves at
         ``s_v + (nf + 1) * SF + popcount_latency + 1``. For one vector: ``in_times[-1] + 1 +
         (nf + 1) * SF + popcount_latency + 1``.
@@ -126,7 +132,7 @@ class MVTU(wiring.Component):
         work = self.nf * self.sf
         starts, out, taken = [], [], -1
         for v in range(self.vectors):
-            free = starts[v - 2] + work if v >= 2 else 0
+            free = starts[v - self.banks] + work if v >= self.banks else 0
             for t in in_times[v * self.depth:(v + 1) * self.depth]:
                 taken = max(t, taken + 1, free)
             start = taken + 1 if v == 0 else max(taken + 1, starts[v - 1] + work)
@@ -149,21 +155,27 @@ class MVTU(wiring.Component):
         e = self.element_bits
         nf_n, sf_n, d, r = self.nf, self.sf, self.depth, self.in_width // (e * self.simd)
 
-        # Ping-pong input buffer.
+        # Input buffer: a ring of B banks of D words.
+        b_n = self.banks
         m.submodules.buffer = buffer = memory.Memory(
-            shape=unsigned(self.in_width), depth=2 * d, init=[])
+            shape=unsigned(self.in_width), depth=b_n * d, init=[])
         write, read = buffer.write_port(), buffer.read_port()
-        full = Signal(2)
-        wbank, wptr = Signal(), Signal(range(d))
+        full = Signal(b_n)
+        wbank, wptr = Signal(range(b_n)), Signal(range(d))
+
+        def next_bank(bank):
+            return Mux(bank == b_n - 1, 0, bank + 1)
+
         m.d.comb += [
             i.ready.eq(~full.bit_select(wbank, 1)),
-            write.addr.eq(Mux(wbank, d, 0) + wptr),
+            write.addr.eq(wbank * d + wptr),
             write.data.eq(i.payload),
             write.en.eq(i.valid & i.ready),
         ]
         with m.If(i.valid & i.ready):
             with m.If(wptr == d - 1):
-                m.d.sync += [wptr.eq(0), full.bit_select(wbank, 1).eq(1), wbank.eq(~wbank)]
+                m.d.sync += [wptr.eq(0), full.bit_select(wbank, 1).eq(1),
+                             wbank.eq(next_bank(wbank))]
             with m.Else():
                 m.d.sync += wptr.eq(wptr + 1)
 
@@ -194,12 +206,12 @@ class MVTU(wiring.Component):
         en = pc.i_stream.ready
 
         # Issue stage.
-        rbank = Signal()
+        rbank = Signal(range(b_n))
         nf, sf, part, entry = (Signal(range(nf_n)), Signal(range(sf_n)), Signal(range(r)),
                                Signal(range(d)))
         waddr = Signal(range(nf_n * sf_n))
         active = full.bit_select(rbank, 1)
-        m.d.comb += [read.en.eq(en), read.addr.eq(Mux(rbank, d, 0) + entry)]
+        m.d.comb += [read.en.eq(en), read.addr.eq(rbank * d + entry)]
         for port in weight_ports:
             m.d.comb += [port.en.eq(en), port.addr.eq(waddr)]
         with m.If(active & en):
@@ -211,7 +223,8 @@ class MVTU(wiring.Component):
             with m.If(sf == sf_n - 1):
                 m.d.sync += sf.eq(0)
                 with m.If(nf == nf_n - 1):
-                    m.d.sync += [nf.eq(0), full.bit_select(rbank, 1).eq(0), rbank.eq(~rbank)]
+                    m.d.sync += [nf.eq(0), full.bit_select(rbank, 1).eq(0),
+                                 rbank.eq(next_bank(rbank))]
                 with m.Else():
                     m.d.sync += nf.eq(nf + 1)
             with m.Else():
