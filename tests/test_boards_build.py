@@ -127,14 +127,15 @@ def test_real_icebreaker_build_with_spram(tmp_path):
 
 @pytest.mark.synth
 def test_real_orangecrab_build(tmp_path):
-    # From the ECP5 PLL: 48 MHz * 14 / 9 = 74.67 MHz, the closest setting below 75 MHz.
+    # From the ECP5 PLL: 48 MHz * 8 / 7 = 54.86 MHz, the closest setting below 55 MHz; well
+    # under this design's routed fmax (about 64 MHz), so small placement changes still pass.
     model = tiny_model()
-    report = build(model, "orangecrab-25f", tmp_path, fold="16x16,5x4@4", clock_mhz=75)
+    report = build(model, "orangecrab-25f", tmp_path, fold="16x16,5x4@4", clock_mhz=55)
     assert (tmp_path / report["bitstream"]).stat().st_size == report["bitstream_bytes"] > 0
     util = report["utilisation"]
     assert 0 < util["luts"]["used"] <= util["luts"]["total"] == 24288
     assert 0 < util["ffs"]["used"] and util["bram"]["total"] == 56
-    assert report["fmax_mhz"] > 0 and report["clk_mhz"] == pytest.approx(48 * 14 / 9)
+    assert report["fmax_mhz"] > 0 and report["clk_mhz"] == pytest.approx(48 * 8 / 7)
     assert report["board_clk_mhz"] == 48 and report["pll"]["CLKOP_DIV"] >= 1
     assert report["tool_stubs"] == {"DFU_SUFFIX": report["tool_stubs"]["DFU_SUFFIX"]}
     assert "stubbed: DFU_SUFFIX=" in (tmp_path / "report.txt").read_text()
