@@ -10,7 +10,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .popcount import popcount_latency
+from .popcount import adder_tree, popcount_latency
 
 __all__ = ["PixelDot", "PIXEL_BITS"]
 
@@ -86,32 +86,11 @@ class PixelDot(wiring.Component):
         # Each lane is a list of (value, largest magnitude it can hold).
         lanes = [[(Mux(payload[base + lane * n + i], pixels[i], -pixels[i]), 255)
                   for i in range(n)] for lane in range(self.lanes)]
-        tag = payload[base + self.lanes * n:]
-        valid = self.i_stream.valid
-        for level in range(self.latency):
-            new_lanes = []
-            for lane, values in enumerate(lanes):
-                new_values = []
-                for k in range(0, len(values), 2):
-                    pair = values[k:k + 2]
-                    bound = sum(b for _, b in pair)
-                    reg = Signal(range(-bound, bound + 1), name=f"l{lane}_s{level}_{k // 2}")
-                    with m.If(en):
-                        m.d.sync += reg.eq(sum(v for v, _ in pair))
-                    new_values.append((reg, bound))
-                new_lanes.append(new_values)
-            lanes = new_lanes
-            valid_reg = Signal(name=f"valid_s{level}")
-            tag_reg = Signal(self.tag_width, name=f"tag_s{level}")
-            with m.If(en):
-                m.d.sync += [valid_reg.eq(valid), tag_reg.eq(tag)]
-            valid, tag = valid_reg, tag_reg
-        sums = []
-        for values in lanes:
-            (value, _), = values
-            total = Signal(self.count_width)
-            m.d.comb += total.eq(value)
-            sums.append(total)
+        values, valid, tag = adder_tree(m, en, lanes, self.i_stream.valid,
+                                        payload[base + self.lanes * n:], self.tag_width,
+                                        signed=True)
+        sums = [Signal(self.count_width, name=f"sum{lane}") for lane in range(self.lanes)]
+        m.d.comb += [total.eq(value) for total, value in zip(sums, values, strict=True)]
         m.d.comb += [
             self.o_stream.valid.eq(valid),
             self.o_stream.payload.eq(Cat(*sums, tag)),

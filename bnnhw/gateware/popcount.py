@@ -9,7 +9,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Popcount", "popcount_latency"]
+__all__ = ["Popcount", "popcount_latency", "adder_tree"]
 
 
 def popcount_latency(width):
@@ -20,6 +20,58 @@ def popcount_latency(width):
     register so that the output is always registered.
     """
     return max(1, (width - 1).bit_length())
+
+
+def adder_tree(m, en, lanes, valid, tag, tag_width, signed=False):
+    """Reduce each lane's terms to one sum, one registered level of pairwise adds per cycle.
+
+    Level ``k`` holds ``ceil(N / 2**k)`` partial sums per lane; a pair ``(a, b)`` with bounds
+    ``|a| <= A``, ``|b| <= B`` becomes one register of range ``[-(A+B), A+B]`` (signed) or
+    ``[0, A+B]``, so no level overflows. ``popcount_latency(N)`` levels leave one sum per lane.
+    ``valid`` and ``tag`` are registered alongside, and every register advances only when
+    ``en`` is high.
+
+    Parameters
+    ----------
+    m : Module
+        Receives the registers in its ``sync`` domain.
+    en : Value
+        Clock enable of the whole pipeline.
+    lanes : list of list of (Value, int)
+        Per lane, its ``N`` terms, each with the largest magnitude it can take.
+    valid, tag : Value
+        Side-band signals delayed with the sums.
+    tag_width : int
+    signed : bool
+        Whether terms can be negative.
+
+    Returns
+    -------
+    sums : list of Value
+        One sum per lane, ``popcount_latency(N)`` cycles after its terms.
+    valid, tag : Value
+        The delayed side-band signals.
+    """
+    for level in range(popcount_latency(len(lanes[0]))):
+        new_lanes = []
+        for lane, values in enumerate(lanes):
+            new_values = []
+            for k in range(0, len(values), 2):
+                pair = values[k:k + 2]
+                bound = sum(b for _, b in pair)
+                shape = range(-bound, bound + 1) if signed else range(bound + 1)
+                reg = Signal(shape, name=f"l{lane}_s{level}_{k // 2}")
+                with m.If(en):
+                    m.d.sync += reg.eq(sum(v for v, _ in pair))
+                new_values.append((reg, bound))
+            new_lanes.append(new_values)
+        lanes = new_lanes
+        valid_reg = Signal(name=f"valid_s{level}")
+        tag_reg = Signal(tag_width, name=f"tag_s{level}")
+        with m.If(en):
+            m.d.sync += [valid_reg.eq(valid), tag_reg.eq(tag)]
+        valid, tag = valid_reg, tag_reg
+    return [values[0][0] for values in lanes], valid, tag
 
 
 class Popcount(wiring.Component):
@@ -82,32 +134,10 @@ class Popcount(wiring.Component):
         payload = self.i_stream.payload
         # Each lane is a list of (value, largest count it can hold).
         lanes = [[(payload[lane * n + i], 1) for i in range(n)] for lane in range(self.lanes)]
-        tag = payload[self.lanes * n:]
-        valid = self.i_stream.valid
-        for level in range(self.latency):
-            new_lanes = []
-            for lane, values in enumerate(lanes):
-                new_values = []
-                for k in range(0, len(values), 2):
-                    pair = values[k:k + 2]
-                    bound = sum(b for _, b in pair)
-                    reg = Signal(range(bound + 1), name=f"l{lane}_s{level}_{k // 2}")
-                    with m.If(en):
-                        m.d.sync += reg.eq(sum(v for v, _ in pair))
-                    new_values.append((reg, bound))
-                new_lanes.append(new_values)
-            lanes = new_lanes
-            valid_reg = Signal(name=f"valid_s{level}")
-            tag_reg = Signal(self.tag_width, name=f"tag_s{level}")
-            with m.If(en):
-                m.d.sync += [valid_reg.eq(valid), tag_reg.eq(tag)]
-            valid, tag = valid_reg, tag_reg
-        counts = []
-        for values in lanes:
-            (value, _), = values
-            count = Signal(self.count_width)
-            m.d.comb += count.eq(value)
-            counts.append(count)
+        sums, valid, tag = adder_tree(m, en, lanes, self.i_stream.valid,
+                                      payload[self.lanes * n:], self.tag_width)
+        counts = [Signal(self.count_width, name=f"count{lane}") for lane in range(self.lanes)]
+        m.d.comb += [count.eq(value) for count, value in zip(counts, sums, strict=True)]
         m.d.comb += [
             self.o_stream.valid.eq(valid),
             self.o_stream.payload.eq(Cat(*counts, tag)),
