@@ -3,13 +3,13 @@
 
 import numpy as np
 import pytest
-from gateware_helpers import divisors
+from gateware_helpers import random_folding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_gateware_dataflow import check_against_reference, measure
 
 from bnnhw import reference
-from bnnhw.folding import Folding, balanced_folding, matrix_shape, parse_fold
+from bnnhw.folding import balanced_folding, parse_fold
 from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.gateware.mvtu import MVTU
 from bnnhw.gateware.simulate import measure_accelerator
@@ -63,17 +63,6 @@ def random_pixel_conv_model(rng, side, hidden, classes):
         shape = layers[-1].out_shape
     return Model(PixelInput(side * side),
                  (*layers, *dense_tail(rng, int(np.prod(shape)), hidden, classes)))
-
-
-def random_folding(rng, model):
-    layers = []
-    for layer in model.layers:
-        if layer.kind == "maxpool":
-            layers.append(None)
-            continue
-        mh, mw = matrix_shape(layer)
-        layers.append((int(rng.choice(divisors(mh))), int(rng.choice(divisors(mw)))))
-    return Folding(tuple(layers), int(rng.choice(divisors(model.quantizer.pixels))))
 
 
 def pixel_images(rng, pixels, n):
