@@ -128,6 +128,9 @@ def pll_settings(family: str, f_in_hz: float, f_out_hz: float) -> PLLSettings:
 class ClockGenerator(Elaboratable):
     """Drive the ``sync`` domain from a PLL on the board's default clock pin.
 
+    The parent module defines ``sync`` (``m.domains.sync = ClockDomain()``), so the domain
+    belongs to the top that holds the design it clocks; this module drives its clock and reset.
+
     The iCE40 PLL takes the pad itself (``SB_PLL40_PAD``: the iCEBreaker's 12 MHz oscillator
     sits on a PLL input pad); the ECP5 PLL takes the pin through an input buffer.
 
@@ -146,7 +149,6 @@ class ClockGenerator(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         s = self.settings
-        m.domains.sync = ClockDomain("sync")
         pin = platform.request(platform.default_clk, dir="-")
         pll_clk = Signal()
         locked = Signal()

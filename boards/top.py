@@ -12,7 +12,7 @@ The byte FIFO absorbs short stalls of the accelerator's input (up to 16 byte tim
 a UART byte is not lost while a frame is being accepted.
 """
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -192,6 +192,7 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         if self.pll is not None:
+            m.domains.sync = ClockDomain("sync")
             m.submodules.clocks = ClockGenerator(self.pll)
         m.submodules.core = core = self.core
         uart = platform.request("uart", 0, dir="-")
