@@ -54,6 +54,8 @@ CONFIGS: tuple[tuple[str, str, str], ...] = (
     ("orangecrab-25f", "sfc", "balanced:512"),
     ("ulx3s-85f", "tfc", "balanced:256"),
     ("ulx3s-85f", "sfc", "balanced:128"),
+    ("ulx3s-85f", "lfc", "balanced:1024"),
+    ("ulx3s-85f", "lfc", "16x98,16x128,16x128,2x16@2"),
 )
 """``(board, model, fold)`` built by ``--run``; the model is ``docs/models/<model>_mnist.npz``."""
 
