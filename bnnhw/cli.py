@@ -52,6 +52,17 @@ def evaluate(model_path: str | Path, dataset: str = "mnist", limit: int | None =
     }
 
 
+def clock_arg(text: str) -> float | str:
+    """``--clock-mhz``: a frequency in MHz, or ``auto``."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"clock must be a number of MHz or 'auto' (got {text!r})") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from .train import train
 
@@ -171,8 +182,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--fold", help="PExSIMD per layer ('-' for a max-pool), e.g. "
                                       "16x49,16x32,16x32,10x32 or 16x3,-,16x16,-,1x25,1x1, "
                                       "'balanced[:LANES]' (default) or 'auto' (fit --board)")
-        p.add_argument("--target-fps", help="with --fold auto: frames/s at the board's "
-                                            "calibrated fmax, or 'max' (default)")
+        p.add_argument("--target-fps", help="with --fold auto: frames/s at the design's "
+                                            "estimated fmax, or 'max' (default)")
         if board:
             p.add_argument("--board", default="icebreaker",
                            help="board --fold auto fits (default icebreaker)")
@@ -220,8 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     fold_options(p, board=False)
     p.add_argument("--program", action="store_true", help="program the board after building")
-    p.add_argument("--clock-mhz", type=float, default=None, metavar="F",
-                   help="run from a PLL at up to F MHz (default: the board's oscillator)")
+    p.add_argument("--clock-mhz", type=clock_arg, default=None, metavar="F",
+                   help="run from a PLL at up to F MHz, or 'auto': the clock the estimator "
+                        "expects to meet timing (default: the board's oscillator)")
 
     p = command("estimate", _cmd_estimate, "per-layer cycles, LUTs, flip-flops and RAM blocks "
                                            "without synthesis (bnnhw.estimate.estimate)")

@@ -48,13 +48,31 @@ A component may define ``estimate_features(family) -> dict`` returning these fiv
 is neither known here nor defines it is counted by its stream registers only and marked
 ``modelled=False``.
 
-Throughput: ``fps = f / cycles_per_frame``, at the board clock and at the board's fmax as
-measured by the calibration builds (the smallest fmax seen on that board). This fmax is an
-assumption, not a model: fmax varies with the design, and very wide layers lower it (the
-OrangeCrab build of SFC folded ``1x784,...`` reached 62 MHz where OrangeCrab builds with
-SIMD <= 256 reached 139-152 MHz; the ULX3S build of LFC, SIMD 1024, 45 MHz).
-``--target-fps`` and ``max`` therefore rank foldings by cycles per frame, which is exact at
-any given clock.
+Clock (a model fitted on the same builds)
+-----------------------------------------
+nextpnr's critical path of a build is modelled as a period, per family with a term per board
+(its speed grade and die)::
+
+    T_ns = t_board + c.argmax_chain * max(0, PE_out - 2) + c.kluts * LUT / 1000
+    fmax = 1000 / T_ns MHz
+
+``PE_out`` is the PE count of the output layer: :class:`~bnnhw.gateware.labelselect.LabelSelect`
+compares the ``PE_out`` scores of a word one after the other in one cycle, and nextpnr's
+critical path report of such builds runs through that chain (a ULX3S SFC build with
+``PE_out = 5`` reaches 47.6 MHz where the same layers with ``PE_out = 1`` reach 109 MHz).
+The second term is routing, which grows with the design (``LUT`` is this estimate's total).
+When the exact design (model, board and folding) was built before, ``measured_fmax_mhz`` is
+the lowest fmax of its builds.
+
+A clock that should meet timing is ``safe_clock_mhz``: the measured fmax over
+``1 + MEASURED_MARGIN`` (placement differs between runs) if there is one, else the modelled
+fmax over ``1 + margin``, the margin being the family's largest overestimate of fmax by the
+model over the calibration builds, each predicted by a fit without it (leave one out).
+``--clock-mhz auto`` builds at that clock.
+
+Throughput: ``fps = f / cycles_per_frame`` at the board clock and at the modelled fmax.
+``--target-fps`` and ``max`` rank foldings by the frame rate at the modelled fmax, the one
+figure every candidate has.
 """
 
 from __future__ import annotations
@@ -78,9 +96,10 @@ from .folding import (
 )
 from .model import Model
 
-__all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "FEATURES", "Estimate", "FitError",
-           "MemoryMap", "StageEstimate", "auto_folding", "estimate", "format_estimate",
-           "load_coefficients", "map_memory", "resolve_fold"]
+__all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "FEATURES", "FMAX_FEATURES", "Estimate",
+           "FitError", "MemoryMap", "StageEstimate", "auto_folding", "estimate",
+           "estimate_fmax", "fmax_features", "format_estimate", "load_coefficients",
+           "map_memory", "resolve_fold"]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("estimate_coefficients.json")
 """Fitted coefficients (written by ``python -m bnnhw.estimate_calibrate``)."""
@@ -88,6 +107,12 @@ COEFFICIENTS_PATH = Path(__file__).with_name("estimate_coefficients.json")
 FEATURES = ("lanes", "pe_bits", "mem_units", "reg_bits", "stages", "map_stages")
 LUT_FEATURES = ("lanes", "pe_bits", "mem_units", "stages", "map_stages")
 FF_FEATURES = ("lanes", "pe_bits", "reg_bits", "stages")
+FMAX_FEATURES = ("argmax_chain", "kluts")
+"""Features of the period model (after the per-board term)."""
+ARGMAX_FREE_COMPARES = 2
+"""Compare-and-select steps of the label select that fit in a cycle at no cost to fmax."""
+MEASURED_MARGIN = 0.03
+"""Clock margin below a measured fmax: rebuilding the same design places it differently."""
 
 AUTO_LUT_SHARE = 0.85
 """Largest share of the device's LUTs an automatic folding may take."""
@@ -204,6 +229,9 @@ class Estimate:
     fmax_mhz: float | None
     fps_at_board_clock: float
     fps_at_fmax: float | None
+    measured_fmax_mhz: float | None = None
+    safe_clock_mhz: float | None = None
+    fmax_features: dict[str, float] = field(default_factory=dict)
 
     @property
     def utilisation(self) -> dict[str, float]:
@@ -229,7 +257,8 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def load_coefficients(path: str | Path | None = None) -> dict[str, Any]:
-    """The fitted coefficients: ``{family: {"luts": {...}, "ffs": {...}}, "fmax_mhz": {...}}``.
+    """The fitted coefficients: ``{family: {"luts": {...}, "ffs": {...}, "fmax": {...}}}`` and
+    ``"measured_fmax"`` (the designs built, see :func:`estimate_fmax`).
 
     Raises
     ------
@@ -398,17 +427,51 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
               for key in ("luts", "ffs", "bram", "spram", "weight_bits")}
     capacity = {"luts": info.luts, "ffs": info.luts, "bram": info.bram_blocks,
                 "spram": info.spram_bits // 262_144}
-    fmax = coefficients_fmax(info.name, coefficients)
     cpf = accelerator.cycles_per_frame
+    all_coefs = coefficients or load_coefficients()
+    features = fmax_features(accelerator, totals["luts"])
+    fmax, measured, safe = estimate_fmax(all_coefs, info, model.sha256(), folding.spec,
+                                         features)
     return Estimate(
         model.topology, info.name, info.family, info.device, folding.spec, rows, list(layers),
         cpf, max(folding.layer_cycles(model)), accelerator.latency, totals, capacity,
-        info.clk_hz / 1e6, fmax, info.clk_hz / cpf, None if fmax is None else fmax * 1e6 / cpf)
+        info.clk_hz / 1e6, fmax, info.clk_hz / cpf, None if fmax is None else fmax * 1e6 / cpf,
+        measured, safe, features)
 
 
-def coefficients_fmax(board: str, coefficients: dict[str, Any] | None = None) -> float | None:
-    """The board's fmax in MHz from the calibration (None if no build of it was measured)."""
-    return (coefficients or load_coefficients()).get("fmax_mhz", {}).get(board)
+def fmax_features(accelerator: Any, luts: float) -> dict[str, float]:
+    """The period model's features: ``argmax_chain = max(0, PE_out - 2)``, ``kluts = LUT/1000``.
+    """
+    from .gateware.labelselect import LabelSelect
+
+    pe_out = max((s.component.pe for s in accelerator.stages
+                  if isinstance(s.component, LabelSelect)), default=1)
+    return {"argmax_chain": float(max(0, pe_out - ARGMAX_FREE_COMPARES)),
+            "kluts": luts / 1000}
+
+
+def estimate_fmax(coefficients: dict[str, Any], board: Board, model_sha256: str,
+                  folding: str, features: dict[str, float]
+                  ) -> tuple[float | None, float | None, float | None]:
+    """``(modelled fmax, measured fmax, safe clock)`` in MHz of a design (None: unknown).
+
+    The modelled fmax is the period model of the board's family (see the module notes). The
+    measured one is the lowest fmax of the builds listed in ``coefficients["measured_fmax"]``
+    with the same board, model hash and folding spec. The safe clock divides the measured
+    fmax by ``1 + MEASURED_MARGIN`` if there is one, else the modelled one by ``1 + margin``.
+    """
+    model = coefficients.get(board.family, {}).get("fmax")
+    fmax = safe = None
+    if model is not None and board.name in model["period_ns"]:
+        fmax = 1000.0 / (model["period_ns"][board.name]
+                         + sum(model[n] * features[n] for n in FMAX_FEATURES))
+        safe = fmax / (1 + model["margin"])
+    measured = next((float(k["fmax_mhz"]) for k in coefficients.get("measured_fmax", ())
+                     if (k["board"], k["model_sha256"], k["folding"])
+                     == (board.name, model_sha256, folding)), None)
+    if measured is not None:
+        safe = measured / (1 + MEASURED_MARGIN)
+    return fmax, measured, safe
 
 
 def _shortfalls(est: Estimate, lut_share: float) -> list[str]:
@@ -427,12 +490,17 @@ def _shortfalls(est: Estimate, lut_share: float) -> list[str]:
 
 
 def _balanced_candidates(model: Model) -> list[Folding]:
-    """One folding per target ``T``, fastest first.
+    """Balanced foldings for every target ``T``, fastest first.
 
-    Every dense or conv layer takes the ``(PE, SIMD)`` with ``V * NF * SF <= T`` and the fewest
-    lanes (ties: larger SIMD), as :func:`bnnhw.folding.balanced_folding` does; max-pool layers
-    take ``-``. ``T`` runs over every ``V * NF * SF`` a layer can take, from the smallest ``T``
-    every layer can meet.
+    Every dense or conv layer but the output layer takes a ``(PE, SIMD)`` with
+    ``V * NF * SF <= T`` and the fewest lanes, as :func:`bnnhw.folding.balanced_folding`
+    does; max-pool layers take ``-``. Several ``(PE, SIMD)`` often tie on lanes and differ in
+    logic (a PE has its own accumulator, comparator and threshold memory; a wide SIMD word
+    widens the input buffer), so each ``T`` gives one candidate per SIMD cap ``S``: every layer
+    takes its largest tied SIMD ``<= S`` (its smallest if none is). The output layer sets the
+    label select's comparator chain (``PE_out``, see the module notes), so each of those gives
+    one candidate per ``PE_out`` that can meet ``T``, with that PE's fewest lanes. ``T`` runs
+    over every ``V * NF * SF`` a layer can take, from the smallest ``T`` every layer can meet.
     """
     options: list[list[tuple[int, int, int]] | None] = []
     for layer in model.layers:
@@ -445,17 +513,36 @@ def _balanced_candidates(model: Model) -> list[Folding]:
     computing = [opts for opts in options if opts is not None]
     floor = max(min(c for c, _, _ in opts) for opts in computing)
     targets = sorted({c for opts in computing for c, _, _ in opts if c >= floor})
+    caps = sorted({simd for opts in computing for _, _, simd in opts})
+
+    def cheapest(opts: list[tuple[int, int, int]], target: int, cap: int) -> tuple[int, int]:
+        meeting = [(pe, simd) for c, pe, simd in opts if c <= target]
+        lanes = min(pe * simd for pe, simd in meeting)
+        tied = [p for p in meeting if p[0] * p[1] == lanes]
+        under = [p for p in tied if p[1] <= cap]
+        return max(under, key=lambda p: p[1]) if under else min(tied, key=lambda p: p[1])
+
     out, seen = [], set()
     for target in targets:
-        layers = tuple(None if opts is None else
-                       min(((pe, simd) for c, pe, simd in opts if c <= target),
-                           key=lambda p: (p[0] * p[1], -p[1])) for opts in options)
-        if layers in seen:
-            continue
-        seen.add(layers)
-        cycles = max(Folding(layers, 1).layer_cycles(model))
-        out.append(Folding(layers, _default_pixels_per_word(model.quantizer.pixels, cycles)))
+        pe_outs = sorted({pe for c, pe, _ in options[-1] if c <= target})
+        for cap in caps:
+            body = tuple(None if opts is None else cheapest(opts, target, cap)
+                         for opts in options[:-1])
+            for pe_out in pe_outs:
+                last = cheapest([o for o in options[-1] if o[1] == pe_out], target, cap)
+                layers = body + (last,)
+                if layers in seen:
+                    continue
+                seen.add(layers)
+                cycles = max(Folding(layers, 1).layer_cycles(model))
+                out.append(Folding(layers, _default_pixels_per_word(model.quantizer.pixels,
+                                                                    cycles)))
     return out
+
+
+def _rate(est: Estimate) -> float:
+    """Frames per second at the estimated fmax (at the board clock if there is no fmax)."""
+    return est.fps_at_fmax if est.fps_at_fmax is not None else est.fps_at_board_clock
 
 
 def auto_folding(model: Model, board: str | Board, target_fps: float | str | None = "max",
@@ -467,12 +554,12 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
     :func:`_balanced_candidates`), so no layer takes more than ``T`` cycles per frame. A
     candidate fits when the estimate has ``LUT <= lut_share * device LUTs``, block RAMs and
     SPRAMs within the device, and its weights placed as the build places them (block RAM, or
-    SPRAM on the UP5K with a valid :func:`bnnhw.boards.spram.plan_spram`).
+    SPRAM on the UP5K with a valid :func:`bnnhw.boards.spram.plan_spram`). Its rate is
+    ``fmax / cycles_per_frame`` at its estimated fmax (:func:`estimate_fmax`).
 
-    * ``target_fps="max"`` (or None): the fastest candidate that fits.
-    * ``target_fps=N``: the cheapest (slowest) candidate that fits with
-      ``fmax / cycles_per_frame >= N``, ``fmax`` being the board's calibrated fmax
-      (:func:`coefficients_fmax`).
+    * ``target_fps="max"`` (or None): the fitting candidate with the highest rate (ties: the
+      fewest LUTs).
+    * ``target_fps=N``: the fitting candidate with the fewest LUTs whose rate is ``>= N``.
 
     Raises
     ------
@@ -498,7 +585,17 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
         raise ValueError(f"target fps must be > 0 (target_fps={target_fps})")
     fitting: list[Estimate] = []
     last_error = None
+    # No design is faster than the board term alone, so a candidate of C cycles cannot beat
+    # ceiling / C frames/s: once that is below the best rate found (or below the target),
+    # the slower candidates need no estimate.
+    fmax_model = (coefficients or load_coefficients()).get(info.family, {}).get("fmax", {})
+    ceiling = (1e9 / fmax_model["period_ns"][info.name]
+               if info.name in fmax_model.get("period_ns", {}) else None)
     for folding in _balanced_candidates(model):
+        if ceiling is not None and fitting:
+            bound = ceiling / max(folding.layer_cycles(model))
+            if bound < (target_fps or max(_rate(e) for e in fitting)):
+                continue
         try:
             est = estimate(model, info, folding, coefficients)
         except (ValueError, FoldingError) as exc:
@@ -514,18 +611,18 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
         raise FitError(f"no folding of {model.topology} fits {info.name} ({info.device}); "
                        f"the smallest ({last_est.folding}) needs "
                        + "; ".join(_shortfalls(last_est, lut_share)))
+    best = min(fitting, key=lambda e: (-_rate(e), e.totals["luts"]))
     if target_fps is None:
-        return parse_fold(fitting[0].folding, model)
-    fmax = fitting[0].fmax_mhz or info.clk_hz / 1e6
-    meeting = [e for e in fitting if fmax * 1e6 / e.cycles_per_frame >= target_fps]
+        return parse_fold(best.folding, model)
+    meeting = [e for e in fitting if _rate(e) >= target_fps]
     if not meeting:
-        best = fitting[0]
+        fmax = best.fmax_mhz or best.clk_mhz
         raise FitError(
             f"{model.topology} on {info.name}: {target_fps:g} frames/s needs <= "
-            f"{fmax * 1e6 / target_fps:.0f} cycles/frame at {fmax:g} MHz, but the fastest "
+            f"{fmax * 1e6 / target_fps:.0f} cycles/frame at {fmax:.1f} MHz, but the fastest "
             f"folding that fits ({best.folding}) takes {best.cycles_per_frame} "
-            f"({fmax * 1e6 / best.cycles_per_frame:.0f} frames/s)")
-    return parse_fold(meeting[-1].folding, model)
+            f"({_rate(best):.0f} frames/s)")
+    return parse_fold(min(meeting, key=lambda e: (e.totals["luts"], -_rate(e))).folding, model)
 
 
 def resolve_fold(spec: str | None, model: Model, board: str | Board | None = None,
@@ -569,6 +666,11 @@ def format_estimate(est: Estimate) -> str:
                  f"efficiency {100 * est.efficiency:.0f} %), latency {est.latency} cycles")
     fps = f"{est.fps_at_board_clock:.0f} frames/s at the {est.clk_mhz:g} MHz board clock"
     if est.fmax_mhz is not None:
-        fps += f", {est.fps_at_fmax:.0f} at the calibrated fmax {est.fmax_mhz:g} MHz"
+        fps += f", {est.fps_at_fmax:.0f} at the modelled fmax {est.fmax_mhz:.1f} MHz"
+    if est.measured_fmax_mhz is not None:
+        fps += f" (measured on this design: {est.measured_fmax_mhz:.2f} MHz)"
     lines.append(f"throughput   {fps}")
+    if est.safe_clock_mhz is not None:
+        lines.append(f"clock        {est.safe_clock_mhz:.1f} MHz should meet timing "
+                     f"(--clock-mhz auto)")
     return "\n".join(lines) + "\n"

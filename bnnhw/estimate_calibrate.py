@@ -13,7 +13,12 @@
    fitted: ``f.reg_bits = 1``); the solution is exact NNLS, found by solving the
    least-squares problem on every subset of the columns and keeping the best one whose
    coefficients are all ``>= 0``.
-3. Takes each board's fmax as the smallest fmax measured on it.
+3. Fits, per family, the period model of :mod:`bnnhw.estimate`
+   (``1000 / fmax = t_board + c . FMAX_FEATURES``) by the same NNLS, with a column per board,
+   on the estimated features of each build; its ``margin`` is the largest overestimate of
+   fmax when each build is predicted by a fit without it (builds alone on their board are
+   not left out: their board term would be unknown). Designs built (board, model hash,
+   folding) are listed with their lowest measured fmax as ``measured_fmax``.
 4. Writes the coefficients to :data:`bnnhw.estimate.COEFFICIENTS_PATH` and the table
    (configuration, estimated vs measured LUT/FF/block RAM/SPRAM, error in %, and the LUT error
    when that build is left out of the fit) to ``docs/estimator-calibration.md`` and ``.json``,
@@ -34,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .estimate import COEFFICIENTS_PATH, FF_FEATURES, LUT_FEATURES, estimate
+from .estimate import COEFFICIENTS_PATH, FF_FEATURES, FMAX_FEATURES, LUT_FEATURES, estimate
 from .model import Model, load_model, write_atomic
 
 __all__ = ["CONFIGS", "calibrate", "fit", "main", "nnls"]
@@ -56,6 +61,8 @@ CONFIGS: tuple[tuple[str, str, str], ...] = (
     ("ulx3s-85f", "sfc", "balanced:128"),
     ("ulx3s-85f", "lfc", "balanced:1024"),
     ("ulx3s-85f", "lfc", "16x98,16x128,16x128,2x16@2"),
+    ("ulx3s-85f", "tfc", "1x784,1x64,1x64,1x64"),
+    ("ulx3s-85f", "sfc", "1x784,1x256,1x256,5x2@4"),
 )
 """``(board, model, fold)`` built by ``--run``; the model is ``docs/models/<model>_mnist.npz``."""
 
@@ -128,7 +135,8 @@ def _design(points: list[dict[str, Any]], family: str, names: tuple[str, ...],
 
 
 def fit(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Coefficients ``{family: {"luts": {...}, "ffs": {...}}, "fmax_mhz": {board: MHz}}``."""
+    """Coefficients ``{family: {"luts": {...}, "ffs": {...}, "fmax": {...}}, "measured_fmax":
+    [...]}``."""
     zero = {f: {"luts": {"fixed": 0.0}, "ffs": {"fixed": 0.0}} for f in ("ice40", "ecp5")}
     out: dict[str, Any] = {}
     for family in ("ice40", "ecp5"):
@@ -146,13 +154,66 @@ def fit(points: list[dict[str, Any]]) -> dict[str, Any]:
             c = nnls(x[:, [0] + [1 + names.index(n) for n in free]], y)
             out[family][key] = ({"fixed": float(c[0])} | dict(pinned)
                                 | {n: float(v) for n, v in zip(free, c[1:], strict=True)})
-    fmax: dict[str, float] = {}
+    for family in ("ice40", "ecp5"):
+        timed = [_timing_point(p, out) for p in points
+                 if p["report"]["family"] == family and p["report"].get("fmax_mhz")]
+        if timed:
+            out[family]["fmax"] = _fit_period(timed) | {"margin": _margin(timed)}
+    out["measured_fmax"] = _measured_fmax(points)
+    return out
+
+
+def _timing_point(p: dict[str, Any], coefs: dict[str, Any]) -> dict[str, Any]:
+    """A build's board, period model features (from the LUT fit) and measured period."""
+    r = p["report"]
+    est = estimate(p["model"], r["board"], r["folding"], coefs,
+                   tuple(r.get("spram_layers", ())) or None)
+    return {"board": r["board"], "features": est.fmax_features,
+            "period_ns": 1000.0 / float(r["fmax_mhz"])}
+
+
+def _fit_period(timed: list[dict[str, Any]]) -> dict[str, Any]:
+    """NNLS of the period on one column per board and the :data:`FMAX_FEATURES`."""
+    boards = sorted({t["board"] for t in timed})
+    x = np.array([[float(t["board"] == b) for b in boards]
+                  + [t["features"][n] for n in FMAX_FEATURES] for t in timed])
+    c = nnls(x, np.array([t["period_ns"] for t in timed]))
+    return ({"period_ns": {b: float(v) for b, v in zip(boards, c, strict=False)}}
+            | {n: float(v) for n, v in zip(FMAX_FEATURES, c[len(boards):], strict=True)})
+
+
+def _predict_fmax(model: dict[str, Any], t: dict[str, Any]) -> float:
+    return 1000.0 / (model["period_ns"][t["board"]]
+                     + sum(model[n] * t["features"][n] for n in FMAX_FEATURES))
+
+
+def _margin(timed: list[dict[str, Any]]) -> float:
+    """Largest leave-one-out overestimate of fmax, ``max(0, max_i f_est / f_meas - 1)``."""
+    over = [0.0]
+    for i, t in enumerate(timed):
+        rest = timed[:i] + timed[i + 1:]
+        if not any(u["board"] == t["board"] for u in rest):
+            continue
+        over.append(_predict_fmax(_fit_period(rest), t) * t["period_ns"] / 1000.0 - 1.0)
+    return max(over)
+
+
+def _measured_fmax(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lowest fmax of each design built: ``{board, model_sha256, folding, fmax_mhz,
+    builds}``, sorted."""
+    designs: dict[tuple[str, str, str], list[float]] = {}
     for p in points:
         r = p["report"]
-        if r.get("fmax_mhz") is not None:
-            fmax[r["board"]] = min(fmax.get(r["board"], float("inf")), float(r["fmax_mhz"]))
-    out["fmax_mhz"] = dict(sorted(fmax.items()))
-    return out
+        if r.get("fmax_mhz"):
+            designs.setdefault((r["board"], r["model_sha256"], r["folding"]), []).append(
+                float(r["fmax_mhz"]))
+    return [{"board": b, "model_sha256": m, "folding": f, "fmax_mhz": min(v), "builds": len(v)}
+            for (b, m, f), v in sorted(designs.items())]
+
+
+def _model_only(coefs: dict[str, Any]) -> dict[str, Any]:
+    """The coefficients without the measured designs, so that fmax comes from the model."""
+    return {k: v for k, v in coefs.items() if k != "measured_fmax"}
 
 
 def _err(est: float, meas: float) -> float:
@@ -189,6 +250,14 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
                            "lut_loo_max_abs_error_pct": max(loo) if loo else None,
                            "lut_held_out_max_abs_error_pct": max(out) if out else None,
                            "ff_max_abs_error_pct": max(abs(r["ffs"]["error_pct"]) for r in fam),
+                           "fmax_max_abs_error_pct": max(abs(r["fmax"]["error_pct"]) for r in fam),
+                           "fmax_loo_max_abs_error_pct": max(
+                               abs(r["fmax"]["loo_error_pct"]) for r in fam
+                               if r["fmax"]["loo_error_pct"] is not None),
+                           "fmax_held_out_max_abs_error_pct": max(
+                               (abs(r["fmax"]["error_pct"]) for r in held_rows
+                                if r["family"] == family), default=None),
+                           "clock_margin_pct": 100 * coefs[family]["fmax"]["margin"],
                            "bram_max_abs_error_blocks": max(ram)}
     result = {"command": "python -m bnnhw.estimate_calibrate", "coefficients": coefs,
               "rows": rows, "held_out": held_rows, "summary": summary}
@@ -204,10 +273,11 @@ def _row(p: dict[str, Any], coefs: dict[str, Any], loo_coefs: dict[str, Any] | N
     """Estimated vs measured figures of one build (``loo_coefs``: fitted without it)."""
     r = p["report"]
     spram = tuple(r.get("spram_layers", ())) or None
-    est = estimate(p["model"], r["board"], r["folding"], coefs, spram)
-    loo = None
+    est = estimate(p["model"], r["board"], r["folding"], _model_only(coefs), spram)
+    loo = loo_fmax = None
     if loo_coefs is not None:
-        loo = estimate(p["model"], r["board"], r["folding"], loo_coefs, spram).totals["luts"]
+        loo_est = estimate(p["model"], r["board"], r["folding"], _model_only(loo_coefs), spram)
+        loo, loo_fmax = loo_est.totals["luts"], loo_est.fmax_mhz
     util = r["utilisation"]
     row = {"source": p["source"], "board": r["board"], "family": r["family"],
            "topology": r["topology"], "model": str(p["model_file"]),
@@ -219,21 +289,29 @@ def _row(p: dict[str, Any], coefs: dict[str, Any], loo_coefs: dict[str, Any] | N
                     "error_pct": _err(est.totals[key], meas)}
     row["luts"]["loo_estimated"] = loo
     row["luts"]["loo_error_pct"] = None if loo is None else _err(loo, row["luts"]["measured"])
+    row["fmax"] = {"estimated": est.fmax_mhz, "measured": r["fmax_mhz"],
+                   "error_pct": _err(est.fmax_mhz, r["fmax_mhz"]),
+                   "loo_estimated": loo_fmax,
+                   "loo_error_pct": None if loo_fmax is None else _err(loo_fmax, r["fmax_mhz"])}
     return row
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| board | model | folding | LUT est / meas | LUT err | LUT LOO | FF est / meas "
-             "| FF err | BRAM est / meas | SPRAM est / meas | fmax MHz |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| FF err | BRAM est / meas | SPRAM est / meas | fmax MHz est / meas | fmax err "
+             "| fmax LOO |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lu, ff, br, sp = r["luts"], r["ffs"], r["bram"], r["spram"]
+        lu, ff, br, sp, fm = r["luts"], r["ffs"], r["bram"], r["spram"], r["fmax"]
         loo = "-" if lu["loo_error_pct"] is None else f"{lu['loo_error_pct']:+.1f} %"
+        fmax_loo = "-" if fm["loo_error_pct"] is None else f"{fm['loo_error_pct']:+.1f} %"
         lines.append(
             f"| {r['board']} | {r['topology']} | `{r['folding']}` | {lu['estimated']:.0f} / "
             f"{lu['measured']} | {lu['error_pct']:+.1f} % | {loo} | {ff['estimated']:.0f} / "
             f"{ff['measured']} | {ff['error_pct']:+.1f} % | {br['estimated']} / "
-            f"{br['measured']} | {sp['estimated']} / {sp['measured']} | {r['fmax_mhz']} |")
+            f"{br['measured']} | {sp['estimated']} / {sp['measured']} | "
+            f"{fm['estimated']:.1f} / {fm['measured']} | {fm['error_pct']:+.1f} % | "
+            f"{fmax_loo} |")
     return lines
 
 
@@ -248,19 +326,28 @@ def format_calibration(result: dict[str, Any]) -> str:
         "`docs/calibration/` and `docs/boards/` (each a real yosys + nextpnr build). "
         "Estimated vs measured; error = (estimated - measured) / measured. "
         "\"LUT LOO\" is the LUT error when that build is left out of the fit "
-        "(an out-of-sample figure).", "", *_table(result["rows"]), "",
+        "(an out-of-sample figure). fmax is the period model's figure even where the design "
+        "was built (an estimate then takes the measured one); \"fmax LOO\" is its error "
+        "from a fit without that build. The clock margin of `--clock-mhz auto` is the largest "
+        "LOO overestimate of fmax in the family.", "", *_table(result["rows"]), "",
         "## Held out: builds of `--fold auto` foldings (`docs/boards/auto/`), not fitted", "",
         *_table(result["held_out"]), "",
         "## Summary", "",
         "| family | builds | LUT max abs err | LUT mean abs err | LUT LOO max abs err "
-        "| LUT held-out max abs err | FF max abs err | BRAM max abs err (blocks) |",
-        "|---|---|---|---|---|---|---|---|"]
+        "| LUT held-out max abs err | FF max abs err | BRAM max abs err (blocks) "
+        "| fmax max abs err | fmax LOO max abs err | fmax held-out max abs err "
+        "| clock margin |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for family, s in result["summary"].items():
         lines.append(f"| {family} | {s['builds']} | {pct(s['lut_max_abs_error_pct'])} | "
                      f"{pct(s['lut_mean_abs_error_pct'])} | "
                      f"{pct(s['lut_loo_max_abs_error_pct'])} | "
                      f"{pct(s['lut_held_out_max_abs_error_pct'])} | "
-                     f"{pct(s['ff_max_abs_error_pct'])} | {s['bram_max_abs_error_blocks']} |")
+                     f"{pct(s['ff_max_abs_error_pct'])} | {s['bram_max_abs_error_blocks']} | "
+                     f"{pct(s['fmax_max_abs_error_pct'])} | "
+                     f"{pct(s['fmax_loo_max_abs_error_pct'])} | "
+                     f"{pct(s['fmax_held_out_max_abs_error_pct'])} | "
+                     f"{pct(s['clock_margin_pct'])} |")
     lines += ["", "Coefficients (LUTs and flip-flops per unit of each stage feature, see "
               "`bnnhw/estimate.py`):", "", "```json",
               json.dumps(result["coefficients"], indent=2), "```", ""]

@@ -145,8 +145,10 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
                       for s in est.stages]),
               f"<p>Total {est.totals['luts']:.0f} LUT, {est.totals['bram']} block RAM, "
               f"{est.cycles_per_frame} cycles/frame (efficiency {100 * est.efficiency:.0f} %), "
-              f"{est.fps_at_board_clock:.0f} frames/s at the {est.clk_mhz:g} MHz board clock "
-              f"(estimate, no synthesis).</p>"]
+              f"{est.fps_at_board_clock:.0f} frames/s at the {est.clk_mhz:g} MHz board clock"
+              + (f", {est.fps_at_fmax:.0f} at the modelled fmax {est.fmax_mhz:.1f} MHz"
+                 if est.fmax_mhz is not None else "")
+              + " (estimate, no synthesis).</p>"]
     sections.append("estimate")
 
     confusion = np.array(result["confusion"])

@@ -5,7 +5,8 @@
 with the integer reference on the whole test set (the accelerator is bit-exact with it), prints
 the text report and writes ``docs/boards/<board>_<model stem>.json`` and ``.txt``.
 
-``--clock-mhz F`` clocks the design from the board's PLL at up to ``F`` MHz. ``--fold auto
+``--clock-mhz F`` clocks the design from the board's PLL at up to ``F`` MHz (``auto``: the
+clock the estimator expects to meet timing). ``--fold auto
 [--target-fps N|max]`` lets :func:`bnnhw.estimate.auto_folding` choose the
 folding for the board (the report keeps the request as ``fold_request``); use ``--out-dir
 docs/boards/auto`` to keep such builds apart from the hand-folded ones.
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bnnhw.cli import clock_arg
 from bnnhw.model import load_model, write_atomic
 
 from .build import build, format_report
@@ -31,10 +33,11 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
                   dataset: str = "mnist", data_dir: Path | None = None,
                   out_dir: Path = Path("docs/boards"),
                   target_fps: str | None = None,
-                  clock_mhz: float | None = None) -> dict[str, Any]:
+                  clock_mhz: float | str | None = None) -> dict[str, Any]:
     """Build ``model_path`` for ``board``, add the test accuracy, write JSON and text.
 
-    ``clock_mhz`` runs the design from a PLL (see :func:`bnnhw.boards.build.build`)."""
+    ``clock_mhz`` (MHz or ``"auto"``) runs the design from a PLL (see
+    :func:`bnnhw.boards.build.build`)."""
     from bnnhw.cli import evaluate
     from bnnhw.estimate import resolve_fold
 
@@ -51,7 +54,8 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
     report["command"] = "python -m bnnhw.boards.bench " + shlex.join(
         ["--model", str(model_path), "--board", board] + (["--fold", request] if request else [])
         + (["--target-fps", target_fps] if target_fps else [])
-        + (["--clock-mhz", f"{clock_mhz:g}"] if clock_mhz else [])
+        + (["--clock-mhz", clock_mhz if isinstance(clock_mhz, str) else f"{clock_mhz:g}"]
+           if clock_mhz else [])
         + (["--out-dir", str(out_dir)] if out_dir != Path("docs/boards") else []))
     text = format_report(report) + (
         f"accuracy     {100 * accuracy:.2f} % on the {dataset} test set "
@@ -74,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--target-fps", help="with --fold auto: frames/s or 'max'")
     parser.add_argument("--out-dir", type=Path, default=Path("docs/boards"))
-    parser.add_argument("--clock-mhz", type=float, help="run from a PLL at up to this clock")
+    parser.add_argument("--clock-mhz", type=clock_arg,
+                        help="run from a PLL at up to this clock (MHz), or 'auto'")
     args = parser.parse_args(argv)
     run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir, args.out_dir,
                   args.target_fps, args.clock_mhz)

@@ -252,10 +252,33 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def auto_clock(model: Model, info: Board, folding: Any, spram_layers: tuple[int, ...]
+               ) -> tuple[float, dict[str, Any]]:
+    """The ``--clock-mhz auto`` choice: ``(PLL clock limit in MHz, the request)``.
+
+    The request records ``{"clock": "auto", "estimated_fmax_mhz", "measured_fmax_mhz",
+    "safe_clock_mhz"}`` from :func:`bnnhw.estimate.estimate`.
+
+    Raises
+    ------
+    ValueError
+        The estimator has no fmax for the board.
+    """
+    from bnnhw.estimate import estimate
+
+    est = estimate(model, info, folding, spram_layers=spram_layers or None)
+    if est.safe_clock_mhz is None:
+        raise ValueError(f"--clock-mhz auto: the estimator has no fmax for {info.name}")
+    request = {"clock": "auto", "estimated_fmax_mhz": est.fmax_mhz,
+               "measured_fmax_mhz": est.measured_fmax_mhz,
+               "safe_clock_mhz": est.safe_clock_mhz}
+    return est.safe_clock_mhz, request
+
+
 def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None = None,
           program: bool = False, *, baud: int | None = None,
           spram_layers: tuple[int, ...] | None = None,
-          clock_mhz: float | None = None) -> dict[str, Any]:
+          clock_mhz: float | str | None = None) -> dict[str, Any]:
     """Synthesise, place, route and pack the board top; optionally program the board.
 
     Parameters
@@ -275,10 +298,12 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         Host link rate (default: the board's ``default_baud``).
     spram_layers : tuple of int or None
         Layers whose weights go to SPRAM (see :func:`check_fits`; None: automatic).
-    clock_mhz : float or None
+    clock_mhz : float, "auto" or None
         Run ``sync`` from a PLL at the highest frequency it can make up to this value
         (:func:`bnnhw.boards.pll.pll_settings`), constrained for nextpnr; None: the board's
-        oscillator.
+        oscillator. ``"auto"``: up to the estimator's ``safe_clock_mhz`` for this design
+        (:func:`bnnhw.estimate.estimate`); the report keeps the request and the estimate as
+        ``clock_request``.
 
     Returns
     -------
@@ -315,6 +340,11 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         raise FileNotFoundError(
             f"cannot program {info.name}: programmer {info.programmer_path()!r} not found "
             f"(install it or set {info.programmer_env})")
+    clock_request = None
+    if clock_mhz == "auto":
+        clock_mhz, clock_request = auto_clock(model, info, folding, spram_layers)
+    elif isinstance(clock_mhz, str):
+        raise ValueError(f"clock must be a number of MHz or 'auto' (clock_mhz={clock_mhz!r})")
     pll = None if clock_mhz is None else pll_settings(info.family, info.clk_hz,
                                                       clock_mhz * 1e6)
     top = BoardTop(model, folding, board, baud, spram_layers, pll)
@@ -391,6 +421,8 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
                        and not (program and var == info.programmer_env)},
         "tools": {k: Path(v).name for k, v in env.items() if k != "AMARANTH_USE_YOSYS"},
     }
+    if clock_request is not None:
+        report["clock_request"] = clock_request
 
     final_build = out_dir / "build"
     shutil.rmtree(final_build, ignore_errors=True)
@@ -399,6 +431,15 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     write_atomic(out_dir / "report.txt", format_report(report).encode())
     write_atomic(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
+
+
+def _clock_request_note(request: dict[str, Any] | None) -> str:
+    if request is None:
+        return ""
+    basis = (f"measured fmax {request['measured_fmax_mhz']:.2f} MHz"
+             if request["measured_fmax_mhz"] is not None
+             else f"estimated fmax {request['estimated_fmax_mhz']:.1f} MHz")
+    return f"; auto: safe clock {request['safe_clock_mhz']:.2f} MHz from the {basis}"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -421,7 +462,8 @@ def format_report(report: dict[str, Any]) -> str:
         + (f"(PLL from {report['board_clk_mhz']:g} MHz)" if report["pll"] else "board clock")
         + ", fmax "
         + (f"{fmax:.2f} MHz ({'met' if report['timing_met'] else 'NOT met'})"
-           if fmax is not None else "not reported"),
+           if fmax is not None else "not reported")
+        + _clock_request_note(report.get("clock_request")),
         f"throughput   {report['cycles_per_frame']} cycles/frame: "
         f"{report['fps_at_clock']:.0f} frames/s at {report['clk_mhz']:g} MHz"
         + (f", {report['fps_at_fmax']:.0f} at fmax" if fmax is not None else ""),

@@ -8,10 +8,15 @@ import pytest
 from bnnhw.boards import build as build_mod
 from bnnhw.boards.build import build, parse_nextpnr_log
 from bnnhw.boards.platforms import BOARDS, get_board
+from bnnhw.boards.pll import pll_settings
 from bnnhw.boards.top import BoardTop
 
+from bnnhw import cli
+from bnnhw.estimate import MEASURED_MARGIN
 from bnnhw.folding import parse_fold
 from bnnhw.model import DenseLayer, InputQuantizer, Model, load_model
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def tiny_model(pixels=64, hidden=16, classes=10, seed=0):
@@ -126,19 +131,49 @@ def test_real_icebreaker_build_with_spram(tmp_path):
 
 
 @pytest.mark.synth
-def test_real_orangecrab_build(tmp_path):
-    # From the ECP5 PLL: 48 MHz * 8 / 7 = 54.86 MHz, the closest setting below 55 MHz; well
-    # under this design's routed fmax (about 64 MHz), so small placement changes still pass.
+def test_real_orangecrab_build_at_the_auto_clock(tmp_path):
+    # --clock-mhz auto: the PLL runs at the estimator's safe clock for this design (its
+    # modelled fmax over 1 + the ECP5 margin); the 5-PE label select makes it a slow design.
     model = tiny_model()
-    report = build(model, "orangecrab-25f", tmp_path, fold="16x16,5x4@4", clock_mhz=55)
+    folding = parse_fold("16x16,5x4@4", model)
+    safe, request = build_mod.auto_clock(model, get_board("orangecrab-25f"), folding, ())
+    report = build(model, "orangecrab-25f", tmp_path, fold=folding.spec, clock_mhz="auto")
+    assert report["clock_request"] == request and request["measured_fmax_mhz"] is None
+    assert report["clk_mhz"] == pytest.approx(
+        pll_settings("ecp5", 48e6, safe * 1e6).f_out_hz / 1e6)
+    assert 48 < report["clk_mhz"] <= safe and report["timing_met"]
     assert (tmp_path / report["bitstream"]).stat().st_size == report["bitstream_bytes"] > 0
     util = report["utilisation"]
     assert 0 < util["luts"]["used"] <= util["luts"]["total"] == 24288
     assert 0 < util["ffs"]["used"] and util["bram"]["total"] == 56
-    assert report["fmax_mhz"] > 0 and report["clk_mhz"] == pytest.approx(48 * 8 / 7)
     assert report["board_clk_mhz"] == 48 and report["pll"]["CLKOP_DIV"] >= 1
     assert report["tool_stubs"] == {"DFU_SUFFIX": report["tool_stubs"]["DFU_SUFFIX"]}
-    assert "stubbed: DFU_SUFFIX=" in (tmp_path / "report.txt").read_text()
+    text = (tmp_path / "report.txt").read_text()
+    assert "stubbed: DFU_SUFFIX=" in text and "auto: safe clock" in text
+
+
+def test_auto_clock_of_a_built_design_comes_from_its_measured_fmax():
+    lfc = load_model(DOCS / "models" / "lfc_mnist.npz")
+    hand = json.loads((DOCS / "boards" / "ulx3s-85f_lfc.json").read_text())
+    folding = parse_fold(hand["folding"], lfc)
+    mhz, request = build_mod.auto_clock(lfc, get_board("ulx3s-85f"), folding, ())
+    assert request["measured_fmax_mhz"] == hand["fmax_mhz"] == 72.44
+    assert mhz == request["safe_clock_mhz"] == pytest.approx(72.44 / (1 + MEASURED_MARGIN))
+    assert pll_settings("ecp5", 25e6, mhz * 1e6).f_out_hz == 70e6
+
+
+def test_bad_clock_is_refused_before_synthesis(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"clock must be a number of MHz or 'auto' "
+                                         r"\(clock_mhz='fast'\)"):
+        build(tiny_model(), "icebreaker", tmp_path / "out", clock_mhz="fast")
+    assert not (tmp_path / "out").exists()
+    tfc = DOCS / "models" / "tfc_mnist.npz"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["build", str(tfc), "--board", "icebreaker", "--out", str(tmp_path / "b"),
+                  "--clock-mhz", "fast"])
+    assert exc.value.code == 2
+    assert "clock must be a number of MHz or 'auto' (got 'fast')" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_conv_model_too_large_for_block_ram_is_refused_before_synthesis(tmp_path):

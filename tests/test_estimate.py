@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 
 from bnnhw import cli
 from bnnhw.estimate import (
+    MEASURED_MARGIN,
     FitError,
     MemoryMap,
+    _balanced_candidates,
     auto_folding,
     estimate,
     format_estimate,
@@ -162,14 +164,72 @@ def test_auto_folding_fits_and_is_fastest(board):
 
 def test_auto_folding_target_fps_takes_the_cheapest_that_meets_it():
     model = load_model(DOCS / "models" / "tfc_mnist.npz")
-    fmax = load_coefficients()["fmax_mhz"]["orangecrab-25f"]
     folding = auto_folding(model, "orangecrab-25f", 20_000)
     est = estimate(model, "orangecrab-25f", folding)
-    assert fmax * 1e6 / est.cycles_per_frame >= 20_000
+    assert est.fps_at_fmax >= 20_000
     fastest = estimate(model, "orangecrab-25f", auto_folding(model, "orangecrab-25f"))
     assert est.totals["luts"] <= fastest.totals["luts"]
+    assert fastest.fps_at_fmax >= est.fps_at_fmax
+    for candidate in _balanced_candidates(model):
+        other = estimate(model, "orangecrab-25f", candidate)
+        if other.fps_at_fmax >= 20_000:
+            assert other.totals["luts"] >= est.totals["luts"], candidate.spec
     with pytest.raises(FitError, match=r"1e\+09 frames/s needs <= 0 cycles/frame"):
         auto_folding(model, "orangecrab-25f", 1e9)
+
+
+def test_period_model_terms():
+    """``1000 / fmax`` adds the board term, the label select chain beyond 2 and LUT/1000."""
+    coefs = load_coefficients()
+    ecp5 = coefs["ecp5"]["fmax"]
+    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    two = estimate(model, "ulx3s-85f", "1x784,1x256,1x256,2x8@4")
+    five = estimate(model, "ulx3s-85f", "1x784,1x256,1x256,5x2@4")
+    assert two.fmax_features["argmax_chain"] == 0 and five.fmax_features["argmax_chain"] == 3
+    for est in (two, five):
+        assert 1000 / est.fmax_mhz == pytest.approx(
+            ecp5["period_ns"]["ulx3s-85f"] + ecp5["argmax_chain"] * est.fmax_features[
+                "argmax_chain"] + ecp5["kluts"] * est.totals["luts"] / 1000)
+        assert est.fps_at_fmax == pytest.approx(est.fmax_mhz * 1e6 / est.cycles_per_frame)
+    assert ecp5["argmax_chain"] > 0 and five.fmax_mhz < two.fmax_mhz
+    # Not built: the safe clock is the modelled fmax less the family's margin.
+    assert two.measured_fmax_mhz is None
+    assert two.safe_clock_mhz == pytest.approx(two.fmax_mhz / (1 + ecp5["margin"]))
+    # Built (docs/calibration): the lowest measured fmax less MEASURED_MARGIN.
+    assert five.measured_fmax_mhz == 47.63
+    assert five.safe_clock_mhz == pytest.approx(47.63 / (1 + MEASURED_MARGIN))
+    assert "measured on this design: 47.63 MHz" in format_estimate(five)
+
+
+def test_measured_fmax_is_the_lowest_build_of_the_design():
+    hand = json.loads((DOCS / "boards" / "ulx3s-85f_lfc.json").read_text())
+    same = [json.loads(p.read_text()) for p in REPORTS if "auto" not in p.parent.name]
+    same = [r["fmax_mhz"] for r in same if (r["board"], r["model_sha256"], r["folding"])
+            == (hand["board"], hand["model_sha256"], hand["folding"])]
+    assert len(same) == 2
+    est = estimate(load_model(DOCS / "models" / "lfc_mnist.npz"), "ulx3s-85f", hand["folding"])
+    assert est.measured_fmax_mhz == min(same)
+
+
+def test_fmax_model_within_15_percent_of_every_build():
+    table = json.loads((DOCS / "estimator-calibration.json").read_text())
+    for row in table["rows"] + table["held_out"]:
+        assert abs(row["fmax"]["error_pct"]) <= 15, row["source"]
+    for family, summary in table["summary"].items():
+        margin = table["coefficients"][family]["fmax"]["margin"]
+        assert summary["clock_margin_pct"] == pytest.approx(100 * margin)
+        # The margin covers what the model overestimated on the builds it had not seen.
+        for row in table["rows"]:
+            if row["family"] == family and row["fmax"]["loo_error_pct"] is not None:
+                assert row["fmax"]["loo_error_pct"] <= 100 * margin + 1.0, row["source"]
+
+
+def test_auto_folding_finds_the_best_hand_folding_of_lfc_on_the_ulx3s():
+    """Among the 512-cycle foldings (the fewest block RAMs allow), the hand one has the fewest
+    LUTs and so the highest modelled fmax."""
+    hand = json.loads((DOCS / "boards" / "ulx3s-85f_lfc.json").read_text())
+    model = load_model(DOCS / "models" / "lfc_mnist.npz")
+    assert auto_folding(model, "ulx3s-85f").spec == hand["folding"]
 
 
 def test_nothing_fits_names_the_resource():
@@ -205,12 +265,13 @@ def test_auto_folding_is_balanced_and_fits_random_models(seed, layers, board):
     est = estimate(model, board, folding)
     cycles = folding.layer_cycles(model)
     target = max(cycles)
-    # Balanced: every layer meets the target with the fewest lanes that can.
-    for (pe, simd), layer in zip(folding.layers, model.layers, strict=True):
+    # Balanced: every layer meets the target with the fewest lanes that can; the output
+    # layer with the fewest lanes of its PE count (which sets the label select's chain).
+    for k, ((pe, simd), layer) in enumerate(zip(folding.layers, model.layers, strict=True)):
         mh, mw = layer.out_features, layer.in_features
         cheaper = [(p, s) for p in range(1, mh + 1) for s in range(1, mw + 1)
                    if mh % p == 0 and mw % s == 0 and (mh // p) * (mw // s) <= target
-                   and p * s < pe * simd]
+                   and p * s < pe * simd and (k < len(model.layers) - 1 or p == pe)]
         assert not cheaper
     assert est.totals["luts"] <= 0.85 * get_board(board).luts
     assert est.totals["bram"] <= get_board(board).bram_blocks
