@@ -57,9 +57,10 @@ nextpnr's critical path of a build is modelled as a period, per family with a te
     fmax = 1000 / T_ns MHz
 
 ``PE_out`` is the PE count of the output layer: :class:`~bnnhw.gateware.labelselect.LabelSelect`
-compares the ``PE_out`` scores of a word one after the other in one cycle, and nextpnr's
-critical path report of such builds runs through that chain (a ULX3S SFC build with
-``PE_out = 5`` reaches 47.6 MHz where the same layers with ``PE_out = 1`` reach 109 MHz).
+compares the ``PE_out`` scores of a word one after the other in one cycle. On the ULX3S, SFC
+folded ``1x784,1x256,1x256,5x2`` reaches 47.6 MHz and nextpnr's critical path runs through
+that chain, while TFC folded ``1x784,1x64,1x64,1x64`` (the same 784-lane first layer,
+``PE_out = 1``) reaches 109 MHz: wide SIMD words by themselves do not cost fmax.
 The second term is routing, which grows with the design (``LUT`` is this estimate's total).
 When the exact design (model, board and folding) was built before, ``measured_fmax_mhz`` is
 the lowest fmax of its builds.
