@@ -230,14 +230,20 @@ def format_markdown(data: dict[str, Any]) -> str:
         out += ["## Estimator calibration", "",
                 "Details: [docs/estimator-calibration.md](docs/estimator-calibration.md).", "",
                 "| family | builds | LUT max abs error | LUT mean abs error | "
-                "LUT leave-one-out max | LUT held-out max (auto builds) | block RAM max error |",
-                "|---|---|---|---|---|---|---|"]
+                "LUT leave-one-out max | LUT held-out max (auto builds) | block RAM max error "
+                "| fmax max abs error | fmax leave-one-out max | fmax held-out max "
+                "| clock margin |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for family, s in data["calibration"]["summary"].items():
             out.append(f"| {family} | {s['builds']} | {s['lut_max_abs_error_pct']:.1f} % | "
                        f"{s['lut_mean_abs_error_pct']:.1f} % | "
                        f"{_fmt(s['lut_loo_max_abs_error_pct'], '.1f')} % | "
                        f"{_fmt(s.get('lut_held_out_max_abs_error_pct'), '.1f')} % | "
-                       f"{s['bram_max_abs_error_blocks']} blocks |")
+                       f"{s['bram_max_abs_error_blocks']} blocks | "
+                       f"{s['fmax_max_abs_error_pct']:.1f} % | "
+                       f"{s['fmax_loo_max_abs_error_pct']:.1f} % | "
+                       f"{_fmt(s.get('fmax_held_out_max_abs_error_pct'), '.1f')} % | "
+                       f"{s['clock_margin_pct']:.1f} % |")
         out += ["", "![Estimated against measured LUTs](docs/bench_calibration.png)", ""]
     demo = data.get("demo")
     if demo:
