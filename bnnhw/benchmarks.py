@@ -270,12 +270,15 @@ def plots(data: dict[str, Any]) -> dict[str, bytes]:
 
     out = {}
     fig, ax = plt.subplots(figsize=(6, 4))
+    origins: dict[tuple[str, Any, Any], list[str]] = {}  # equal builds share one label
     for r in data["boards"]:
         if r["fps_at_clock"]:
             ax.scatter(r["luts"], r["fps_at_clock"],
                        marker={"hand": "o", "auto": "s", "calibration": "^"}[r["origin"]])
-            ax.annotate(f"{r['model']} {r['board']} {r['origin']}",
-                        (r["luts"], r["fps_at_clock"]), fontsize=7)
+            origins.setdefault((f"{r['model']} {r['board']}", r["luts"], r["fps_at_clock"]),
+                               []).append(r["origin"])
+    for (name, luts, fps), kinds in origins.items():
+        ax.annotate(f"{name} {' = '.join(kinds)}", (luts, fps), fontsize=7)
     ax.set(xscale="log", yscale="log", xlabel="LUTs", ylabel="frames/s at the built clock",
            title="Board builds")
     out["bench_boards.png"] = _png(fig)

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """UART receiver and transmitter in Amaranth's simulator: bytes, timing contract, errors."""
 
 import pytest
