@@ -182,8 +182,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--fold", help="PExSIMD per layer ('-' for a max-pool), e.g. "
                                       "16x49,16x32,16x32,10x32 or 16x3,-,16x16,-,1x25,1x1, "
                                       "'balanced[:LANES]' (default) or 'auto' (fit --board)")
-        p.add_argument("--target-fps", help="with --fold auto: frames/s at the design's "
-                                            "estimated fmax, or 'max' (default)")
+        p.add_argument("--target-fps", help="with --fold auto: frames/s at the clock "
+                                            "--clock-mhz auto picks, or 'max' (default)")
         if board:
             p.add_argument("--board", default="icebreaker",
                            help="board --fold auto fits (default icebreaker)")

@@ -22,7 +22,8 @@ ECP5 distributed RAM (``DPR16X4``: 16 words of 4 bits), or soft logic.
   / 2`` (cells and read multiplexer) is below ``128 * B``, else to blocks. Memories read
   combinationally (thresholds) are always logic.
 * A memory in logic costs ``W * ceil(D / 16)`` "LUT units" (a LUT4 is a 16x1 ROM) and, for a
-  RAM, ``D * W`` flip-flops.
+  RAM, ``D * W`` flip-flops; a weight ROM of at most :data:`MERGED_ROM_DEPTH` words costs
+  none, as yosys folds each of its bits into the LUT of the lane it feeds.
 
 Logic model (coefficients fitted on real builds, :mod:`bnnhw.estimate_calibrate`)
 -------------------------------------------------------------------------------
@@ -72,8 +73,7 @@ model over the calibration builds, each predicted by a fit without it (leave one
 ``--clock-mhz auto`` builds at that clock.
 
 Throughput: ``fps = f / cycles_per_frame`` at the board clock and at the modelled fmax.
-``--target-fps`` and ``max`` rank foldings by the frame rate at the modelled fmax, the one
-figure every candidate has.
+``--target-fps`` and ``max`` rank foldings by the frame rate at the safe clock.
 """
 
 from __future__ import annotations
@@ -116,8 +116,15 @@ MEASURED_MARGIN = 0.03
 """Clock margin below a measured fmax: routed for another clock, the same design places
 differently (lfc on the ULX3S: 79.21 MHz routed for 25 MHz, 72.44 MHz for 70 MHz)."""
 
-AUTO_LUT_SHARE = 0.85
-"""Largest share of the device's LUTs an automatic folding may take."""
+MERGED_ROM_DEPTH = 8
+"""Weight ROMs in logic this shallow (three address bits) cost no LUTs of their own: each
+weight bit and the input bit it meets fit one LUT4, the lane's XNOR (or add/subtract
+select), which ``lanes`` already counts."""
+
+AUTO_LUT_SHARE = {"ice40": 0.75, "ecp5": 0.85}
+"""Largest share of the device's LUTs an automatic folding may take (by estimate). On the
+UP5K, cnv-micro folded ``4x3,-,4x36,-,1x25,1x1`` (estimated at 80 % of the LUTs, 3,981 logic
+cells after packing) found no legal placement."""
 
 BLOCK_SHAPES = {
     "ice40": ((4096, 1), (2048, 2), (1024, 4), (512, 8), (256, 16)),
@@ -312,7 +319,8 @@ def _stage_features(component: Any, family: str, spram: dict[int, Any],
         else:
             maps = [map_memory(family, nf * sf, simd) for _ in range(pe)]
             for m in maps:
-                add(m)
+                if m.bram or nf * sf > MERGED_ROM_DEPTH:
+                    add(m)
             mem["weights_in"] = ("logic" if not any(m.bram for m in maps) else
                                  "EBR" if family == "ice40" else "DP16KD")
         return f, mem, True
@@ -545,21 +553,27 @@ def _balanced_candidates(model: Model) -> list[Folding]:
 
 
 def _rate(est: Estimate) -> float:
-    """Frames per second at the estimated fmax (at the board clock if there is no fmax)."""
-    return est.fps_at_fmax if est.fps_at_fmax is not None else est.fps_at_board_clock
+    """Frames per second at the safe clock, the one ``--clock-mhz auto`` builds at (at the board
+    clock if there is no fmax)."""
+    if est.safe_clock_mhz is None:
+        return est.fps_at_board_clock
+    return est.safe_clock_mhz * 1e6 / est.cycles_per_frame
 
 
 def auto_folding(model: Model, board: str | Board, target_fps: float | str | None = "max",
-                 lut_share: float = AUTO_LUT_SHARE,
+                 lut_share: float | None = None,
                  coefficients: dict[str, Any] | None = None) -> Folding:
     """Choose a balanced folding that fits ``board`` (with a LUT margin) for a frame rate.
 
     Candidates are the balanced foldings of every target ``T`` (see
     :func:`_balanced_candidates`), so no layer takes more than ``T`` cycles per frame. A
-    candidate fits when the estimate has ``LUT <= lut_share * device LUTs``, block RAMs and
+    candidate fits when the estimate has ``LUT <= lut_share * device LUTs`` (default: the
+    family's :data:`AUTO_LUT_SHARE`), block RAMs and
     SPRAMs within the device, and its weights placed as the build places them (block RAM, or
     SPRAM on the UP5K with a valid :func:`bnnhw.boards.spram.plan_spram`). Its rate is
-    ``fmax / cycles_per_frame`` at its estimated fmax (:func:`estimate_fmax`).
+    ``safe_clock_mhz / cycles_per_frame``, the frame rate at the clock ``--clock-mhz auto``
+    builds it for (:func:`estimate_fmax`): a design built before, whose fmax is measured, needs
+    a smaller margin than one the model has to predict.
 
     * ``target_fps="max"`` (or None): the fitting candidate with the highest rate (ties: the
       fewest LUTs).
@@ -574,6 +588,8 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
         Bad ``target_fps`` or ``lut_share``.
     """
     info = board if isinstance(board, Board) else get_board(board)
+    if lut_share is None:
+        lut_share = AUTO_LUT_SHARE[info.family]
     if not 0 < lut_share <= 1:
         raise ValueError(f"LUT share must be in (0, 1] (lut_share={lut_share})")
     if isinstance(target_fps, str):
@@ -592,9 +608,13 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
     # No design is faster than the board term alone, so a candidate of C cycles cannot beat
     # ceiling / C frames/s: once that is below the best rate found (or below the target),
     # the slower candidates need no estimate.
-    fmax_model = (coefficients or load_coefficients()).get(info.family, {}).get("fmax", {})
-    ceiling = (1e9 / fmax_model["period_ns"][info.name]
-               if info.name in fmax_model.get("period_ns", {}) else None)
+    coefs = coefficients or load_coefficients()
+    fmax_model = coefs.get(info.family, {}).get("fmax", {})
+    ceiling = None
+    if info.name in fmax_model.get("period_ns", {}):
+        ceiling = 1e9 / fmax_model["period_ns"][info.name]
+        ceiling = max([ceiling] + [1e6 * k["fmax_mhz"] for k in coefs.get("measured_fmax", ())
+                                   if k["board"] == info.name])
     for folding in _balanced_candidates(model):
         if ceiling is not None and fitting:
             bound = ceiling / max(folding.layer_cycles(model))
@@ -620,10 +640,10 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
         return parse_fold(best.folding, model)
     meeting = [e for e in fitting if _rate(e) >= target_fps]
     if not meeting:
-        fmax = best.fmax_mhz or best.clk_mhz
+        clock = best.safe_clock_mhz or best.clk_mhz
         raise FitError(
             f"{model.topology} on {info.name}: {target_fps:g} frames/s needs <= "
-            f"{fmax * 1e6 / target_fps:.0f} cycles/frame at {fmax:.1f} MHz, but the fastest "
+            f"{clock * 1e6 / target_fps:.0f} cycles/frame at {clock:.1f} MHz, but the fastest "
             f"folding that fits ({best.folding}) takes {best.cycles_per_frame} "
             f"({_rate(best):.0f} frames/s)")
     return parse_fold(min(meeting, key=lambda e: (e.totals["luts"], -_rate(e))).folding, model)

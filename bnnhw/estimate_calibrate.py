@@ -63,6 +63,9 @@ CONFIGS: tuple[tuple[str, str, str], ...] = (
     ("ulx3s-85f", "lfc", "16x98,16x128,16x128,2x16@2"),
     ("ulx3s-85f", "tfc", "1x784,1x64,1x64,1x64"),
     ("ulx3s-85f", "sfc", "1x784,1x256,1x256,5x2@4"),
+    ("icebreaker", "cnv-micro", "2x9,-,4x18,-,1x8,1x1"),
+    ("ulx3s-85f", "cnv-tiny", "8x9,-,8x48,-,1x50,1x1"),
+    ("orangecrab-25f", "cnv-tiny", "16x9,-,16x48,-,2x40,1x1"),
 )
 """``(board, model, fold)`` built by ``--run``; the model is ``docs/models/<model>_mnist.npz``."""
 
