@@ -340,7 +340,7 @@ def test_cli_target_fps_without_auto_exits_2_before_building(tmp_path, capsys):
 
 @pytest.mark.parametrize("path", sorted((DOCS / "boards" / "auto").glob("*.json")),
                          ids=lambda p: p.stem)
-def test_auto_built_folding_beats_every_hand_build_of_the_board(path):
+def test_auto_build_matches_or_beats_every_hand_build_of_the_board(path):
     auto = json.loads(path.read_text())
     assert auto["fold_request"]["fold"] == "auto"
     share = AUTO_LUT_SHARE[auto["family"]]
@@ -351,9 +351,14 @@ def test_auto_built_folding_beats_every_hand_build_of_the_board(path):
             and h["model_sha256"] == auto["model_sha256"]]
     assert same
     for p, h in same:
-        # At the clock both were built for: fewer cycles per frame, more frames per second.
+        # At the clock each was built for: no more cycles per frame, at least as many frames/s.
         assert auto["cycles_per_frame"] <= h["cycles_per_frame"]
         assert auto["fps_at_clock"] >= h.get("fps_at_clock", h["fps_at_board_clock"])
-        if p.parent.name == "boards":
-            # The committed board report (hand or default folding) also loses at fmax.
-            assert auto["fps_at_fmax"] >= h["fps_at_fmax"]
+        if p.parent.name != "boards":
+            continue
+        if auto["folding"] == h["folding"]:
+            # The same design routed for another clock: its fmax moves by placement only.
+            assert auto["fmax_mhz"] >= h["fmax_mhz"] / (1 + MEASURED_MARGIN), p.name
+        else:
+            # Another folding of the committed board report also loses at fmax.
+            assert auto["fps_at_fmax"] >= h["fps_at_fmax"], p.name
