@@ -100,7 +100,7 @@ from .model import Model
 __all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "FEATURES", "FMAX_FEATURES", "Estimate",
            "FitError", "MemoryMap", "StageEstimate", "auto_folding", "estimate",
            "estimate_fmax", "fmax_features", "format_estimate", "load_coefficients",
-           "map_memory", "resolve_fold"]
+           "map_memory", "modelled_fmax", "resolve_fold"]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("estimate_coefficients.json")
 """Fitted coefficients (written by ``python -m bnnhw.estimate_calibrate``)."""
@@ -408,7 +408,8 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
     from .gateware.dataflow import Accelerator
 
     info = board if isinstance(board, Board) else get_board(board)
-    coefs = (coefficients or load_coefficients())[info.family]
+    all_coefs = coefficients or load_coefficients()
+    coefs = all_coefs[info.family]
     if folding is None:
         layers = check_fits(model, info, spram_layers=spram_layers)
         if layers:
@@ -438,7 +439,6 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
     capacity = {"luts": info.luts, "ffs": info.luts, "bram": info.bram_blocks,
                 "spram": info.spram_bits // 262_144}
     cpf = accelerator.cycles_per_frame
-    all_coefs = coefficients or load_coefficients()
     features = fmax_features(accelerator, totals["luts"])
     fmax, measured, safe = estimate_fmax(all_coefs, info, model.sha256(), folding.spec,
                                          features)
@@ -462,6 +462,24 @@ def fmax_features(accelerator: Any, luts: float) -> dict[str, float]:
             "kluts": luts / 1000}
 
 
+def modelled_fmax(model: dict[str, Any], board: str, features: dict[str, float]) -> float:
+    """``1000 / (t_board + sum_n c_n * features[n])`` MHz for a family's period ``model``."""
+    return 1000.0 / (model["period_ns"][board]
+                     + sum(model[n] * features[n] for n in FMAX_FEATURES))
+
+
+def _fmax_ceiling(coefficients: dict[str, Any], board: Board) -> float | None:
+    """The highest fmax in MHz any design can get on ``board``: the model at zero features
+    (every feature is ``>= 0``) or a measured design, whichever is higher; None: no model."""
+    model = coefficients.get(board.family, {}).get("fmax")
+    if model is None or board.name not in model["period_ns"]:
+        return None
+    zero = dict.fromkeys(FMAX_FEATURES, 0.0)
+    return max([modelled_fmax(model, board.name, zero)]
+               + [k["fmax_mhz"] for k in coefficients.get("measured_fmax", ())
+                  if k["board"] == board.name])
+
+
 def estimate_fmax(coefficients: dict[str, Any], board: Board, model_sha256: str,
                   folding: str, features: dict[str, float]
                   ) -> tuple[float | None, float | None, float | None]:
@@ -475,8 +493,7 @@ def estimate_fmax(coefficients: dict[str, Any], board: Board, model_sha256: str,
     model = coefficients.get(board.family, {}).get("fmax")
     fmax = safe = None
     if model is not None and board.name in model["period_ns"]:
-        fmax = 1000.0 / (model["period_ns"][board.name]
-                         + sum(model[n] * features[n] for n in FMAX_FEATURES))
+        fmax = modelled_fmax(model, board.name, features)
         safe = fmax / (1 + model["margin"])
     measured = next((float(k["fmax_mhz"]) for k in coefficients.get("measured_fmax", ())
                      if (k["board"], k["model_sha256"], k["folding"])
@@ -605,20 +622,14 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
         raise ValueError(f"target fps must be > 0 (target_fps={target_fps})")
     fitting: list[Estimate] = []
     last_error = None
-    # No design is faster than the board term alone, so a candidate of C cycles cannot beat
-    # ceiling / C frames/s: once that is below the best rate found (or below the target),
-    # the slower candidates need no estimate.
-    coefs = coefficients or load_coefficients()
-    fmax_model = coefs.get(info.family, {}).get("fmax", {})
-    ceiling = None
-    if info.name in fmax_model.get("period_ns", {}):
-        ceiling = 1e9 / fmax_model["period_ns"][info.name]
-        ceiling = max([ceiling] + [1e6 * k["fmax_mhz"] for k in coefs.get("measured_fmax", ())
-                                   if k["board"] == info.name])
+    # No candidate of C cycles can run faster than ceiling / C frames/s: once that is below
+    # the best rate found (or below the target), the slower candidates need no estimate.
+    ceiling = _fmax_ceiling(coefficients or load_coefficients(), info)
+    best_rate = 0.0
     for folding in _balanced_candidates(model):
         if ceiling is not None and fitting:
-            bound = ceiling / max(folding.layer_cycles(model))
-            if bound < (target_fps or max(_rate(e) for e in fitting)):
+            bound = ceiling * 1e6 / max(folding.layer_cycles(model))
+            if bound < (target_fps or best_rate):
                 continue
         try:
             est = estimate(model, info, folding, coefficients)
@@ -627,6 +638,7 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
             continue
         if not _shortfalls(est, lut_share):
             fitting.append(est)
+            best_rate = max(best_rate, _rate(est))
         last_est = est
         last_error = None
     if not fitting:

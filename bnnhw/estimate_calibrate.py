@@ -39,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from .estimate import COEFFICIENTS_PATH, FF_FEATURES, FMAX_FEATURES, LUT_FEATURES, estimate
+from .estimate import (
+    COEFFICIENTS_PATH,
+    FF_FEATURES,
+    FMAX_FEATURES,
+    LUT_FEATURES,
+    estimate,
+    modelled_fmax,
+)
 from .model import Model, load_model, write_atomic
 
 __all__ = ["CONFIGS", "calibrate", "fit", "main", "nnls"]
@@ -185,11 +192,6 @@ def _fit_period(timed: list[dict[str, Any]]) -> dict[str, Any]:
             | {n: float(v) for n, v in zip(FMAX_FEATURES, c[len(boards):], strict=True)})
 
 
-def _predict_fmax(model: dict[str, Any], t: dict[str, Any]) -> float:
-    return 1000.0 / (model["period_ns"][t["board"]]
-                     + sum(model[n] * t["features"][n] for n in FMAX_FEATURES))
-
-
 def _margin(timed: list[dict[str, Any]]) -> float:
     """Largest leave-one-out overestimate of fmax, ``max(0, max_i f_est / f_meas - 1)``."""
     over = [0.0]
@@ -197,7 +199,8 @@ def _margin(timed: list[dict[str, Any]]) -> float:
         rest = timed[:i] + timed[i + 1:]
         if not any(u["board"] == t["board"] for u in rest):
             continue
-        over.append(_predict_fmax(_fit_period(rest), t) * t["period_ns"] / 1000.0 - 1.0)
+        fmax = modelled_fmax(_fit_period(rest), t["board"], t["features"])
+        over.append(fmax * t["period_ns"] / 1000.0 - 1.0)
     return max(over)
 
 
