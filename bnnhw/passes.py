@@ -68,8 +68,15 @@ def batchnorm_eval(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.n
     has the dtype of the parameters.
     """
     dtype = np.result_type(mean, var, gamma, beta)
-    scale = (gamma / np.sqrt(var + dtype.type(eps))).astype(dtype)
-    return (np.asarray(x, dtype=dtype) - mean) * scale + beta
+    return (np.asarray(x, dtype=dtype) - mean) * batchnorm_scale(var, gamma, eps, dtype) + beta
+
+
+def batchnorm_scale(var: np.ndarray, gamma: np.ndarray, eps: float,
+                    dtype: np.dtype) -> np.ndarray:
+    """``gamma / sqrt(var + eps)`` in ``dtype``: the per-feature factor of
+    :func:`batchnorm_eval`."""
+    dtype = np.dtype(dtype)
+    return (gamma / np.sqrt(var + dtype.type(eps))).astype(dtype)
 
 
 def binarize(x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from bnnhw.model import InputQuantizer, Model, PixelInput
 from bnnhw.passes import fold_model
 from bnnhw.reference import im2col
 
+from . import kernels
 from .layers import (
     F32,
     BatchNorm1d,
@@ -61,6 +62,8 @@ class BinaryConv2d(Layer):
         self.in_shape, self.kernel = (h, w, c), kernel
         self.out_shape = (h - kernel + 1, w - kernel + 1, out_channels)
         self.params["W"] = rng.uniform(-1, 1, (out_channels, kernel * kernel * c)).astype(F32)
+        self.grads["W"] = np.zeros_like(self.params["W"])
+        self.bounds["W"] = 1.0
         self.need_input_grad = True
 
     def binary_weights(self) -> np.ndarray:
@@ -69,26 +72,33 @@ class BinaryConv2d(Layer):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         n = x.shape[0]
-        self._cols = im2col(x.reshape(n, -1), self.in_shape, self.kernel)
-        self._wb = self.binary_weights()
-        return (self._cols @ self._wb.T).reshape(n, *self.out_shape)
+        w = self.params["W"]
+        if training:
+            self._wb = self.buffer("wb", w.shape)
+            kernels.sign_into(w.reshape(-1), self._wb.reshape(-1))
+            oh, ow, _ = self.out_shape
+            k, c = self.kernel, self.in_shape[2]
+            self._cols = self.buffer("cols", (n * oh * ow, w.shape[1]))
+            kernels.im2col_into(np.ascontiguousarray(x, dtype=F32).reshape(n, *self.in_shape),
+                                k, self._cols.reshape(n, oh, ow, k, k, c))
+            out = self.buffer("out", (self._cols.shape[0], w.shape[0]))
+            np.matmul(self._cols, self._wb.T, out=out)
+            return out.reshape(n, *self.out_shape)
+        cols = im2col(x.reshape(n, -1), self.in_shape, self.kernel)
+        return (cols @ self.binary_weights().T).reshape(n, *self.out_shape)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         oh, ow, oc = self.out_shape
         g = grad.reshape(-1, oc)
-        self.grads["W"] = g.T @ self._cols
+        np.matmul(g.T, self._cols, out=self.grads["W"])
         if not self.need_input_grad:
             return grad
         k, (h, w, c) = self.kernel, self.in_shape
-        dcols = (g @ self._wb).reshape(-1, oh, ow, k, k, c)
-        dx = np.zeros((dcols.shape[0], h, w, c), dtype=F32)
-        for ky in range(k):
-            for kx in range(k):
-                dx[:, ky:ky + oh, kx:kx + ow, :] += dcols[:, :, :, ky, kx, :]
+        dcols = self.buffer("dcols", self._cols.shape)
+        np.matmul(g, self._wb, out=dcols)
+        dx = self.buffer("dx", (g.shape[0] // (oh * ow), h, w, c))
+        kernels.col2im(dcols.reshape(-1, oh, ow, k, k, c), k, dx)
         return dx
-
-    def constrain(self) -> None:
-        np.clip(self.params["W"], -1, 1, out=self.params["W"])
 
 
 class BatchNorm2d(BatchNorm1d):
@@ -125,21 +135,17 @@ class MaxPool2d(Layer):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         n, h, w, c = x.shape
-        oh, ow = h // 2, w // 2
+        x = np.ascontiguousarray(x)
+        shape = (n, h // 2, w // 2, c)
+        out = self.buffer("out", shape, x.dtype) if training else np.empty(shape, x.dtype)
+        self._arg = self.buffer("arg", shape, np.uint8)
         self._in_shape = x.shape
-        windows = (x[:, :2 * oh, :2 * ow].reshape(n, oh, 2, ow, 2, c)
-                   .transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, 4))
-        self._arg = windows.argmax(axis=-1)[..., None]
-        return np.take_along_axis(windows, self._arg, axis=-1)[..., 0]
+        kernels.maxpool2_forward(x, out, self._arg)
+        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        n, h, w, c = self._in_shape
-        oh, ow = h // 2, w // 2
-        spread = np.zeros((n, oh, ow, c, 4), dtype=F32)
-        np.put_along_axis(spread, self._arg, grad[..., None], axis=-1)
-        dx = np.zeros(self._in_shape, dtype=F32)
-        dx[:, :2 * oh, :2 * ow] = (spread.reshape(n, oh, ow, c, 2, 2)
-                                   .transpose(0, 1, 4, 2, 5, 3).reshape(n, 2 * oh, 2 * ow, c))
+        dx = self.buffer("dx", self._in_shape)
+        kernels.maxpool2_backward(np.ascontiguousarray(grad, dtype=F32), self._arg, dx)
         return dx
 
 

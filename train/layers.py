@@ -9,7 +9,14 @@ otherwise. The gradient of ``sign`` is the straight-through estimator of ``hardt
     d sign(x) / dx  :=  1 if |x| <= 1 else 0
 
 For binary weights the estimator is the identity (BinaryConnect): the latent real weights
-receive the gradient of the binary weights and are clipped to ``[-1, 1]`` after each step.
+receive the gradient of the binary weights and are kept in ``[-1, 1]`` by the optimizer, which
+reads each layer's ``bounds``.
+
+Memory traffic: in training mode the elementwise work runs in the one-pass kernels of
+:mod:`bnnhw.train.kernels`, into buffers a layer keeps from one step to the next (same shape,
+same array), and the backward pass overwrites the incoming gradient where nothing else reads it.
+Eval mode allocates fresh arrays and computes with numpy, in the expressions the fold pass
+reproduces.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from bnnhw.model import PIXEL_MAX
-from bnnhw.passes import batchnorm_eval, pixel_preactivation
+from bnnhw.passes import batchnorm_scale, pixel_preactivation
+
+from . import kernels
 
 F32 = np.float32
 
@@ -28,11 +37,27 @@ def sign(x: np.ndarray) -> np.ndarray:
 
 
 class Layer:
-    """Base class: ``forward(x, training)``, ``backward(grad) -> grad_input``, parameters."""
+    """Base class: ``forward(x, training)``, ``backward(grad) -> grad_input``, parameters.
+
+    ``bounds`` maps a parameter name to ``b > 0`` when the parameter must stay in ``[-b, b]``
+    (the latent weights of a binary layer); the optimizer clips it in the same pass.
+    """
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.bounds: dict[str, float] = {}
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def buffer(self, name: str, shape: tuple[int, ...], dtype=F32) -> np.ndarray:
+        """A scratch array kept between steps: the same one again while the shape is the same.
+
+        The contents are undefined; the caller overwrites them.
+        """
+        array = self._buffers.get(name)
+        if array is None or array.shape != tuple(shape) or array.dtype != dtype:
+            array = self._buffers[name] = np.empty(shape, dtype=dtype)
+        return array
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         """Compute the output for ``x`` (float32, shape ``(N, features)``)."""
@@ -41,9 +66,6 @@ class Layer:
     def backward(self, grad: np.ndarray) -> np.ndarray:
         """Given ``dL/d output``, store parameter gradients and return ``dL/d input``."""
         raise NotImplementedError
-
-    def constrain(self) -> None:
-        """Project the parameters back onto their domain after an optimizer step."""
 
 
 class BinaryDense(Layer):
@@ -64,6 +86,8 @@ class BinaryDense(Layer):
                  init: float = 1.0) -> None:
         super().__init__()
         self.params["W"] = rng.uniform(-init, init, (out_features, in_features)).astype(F32)
+        self.grads["W"] = np.zeros_like(self.params["W"])
+        self.bounds["W"] = 1.0
         self.need_input_grad = True
 
     def binary_weights(self) -> np.ndarray:
@@ -72,15 +96,14 @@ class BinaryDense(Layer):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._x = x
-        self._wb = self.binary_weights()
+        w = self.params["W"]
+        self._wb = self.buffer("wb", w.shape)
+        kernels.sign_into(w.reshape(-1), self._wb.reshape(-1))
         return x @ self._wb.T
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        self.grads["W"] = grad.T @ self._x
+        np.matmul(grad.T, self._x, out=self.grads["W"])
         return grad @ self._wb if self.need_input_grad else grad
-
-    def constrain(self) -> None:
-        np.clip(self.params["W"], -1, 1, out=self.params["W"])
 
 
 class PixelScale(Layer):
@@ -126,7 +149,8 @@ class BatchNorm1d(Layer):
     batch variance ``v_B``; ``y = gamma * xhat + beta``. The running statistics move as
     ``r <- (1 - momentum) r + momentum * batch`` (the variance with the unbiased estimate).
     Eval: :func:`bnnhw.passes.batchnorm_eval` on the float32 running statistics, which is the
-    expression the fold pass turns into integer thresholds.
+    expression the fold pass turns into integer thresholds, computed operation by operation in
+    :func:`bnnhw.train.kernels.batchnorm_eval_into` (bit-identical, tested).
 
     Backward (training mode), with ``g = dL/dy`` and batch size ``n``::
 
@@ -138,6 +162,7 @@ class BatchNorm1d(Layer):
         super().__init__()
         self.params["gamma"] = np.ones(features, dtype=F32)
         self.params["beta"] = np.zeros(features, dtype=F32)
+        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
         self.running_mean = np.zeros(features, dtype=F32)
         self.running_var = np.ones(features, dtype=F32)
         self.eps = eps
@@ -145,40 +170,51 @@ class BatchNorm1d(Layer):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         if not training:
-            return batchnorm_eval(x, self.running_mean, self.running_var, self.params["gamma"],
-                                  self.params["beta"], self.eps)
-        n = x.shape[0]
-        mean = x.mean(axis=0)
-        centred = x - mean
-        var = (centred * centred).mean(axis=0)
-        sigma = np.sqrt(var + F32(self.eps))
-        self._xhat = centred / sigma
-        self._sigma = sigma
+            x = np.ascontiguousarray(x, dtype=F32)
+            out = np.empty_like(x)
+            scale = batchnorm_scale(self.running_var, self.params["gamma"], self.eps, F32)
+            kernels.batchnorm_eval_into(x, self.running_mean, scale, self.params["beta"], out)
+            return out
+        n, c = x.shape
+        dtype = self.params["gamma"].dtype
+        x = np.ascontiguousarray(x, dtype=dtype)
+        self._xhat = self.buffer("xhat", x.shape, dtype)
+        out = self.buffer("out", x.shape, dtype)
+        mean, var, self._sigma = (np.empty(c, dtype) for _ in range(3))
+        kernels.batchnorm_train(x, self.params["gamma"], self.params["beta"], self.eps,
+                                self._xhat, out, mean, var, self._sigma)
         m = F32(self.momentum)
         unbiased = var * F32(n / max(n - 1, 1))
         self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(F32)
         self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(F32)
-        return self._xhat * self.params["gamma"] + self.params["beta"]
+        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        xhat, n = self._xhat, grad.shape[0]
-        sum_g = grad.sum(axis=0)
-        sum_gx = (grad * xhat).sum(axis=0)
-        self.grads["gamma"] = sum_gx
-        self.grads["beta"] = sum_g
-        scale = self.params["gamma"] / (F32(n) * self._sigma)
-        return scale * (F32(n) * grad - sum_g - xhat * sum_gx)
+        grad = np.ascontiguousarray(grad, dtype=self._xhat.dtype)
+        for name, value in self.params.items():
+            if self.grads[name].dtype != value.dtype:
+                self.grads[name] = np.zeros_like(value)
+        kernels.batchnorm_backward(grad, self._xhat, self.params["gamma"], self._sigma,
+                                   self.grads["gamma"], self.grads["beta"])
+        return grad
 
 
 class SignActivation(Layer):
     """``sign`` forward; backward ``g * (|x| <= 1)`` (straight-through hardtanh)."""
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        self._pass = np.abs(x) <= 1
-        return sign(x)
+        if not training:
+            return sign(x)
+        x = np.ascontiguousarray(x, dtype=F32)
+        out = self.buffer("out", x.shape)
+        self._pass = self.buffer("pass", x.shape, np.bool_)
+        kernels.sign_and_window(x.reshape(-1), out.reshape(-1), self._pass.reshape(-1))
+        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad * self._pass
+        grad = np.ascontiguousarray(grad, dtype=F32)
+        kernels.mask_inplace(grad.reshape(-1), self._pass.reshape(-1))
+        return grad
 
 
 class Hardtanh(Layer):
@@ -221,12 +257,16 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=F32) >= F32(self.rate)
-        self._mask = keep * F32(1 / (1 - self.rate))
+        self._mask = self.buffer("mask", x.shape)
+        self.rng.random(x.shape, dtype=F32, out=self._mask)
+        np.greater_equal(self._mask, F32(self.rate), out=self._mask)
+        self._mask *= F32(1 / (1 - self.rate))
         return x * self._mask
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        return grad if self._mask is None else grad * self._mask
+        if self._mask is not None:
+            grad *= self._mask
+        return grad
 
 
 class Scale(Layer):

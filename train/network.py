@@ -68,14 +68,38 @@ class LayerStack:
             out = layer.forward(out, training)
         return out
 
-    def constrain(self) -> None:
-        """Clip latent binary weights to ``[-1, 1]``."""
-        for layer in self.layers:
-            layer.constrain()
+    def state(self) -> dict[str, np.ndarray]:
+        """Every parameter and running statistic, keyed ``"{layer}.{name}"``."""
+        state = {}
+        for i, layer in enumerate(self.layers):
+            for name, value in layer.params.items():
+                state[f"{i}.{name}"] = value
+            if isinstance(layer, BatchNorm1d):
+                state[f"{i}.running_mean"] = layer.running_mean
+                state[f"{i}.running_var"] = layer.running_var
+        return state
 
-    def param_groups(self) -> list[tuple[dict, dict]]:
-        """``(params, grads)`` of every layer that has parameters."""
-        return [(layer.params, layer.grads) for layer in self.layers if layer.params]
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore :meth:`state` (the same keys, shapes and dtypes); ``ValueError`` otherwise."""
+        mine = self.state()
+        if mine.keys() != state.keys():
+            raise ValueError(f"state keys differ: missing {sorted(mine.keys() - state.keys())}, "
+                             f"unexpected {sorted(state.keys() - mine.keys())}")
+        for key, value in state.items():
+            if value.shape != mine[key].shape or value.dtype != mine[key].dtype:
+                raise ValueError(f"state {key}: {value.dtype}{value.shape}, expected "
+                                 f"{mine[key].dtype}{mine[key].shape}")
+        for i, layer in enumerate(self.layers):
+            for name, value in layer.params.items():
+                value[...] = state[f"{i}.{name}"]
+            if isinstance(layer, BatchNorm1d):
+                layer.running_mean = state[f"{i}.running_mean"].copy()
+                layer.running_var = state[f"{i}.running_var"].copy()
+
+    def param_groups(self) -> list[tuple[dict, dict, dict]]:
+        """``(params, grads, bounds)`` of every layer that has parameters."""
+        return [(layer.params, layer.grads, layer.bounds) for layer in self.layers
+                if layer.params]
 
 
 class MLP(LayerStack):
@@ -179,17 +203,6 @@ class MLP(LayerStack):
         return np.argmax(self.logits(images), axis=1).astype(np.int64)
 
     # -- inspection -----------------------------------------------------------------------
-    def state(self) -> dict[str, np.ndarray]:
-        """Every parameter and running statistic, keyed ``"{layer}.{name}"``."""
-        state = {}
-        for i, layer in enumerate(self.layers):
-            for name, value in layer.params.items():
-                state[f"{i}.{name}"] = value
-            if isinstance(layer, BatchNorm1d):
-                state[f"{i}.running_mean"] = layer.running_mean
-                state[f"{i}.running_var"] = layer.running_var
-        return state
-
     def footprint_bytes(self) -> int:
         """Bytes of parameters needed for inference, as stored.
 

@@ -4,8 +4,10 @@ A preset with ``conv`` blocks trains a binarized CNN (:class:`bnnhw.train.conv.C
 only); every other preset an :class:`MLP`.
 
 Determinism: one :class:`numpy.random.SeedSequence` seeded with ``seed`` spawns independent
-generators for the initial weights, the epoch shuffles and the dropout masks, and all
-arithmetic is float32 with fixed shapes, so the same seed gives bit-identical weights.
+generators for the initial weights, the epoch shuffles, the dropout masks and the augmentation,
+and all arithmetic is float32 with fixed shapes and fixed reduction orders, so the same seed
+on the same BLAS thread count gives bit-identical weights. A checkpoint stores the generators'
+states with the weights and moments, so a resumed run continues the same sequence.
 
 Reported accuracies: ``train_accuracy`` of an epoch is measured on the training batches as they
 are trained (training mode, dropout on); ``test_accuracy`` is the eval-mode network on the whole
@@ -15,17 +17,27 @@ test split after the epoch. The final figure is the last epoch's, never the best
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from bnnhw import datasets
 from bnnhw.model import InputQuantizer, Model, PixelInput, write_atomic
 
+from .augment import Augment, parse_augment
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    check_config,
+    checkpoint_path,
+    load_checkpoint,
+)
 from .conv import CNN
 from .losses import get_loss
 from .network import MLP, check_mode
@@ -49,10 +61,13 @@ class TrainResult:
     float_test_accuracy : float
         Eval-mode accuracy of the float network on the test split after the last epoch.
     seconds : float
-        Training wall time (all epochs, including the per-epoch test evaluation).
+        Training wall time, summed over the epochs (across resumed runs too), each including
+        its test evaluation.
     curves_png : Path or None
     out : Path or None
         The written model file.
+    finished : bool
+        False when ``stop_after`` ended the run before its last epoch (no model exported).
     """
 
     model: Model | None
@@ -62,6 +77,7 @@ class TrainResult:
     seconds: float = 0.0
     curves_png: Path | None = None
     out: Path | None = None
+    finished: bool = True
 
 
 INPUT_KINDS = ("bits", "pixels8")
@@ -98,25 +114,32 @@ def make_quantizer(mode: str, default_threshold: float, input_threshold: float |
     return InputQuantizer.fixed(default_threshold) if mode == "W1A1" else None
 
 
+def default_threads() -> int:
+    """The cores this process may run on (its CPU affinity)."""
+    return len(os.sched_getaffinity(0))
+
+
 def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | None,
           data_dir: str | Path | None = None, mode: str = "W1A1",
           input_threshold: float | None = None, thermometer_levels: int | None = None,
           curves_png: str | Path | None = None, progress: bool = True,
           limit_train: int | None = None, loss: str | None = None, lr: float | None = None,
           lr_end: float | None = None, batch_size: int | None = None,
-          input_kind: str = "bits") -> TrainResult:
-    """Train an MLP preset and (W1A1) export the folded integer model.
+          input_kind: str = "bits", augment: Augment | str | None = None,
+          threads: int | None = None, checkpoint: str | Path | None = None,
+          resume: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Train a preset and (W1A1) export the folded integer model.
 
     Parameters
     ----------
     dataset : {"mnist", "fashion-mnist"}
-    arch : {"seed000", "tfc", "sfc", "lfc", "cbcnn", "cnv-tiny"}
+    arch : {"seed000", "tfc", "sfc", "lfc", "cbcnn", "cnv-tiny", "cnv-micro"}
     epochs : int
         At least 1. The learning rate decays geometrically from ``lr`` to ``lr_end``.
     seed : int
     out : path or None
         Model file to write (W1A1 only), atomically, with ``meta`` holding the dataset,
-        architecture, mode, epochs, seed, float test accuracy and training seconds.
+        architecture, mode, epochs, seed, recipe and float test accuracy.
     data_dir : path or None
         See :func:`bnnhw.datasets.locate`.
     mode : {"W1A1", "W1A32", "FP32"}
@@ -138,6 +161,21 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         first layer reads the raw 8-bit pixels, as ``x / 255`` in the float network, folded
         exactly into integer thresholds on ``a = sum_k w_k x_k`` (input kind ``pixels8`` of
         the model file).
+    augment : Augment, str or None
+        Training-set augmentation (:mod:`bnnhw.train.augment`), e.g. ``"shift:2,flip"``.
+    threads : int or None
+        BLAS threads for the matrix products (threadpoolctl); default: the cores this process
+        may use. The elementwise kernels run on one thread.
+    checkpoint : path or None
+        Directory where the whole training state is written atomically after every epoch
+        (:mod:`bnnhw.train.checkpoint`). A fresh run refuses a directory that already holds a
+        checkpoint, so nothing is lost by mistake.
+    resume : bool
+        Continue the run saved in ``checkpoint`` (same settings) from its last finished epoch.
+        The result is bit-identical to an uninterrupted run on the same thread count.
+    stop_after : int or None
+        Stop once this many epochs of the schedule are done (a time slice of a long run); the
+        checkpoint holds the state, and no model is exported until the last epoch.
 
     Raises
     ------
@@ -145,6 +183,9 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         Unknown dataset, architecture, mode or loss (naming the value and the choices), bad
         numbers, ``out`` with a mode other than W1A1, or a CNN preset with a mode other than
         W1A1.
+    CheckpointError
+        ``resume`` without a readable checkpoint of the same settings, or a fresh run into a
+        directory that already holds one.
     """
     if dataset not in datasets.DATASETS:
         raise ValueError(
@@ -152,20 +193,48 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         )
     preset = get_preset(arch)
     check_mode(mode)
-    loss_fn = get_loss(loss or preset.loss)
+    loss_name = loss or preset.loss
+    loss_fn = get_loss(loss_name)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if limit_train is not None and limit_train < 1:
         raise ValueError(f"limit_train must be >= 1, got {limit_train}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if stop_after is not None and not 1 <= stop_after:
+        raise ValueError(f"stop_after must be >= 1, got {stop_after}")
+    if (resume or stop_after is not None) and checkpoint is None:
+        raise ValueError("resume and stop_after need a checkpoint directory")
     if preset.conv and mode != "W1A1":
         raise ValueError(f"architecture {arch!r} is a binarized CNN and trains in mode W1A1 only, "
                          f"not {mode!r}")
     if out is not None and mode != "W1A1":
         raise ValueError(f"only mode W1A1 exports a model file; mode {mode!r} cannot write {out}")
+    if not isinstance(augment, Augment):
+        augment = parse_augment(augment)
     batch = batch_size or preset.batch_size
     lr0, lr1 = lr or preset.lr, lr_end or preset.lr_end
+    if batch < 2 or lr0 <= 0 or lr1 <= 0:
+        raise ValueError(f"batch size must be >= 2 and learning rates > 0, got batch {batch}, "
+                         f"lr {lr0}, lr_end {lr1}")
     quantizer = make_quantizer(mode, preset.input_threshold, input_threshold,
                                thermometer_levels, input_kind)
+    threads = threads or default_threads()
+    config = {"dataset": dataset, "arch": arch, "mode": mode, "epochs": epochs, "seed": seed,
+              "batch_size": batch, "lr": lr0, "lr_end": lr1, "loss": loss_name,
+              "input": input_kind, "input_thresholds": None, "augment": augment.spec,
+              "limit_train": limit_train, "dropout_input": preset.dropout_input,
+              "dropout_hidden": preset.dropout_hidden}
+    if isinstance(quantizer, InputQuantizer):
+        config["input_thresholds"] = [float(t) for t in quantizer.thresholds]
+    saved = None
+    if checkpoint is not None:
+        if resume:
+            saved = load_checkpoint(checkpoint)
+            check_config(saved.config, config, checkpoint_path(checkpoint))
+        elif checkpoint_path(checkpoint).exists():
+            raise CheckpointError(f"{checkpoint_path(checkpoint)} already exists; resume it "
+                                  f"(--resume) or choose another directory")
 
     train_split = datasets.load(dataset, "train", data_dir)
     test_split = datasets.load(dataset, "test", data_dir)
@@ -173,54 +242,76 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     if limit_train is not None:
         images, labels = images[:limit_train], labels[:limit_train]
     test_labels = test_split.labels.astype(np.int64)
+    side = int(round(np.sqrt(images.shape[1])))
 
-    init_seq, shuffle_seq, dropout_seq = np.random.SeedSequence(seed).spawn(3)
-    shuffle_rng = np.random.default_rng(shuffle_seq)
+    init_seq, shuffle_seq, dropout_seq, augment_seq = np.random.SeedSequence(seed).spawn(4)
+    rngs = {"shuffle": np.random.default_rng(shuffle_seq),
+            "dropout": np.random.default_rng(dropout_seq),
+            "augment": np.random.default_rng(augment_seq)}
     if preset.conv:
         net: MLP | CNN = CNN(preset.conv, preset.hidden, preset.kernel, quantizer,
-                             np.random.default_rng(init_seq), np.random.default_rng(dropout_seq),
+                             np.random.default_rng(init_seq), rngs["dropout"],
                              dropout_hidden=preset.dropout_hidden)
     else:
         net = MLP(preset.hidden, mode, quantizer, np.random.default_rng(init_seq),
-                  np.random.default_rng(dropout_seq), dropout_input=preset.dropout_input,
+                  rngs["dropout"], dropout_input=preset.dropout_input,
                   dropout_hidden=preset.dropout_hidden)
-    x_train = net.encode(images)
+    x_train = None if augment.active else net.encode(images)
     opt = Adam(net.param_groups(), lr=lr0)
     history: list[dict] = []
-    start = time.perf_counter()
-    n = x_train.shape[0]
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        opt.lr = decayed_lr(lr0, lr1, epoch, epochs)
-        order = shuffle_rng.permutation(n)
-        total_loss, correct = 0.0, 0
-        steps = range(0, n, batch)
-        bar = tqdm(steps, desc=f"{arch} {mode} epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        for s in bar:
-            idx = order[s:s + batch]
-            logits = net.forward(x_train[idx], training=True)
-            value, grad = loss_fn(logits, labels[idx])
-            net.backward(grad)
-            opt.step()
-            net.constrain()
-            total_loss += value * len(idx)
-            correct += int((np.argmax(logits, axis=1) == labels[idx]).sum())
-        test_acc = float((net.predict(test_split.images) == test_labels).mean())
-        history.append({"epoch": epoch + 1, "lr": opt.lr, "loss": total_loss / n,
-                        "train_accuracy": correct / n, "test_accuracy": test_acc,
-                        "seconds": time.perf_counter() - t0})
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total_loss / n:.4f} "
-                       f"train {correct / n:.4f} test {test_acc:.4f} "
-                       f"({history[-1]['seconds']:.1f} s)", file=sys.stderr)
-    seconds = time.perf_counter() - start
-    result = TrainResult(None, net, history, history[-1]["test_accuracy"], seconds)
+    if saved is not None:
+        net.load_state(saved.net)
+        opt.load_state(saved.opt)
+        for name, rng in rngs.items():
+            rng.bit_generator.state = saved.rng[name]
+        history = saved.history
+    last = epochs if stop_after is None else min(epochs, stop_after)
+    n = images.shape[0]
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for epoch in range(len(history), last):
+            t0 = time.perf_counter()
+            opt.lr = decayed_lr(lr0, lr1, epoch, epochs)
+            order = rngs["shuffle"].permutation(n)
+            total_loss, correct = 0.0, 0
+            steps = range(0, n, batch)
+            bar = tqdm(steps, desc=f"{arch} {mode} epoch {epoch + 1}/{epochs}",
+                       disable=not progress, leave=False, unit="batch")
+            for s in bar:
+                idx = order[s:s + batch]
+                if x_train is None:
+                    x = net.encode(augment.apply(images[idx], side, rngs["augment"]))
+                else:
+                    x = x_train[idx]
+                logits = net.forward(x, training=True)
+                value, grad = loss_fn(logits, labels[idx])
+                net.backward(grad)
+                opt.step()
+                total_loss += value * len(idx)
+                correct += int((np.argmax(logits, axis=1) == labels[idx]).sum())
+            test_acc = float((net.predict(test_split.images) == test_labels).mean())
+            history.append({"epoch": epoch + 1, "lr": opt.lr, "loss": total_loss / n,
+                            "train_accuracy": correct / n, "test_accuracy": test_acc,
+                            "seconds": time.perf_counter() - t0, "threads": threads})
+            if checkpoint is not None:
+                Checkpoint(config, net.state(), opt.state(),
+                           {name: rng.bit_generator.state for name, rng in rngs.items()},
+                           history).save(checkpoint)
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total_loss / n:.4f} "
+                           f"train {correct / n:.4f} test {test_acc:.4f} "
+                           f"({history[-1]['seconds']:.1f} s)", file=sys.stderr)
+    seconds = sum(h["seconds"] for h in history)
+    result = TrainResult(None, net, history, history[-1]["test_accuracy"] if history else 0.0,
+                         seconds, finished=len(history) == epochs)
+    if not result.finished:
+        return result
     if mode == "W1A1":
         meta = {"dataset": dataset, "arch": arch, "mode": mode, "epochs": epochs, "seed": seed,
                 "hidden": list(preset.hidden),
                 "float_test_accuracy": result.float_test_accuracy,
-                "training_seconds": round(seconds, 3)}
+                "recipe": {k: config[k] for k in ("batch_size", "lr", "lr_end", "loss",
+                                                  "augment", "dropout_input",
+                                                  "dropout_hidden")}}
         if isinstance(quantizer, PixelInput):
             meta["input"] = quantizer.kind
         else:

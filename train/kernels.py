@@ -1,0 +1,226 @@
+"""Compiled elementwise kernels of the trainer (numba, float32, one pass each where possible).
+
+The matrix products of a training step run in BLAS; everything between them (batch norm,
+max-pool, sign and its straight-through gradient, the scatter of convolution windows, the Adam
+update) is memory-bound. numpy spells each of those as several full-size temporaries; the
+kernels here read and write each array once and reuse the caller's buffers where the data flow
+allows it. They keep the dtype of their arrays (float32 in training), run on one thread each and are
+deterministic: every reduction walks its array in
+a fixed order, accumulating in float64.
+
+At inference only :func:`batchnorm_eval_into` runs: it evaluates the expression of
+:func:`bnnhw.passes.batchnorm_eval`, the one the fold pass reproduces exactly, one rounded
+float32 operation at a time (numba emits no fused multiply-add without ``fastmath``), so the
+float network and the integer model agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+KERNEL = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@KERNEL
+def sign_and_window(x, out, passes):
+    """``out = sign(x)`` (``+1`` for ``x >= 0``) and ``passes = |x| <= 1`` in one pass.
+
+    ``passes`` is the straight-through window of ``hardtanh``; all arrays are flat.
+    """
+    for i in range(x.size):
+        value = x[i]
+        out[i] = np.float32(1.0) if value >= 0 else np.float32(-1.0)
+        passes[i] = abs(value) <= 1
+
+
+@KERNEL
+def mask_inplace(grad, keep):
+    """``grad *= keep`` for a boolean ``keep`` (flat arrays), in place."""
+    for i in range(grad.size):
+        if not keep[i]:
+            grad[i] = 0
+
+
+@KERNEL
+def sign_into(w, out):
+    """``out = sign(w)`` as float32 ``+-1`` (flat arrays)."""
+    for i in range(w.size):
+        out[i] = np.float32(1.0) if w[i] >= 0 else np.float32(-1.0)
+
+
+@KERNEL
+def batchnorm_train(x, gamma, beta, eps, xhat, out, mean, var, sigma):
+    """Training-mode batch norm of ``x`` (M, C) over its M rows: one read of ``x`` for the
+    statistics and one for the output.
+
+    ``mean = sum x / M``, ``var = sum x^2 / M - mean^2`` (float64 sums, biased),
+    ``sigma = sqrt(var + eps)``, ``xhat = (x - mean) / sigma``, ``out = gamma xhat + beta``;
+    ``mean``, ``var`` and ``sigma`` (C,) are written in the caller's dtype.
+    """
+    m, c = x.shape
+    total = np.zeros(c, np.float64)
+    squares = np.zeros(c, np.float64)
+    for i in range(m):
+        for j in range(c):
+            value = np.float64(x[i, j])
+            total[j] += value
+            squares[j] += value * value
+    for j in range(c):
+        mu = total[j] / m
+        mean[j] = mu
+        var[j] = max(squares[j] / m - mu * mu, 0.0)
+        sigma[j] = np.sqrt(var[j] + eps)
+    inverse = 1 / sigma
+    for i in range(m):
+        for j in range(c):
+            normal = (x[i, j] - mean[j]) * inverse[j]
+            xhat[i, j] = normal
+            out[i, j] = gamma[j] * normal + beta[j]
+
+
+@KERNEL
+def batchnorm_backward(grad, xhat, gamma, sigma, dgamma, dbeta):
+    """Batch-norm backward on ``grad`` (M, C), in place.
+
+    ``dbeta = sum g``, ``dgamma = sum g xhat`` (float64 sums, written to the given arrays),
+    then ``grad <- gamma / (M sigma) * (M g - dbeta - xhat dgamma)``.
+    """
+    m, c = grad.shape
+    sum_g = np.zeros(c, np.float64)
+    sum_gx = np.zeros(c, np.float64)
+    for i in range(m):
+        for j in range(c):
+            g = np.float64(grad[i, j])
+            sum_g[j] += g
+            sum_gx[j] += g * xhat[i, j]
+    for j in range(c):
+        dbeta[j] = sum_g[j]
+        dgamma[j] = sum_gx[j]
+    scale = gamma / (m * sigma)
+    for i in range(m):
+        for j in range(c):
+            grad[i, j] = scale[j] * (m * grad[i, j] - dbeta[j] - xhat[i, j] * dgamma[j])
+
+
+@KERNEL
+def maxpool2_forward(x, out, arg):
+    """``2 x 2`` max-pool, stride 2, of ``x`` (N, H, W, C) into ``out`` (N, H//2, W//2, C).
+
+    ``arg`` (uint8, shape of ``out``) records the window position ``dy * 2 + dx`` of the first
+    maximum in row-major order; an odd last row or column is not read.
+    """
+    n, oh, ow, c = out.shape
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    best = x[b, 2 * y, 2 * xo, ch]
+                    where = 0
+                    for k in range(1, 4):
+                        value = x[b, 2 * y + k // 2, 2 * xo + k % 2, ch]
+                        if value > best:
+                            best = value
+                            where = k
+                    out[b, y, xo, ch] = best
+                    arg[b, y, xo, ch] = where
+
+
+@KERNEL
+def maxpool2_backward(grad, arg, dx):
+    """Route ``grad`` (N, OH, OW, C) to the recorded maxima; every other element of ``dx``
+    (N, H, W, C), a dropped odd edge included, becomes 0."""
+    n, oh, ow, c = grad.shape
+    h, w = dx.shape[1], dx.shape[2]
+    for b in range(n):
+        for y in range(h):
+            for xi in range(w):
+                for ch in range(c):
+                    dx[b, y, xi, ch] = 0
+        for y in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    k = arg[b, y, xo, ch]
+                    dx[b, 2 * y + k // 2, 2 * xo + k % 2, ch] = grad[b, y, xo, ch]
+
+
+@KERNEL
+def im2col_into(x, kernel, cols):
+    """Copy the sliding windows of ``x`` (N, H, W, C) into ``cols`` (N, OH, OW, K, K, C):
+    ``cols[n, oy, ox, ky, kx, c] = x[n, oy + ky, ox + kx, c]`` (stride 1, no padding), the
+    layout of :func:`bnnhw.reference.im2col` reshaped to ``(N * OH * OW, K * K * C)``."""
+    n, oh, ow = cols.shape[0], cols.shape[1], cols.shape[2]
+    c = cols.shape[5]
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                for ky in range(kernel):
+                    for kx in range(kernel):
+                        for ch in range(c):
+                            cols[b, y, xo, ky, kx, ch] = x[b, y + ky, xo + kx, ch]
+
+
+@KERNEL
+def batchnorm_eval_into(x, mean, scale, beta, out):
+    """``out = (x - mean) * scale + beta`` per channel on ``x`` (M, C), float32, each
+    operation rounded on its own (no fused multiply-add): the same values as
+    :func:`bnnhw.passes.batchnorm_eval` given its ``scale = gamma / sqrt(var + eps)``."""
+    m, c = x.shape
+    for i in range(m):
+        for j in range(c):
+            centred = x[i, j] - mean[j]
+            scaled = centred * scale[j]
+            out[i, j] = scaled + beta[j]
+
+
+@KERNEL
+def col2im(dcols, kernel, dx):
+    """Scatter window gradients back onto the maps: the adjoint of
+    :func:`bnnhw.reference.im2col`.
+
+    ``dcols`` is (N, OH, OW, K, K, C); ``dx`` (N, H, W, C) is overwritten with
+    ``dx[n, oy + ky, ox + kx, c] = sum dcols[n, oy, ox, ky, kx, c]``.
+    """
+    n, oh, ow = dcols.shape[0], dcols.shape[1], dcols.shape[2]
+    c = dcols.shape[5]
+    dx[:] = 0
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                for ky in range(kernel):
+                    for kx in range(kernel):
+                        for ch in range(c):
+                            dx[b, y + ky, xo + kx, ch] += dcols[b, y, xo, ky, kx, ch]
+
+
+@KERNEL
+def adam_update(p, g, m, v, step, eps, beta1, beta2, bound):
+    """One Adam update of a flat parameter ``p`` in place, in a single pass::
+
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2
+        p <- p - step * m / (sqrt(v) + eps)
+        p <- clip(p, -bound, bound)            (only if bound > 0)
+
+    ``step`` and ``eps`` carry the bias corrections (see :class:`bnnhw.train.optim.Adam`).
+    """
+    b1 = np.float32(beta1)
+    b2 = np.float32(beta2)
+    c1 = np.float32(1.0) - b1
+    c2 = np.float32(1.0) - b2
+    s = np.float32(step)
+    e = np.float32(eps)
+    clip = bound > 0
+    hi = np.float32(bound)
+    for i in range(p.size):
+        gi = g[i]
+        mi = b1 * m[i] + c1 * gi
+        vi = b2 * v[i] + c2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        pi = p[i] - s * mi / (np.sqrt(vi) + e)
+        if clip:
+            if pi > hi:
+                pi = hi
+            elif pi < -hi:
+                pi = -hi
+        p[i] = pi
