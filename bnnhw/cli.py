@@ -70,9 +70,12 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                    data_dir=args.data_dir, mode=args.mode,
                    input_threshold=args.input_threshold,
                    thermometer_levels=args.thermometer, progress=not args.json,
-                   input_kind=args.input)
-    return {"model": str(args.out), "dataset": args.dataset, "arch": args.arch,
-            "mode": args.mode, "epochs": args.epochs, "seed": args.seed,
+                   input_kind=args.input, augment=args.augment, lr=args.lr,
+                   lr_end=args.lr_end, batch_size=args.batch_size, threads=args.threads,
+                   checkpoint=args.checkpoint, resume=args.resume, stop_after=args.stop_after)
+    return {"model": str(args.out) if result.finished else None, "dataset": args.dataset,
+            "arch": args.arch, "mode": args.mode, "epochs": args.epochs, "seed": args.seed,
+            "epochs_done": len(result.history), "finished": result.finished,
             "float_test_accuracy": result.float_test_accuracy, "seconds": result.seconds,
             "curves_png": str(result.curves_png) if result.curves_png else None}
 
@@ -201,6 +204,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", choices=("bits", "pixels8"), default="bits",
                    help="bits: quantized input (default); pixels8: the first layer reads the "
                         "8-bit pixels (W1A1)")
+    p.add_argument("--augment", help="training augmentation, e.g. shift:2,flip (default none)")
+    p.add_argument("--lr", type=float, help="first epoch's learning rate (preset default)")
+    p.add_argument("--lr-end", type=float, help="last epoch's learning rate (preset default)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size (preset default)")
+    p.add_argument("--threads", type=int, help="BLAS threads (default: the usable cores)")
+    p.add_argument("--checkpoint", type=Path, metavar="DIR",
+                   help="write the whole training state here after every epoch")
+    p.add_argument("--resume", action="store_true", help="continue the run in --checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop after N epochs of the schedule (resume later with --resume)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
     p = command("eval", _cmd_eval, "accuracy of a model file with the integer reference "

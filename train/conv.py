@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bnnhw.model import InputQuantizer, Model, PixelInput
+from bnnhw.model import PIXEL_MAX, InputQuantizer, Model, PixelInput
 from bnnhw.passes import fold_model
 from bnnhw.reference import im2col
 
@@ -149,6 +149,51 @@ class MaxPool2d(Layer):
         return dx
 
 
+class FusedActivation:
+    """Training-mode fusion of a conv block's ``[PixelScale] BatchNorm2d [MaxPool2d] Sign``.
+
+    The layers stay in :attr:`CNN.layers` (their parameters, statistics and eval-mode
+    expressions are the ones exported); in training :class:`CNN` hands the block's span
+    ``layers[start:end]`` to :func:`bnnhw.train.kernels.block_forward` and
+    :func:`~bnnhw.train.kernels.block_backward`, which read the convolution output twice and
+    write only the pooled maps (forward) or the input gradient (backward), instead of the
+    dozen full-size passes of the separate layers. The maths is the layers': batch norm of
+    ``prescale * x`` (``prescale = 1/255`` after a pixel layer), first maximum of each window,
+    straight-through ``sign``.
+    """
+
+    def __init__(self, start: int, end: int, norm: BatchNorm2d, pool: bool,
+                 prescale: float) -> None:
+        self.start, self.end, self.norm, self.pool = start, end, norm, pool
+        self.prescale = F32(prescale)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Pooled sign maps of the convolution output ``x`` (N, H, W, C)."""
+        norm = self.norm
+        self._x = x = np.ascontiguousarray(x, dtype=F32)
+        n, h, w, c = x.shape
+        shape = (n, h // 2, w // 2, c) if self.pool else x.shape
+        out = norm.buffer("fused_out", shape)
+        self._passes = norm.buffer("fused_passes", shape, np.bool_)
+        self._arg = norm.buffer("fused_arg", shape, np.uint8)
+        self._mean, var, self._sigma = (np.empty(c, F32) for _ in range(3))
+        kernels.block_forward(x, self.prescale, norm.params["gamma"], norm.params["beta"],
+                              F32(norm.eps), self.pool, out, self._passes, self._arg,
+                              self._mean, var, self._sigma)
+        norm.update_running(self._mean, var, n * h * w)
+        return out
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        """``dL/dx`` of the convolution output; leaves ``dL/dgamma``, ``dL/dbeta`` in the norm."""
+        norm = self.norm
+        dx = norm.buffer("fused_dx", self._x.shape)
+        kernels.block_backward(np.ascontiguousarray(grad, dtype=F32), self._passes, self._arg,
+                               self._x, self.prescale, self.pool, self._mean, self._sigma,
+                               norm.params["gamma"], dx, norm.grads["gamma"],
+                               norm.grads["beta"])
+        return dx
+
+
 class Flatten(Layer):
     """``(N, H, W, C) -> (N, H * W * C)``, element ``(y * W + x) * C + c`` (channel innermost)."""
 
@@ -210,17 +255,22 @@ class CNN(LayerStack):
         self.in_shape = (side, side, quantizer.levels)
         self.layers: list[Layer] = []
         shape = self.in_shape
+        self._fused: dict[int, FusedActivation] = {}
         for index, (channels, pool) in enumerate(self.conv):
             conv_layer = BinaryConv2d(shape, channels, kernel, rng)
             self.layers.append(conv_layer)
+            start, prescale = len(self.layers), 1.0
             if index == 0 and isinstance(quantizer, PixelInput):
                 self.layers.append(PixelScale())
-            self.layers.append(BatchNorm2d(channels, bn_eps))
+                prescale = 1 / PIXEL_MAX
+            norm = BatchNorm2d(channels, bn_eps)
+            self.layers.append(norm)
             shape = conv_layer.out_shape
             if pool:
                 self.layers.append(MaxPool2d(shape))
                 shape = (shape[0] // 2, shape[1] // 2, shape[2])
             self.layers.append(SignActivation())
+            self._fused[start] = FusedActivation(start, len(self.layers), norm, pool, prescale)
         self.layers.append(Flatten())
         width = int(np.prod(shape))
         for h in self.hidden:
@@ -246,10 +296,33 @@ class CNN(LayerStack):
         bits = self.quantizer.quantize(images).astype(np.int8)
         return (bits * 2 - 1).astype(np.int8).reshape(-1, *self.in_shape)
 
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        """Logits for encoded inputs; in training each conv block's activation runs fused
+        (:class:`FusedActivation`)."""
+        if not training:
+            return super().forward(x, training)
+        out = np.asarray(x, dtype=F32)
+        i = 0
+        while i < len(self.layers):
+            if i in self._fused:
+                out = self._fused[i].forward(out)
+                i = self._fused[i].end
+            else:
+                out = self.layers[i].forward(out, training)
+                i += 1
+        return out
+
     def backward(self, grad: np.ndarray) -> None:
         """Back-propagate ``dL/dlogits``; the first convolution computes no input gradient."""
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
+        ends = {block.end: block for block in self._fused.values()}
+        i = len(self.layers)
+        while i > 0:
+            if i in ends:
+                grad = ends[i].backward(grad)
+                i = ends[i].start
+            else:
+                grad = self.layers[i - 1].backward(grad)
+                i -= 1
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Eval-mode logits ``(N, classes)`` of uint8 images, in chunks."""

@@ -224,3 +224,101 @@ def adam_update(p, g, m, v, step, eps, beta1, beta2, bound):
             elif pi < -hi:
                 pi = -hi
         p[i] = pi
+
+
+@KERNEL
+def block_forward(x, prescale, gamma, beta, eps, pool, out, passes, arg, mean, var, sigma):
+    """A conv block's training-mode ``sign(maxpool?(BN(prescale * x)))`` in two reads of ``x``.
+
+    ``x`` is the convolution output (N, H, W, C); batch norm takes its statistics over all
+    ``N H W`` positions (as :func:`batchnorm_train`) of ``v = prescale * x``. With ``pool``, each
+    ``2 x 2`` window's first maximum of ``BN(v)`` is kept (its position in ``arg``), as in
+    :func:`maxpool2_forward`; ``out`` gets ``sign`` of the kept value and ``passes`` its
+    straight-through window ``|y| <= 1``. Only ``out``, ``passes`` and ``arg`` (pooled size) are
+    written, and ``mean``, ``var``, ``sigma`` (C,).
+    """
+    n, h, w, c = x.shape
+    total = np.zeros(c, np.float64)
+    squares = np.zeros(c, np.float64)
+    for b in range(n):
+        for y in range(h):
+            for xi in range(w):
+                for ch in range(c):
+                    value = np.float64(x[b, y, xi, ch] * prescale)
+                    total[ch] += value
+                    squares[ch] += value * value
+    count = n * h * w
+    for ch in range(c):
+        mu = total[ch] / count
+        mean[ch] = mu
+        var[ch] = max(squares[ch] / count - mu * mu, 0.0)
+        sigma[ch] = np.sqrt(var[ch] + eps)
+    scale = gamma / sigma
+    shift = beta - mean * scale
+    oh, ow = out.shape[1], out.shape[2]
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    if pool:
+                        best = scale[ch] * (x[b, 2 * y, 2 * xo, ch] * prescale) + shift[ch]
+                        where = 0
+                        for k in range(1, 4):
+                            value = (scale[ch] * (x[b, 2 * y + k // 2, 2 * xo + k % 2, ch]
+                                                  * prescale) + shift[ch])
+                            if value > best:
+                                best = value
+                                where = k
+                        arg[b, y, xo, ch] = where
+                    else:
+                        best = scale[ch] * (x[b, y, xo, ch] * prescale) + shift[ch]
+                    out[b, y, xo, ch] = 1.0 if best >= 0 else -1.0
+                    passes[b, y, xo, ch] = abs(best) <= 1
+
+
+@KERNEL
+def block_backward(grad, passes, arg, x, prescale, pool, mean, sigma, gamma, dx, dgamma, dbeta):
+    """The gradient of :func:`block_forward` with respect to ``x``, written to ``dx`` (N, H, W, C).
+
+    With ``g`` the incoming gradient masked by ``passes`` and routed to the kept window position
+    (0 elsewhere), ``xhat = (prescale x - mean) / sigma`` recomputed from ``x`` and ``M = N H W``::
+
+        dbeta = sum g,   dgamma = sum g xhat
+        dx = prescale * gamma / (M sigma) * (M g - dbeta - xhat dgamma)
+    """
+    n, h, w, c = x.shape
+    oh, ow = grad.shape[1], grad.shape[2]
+    sum_g = np.zeros(c, np.float64)
+    sum_gx = np.zeros(c, np.float64)
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    if passes[b, y, xo, ch]:
+                        g = np.float64(grad[b, y, xo, ch])
+                        k = arg[b, y, xo, ch] if pool else 0
+                        yi = 2 * y + k // 2 if pool else y
+                        xi = 2 * xo + k % 2 if pool else xo
+                        xhat = (x[b, yi, xi, ch] * prescale - mean[ch]) / sigma[ch]
+                        sum_g[ch] += g
+                        sum_gx[ch] += g * xhat
+    for ch in range(c):
+        dbeta[ch] = sum_g[ch]
+        dgamma[ch] = sum_gx[ch]
+    count = n * h * w
+    factor = prescale * gamma / (count * sigma)
+    inverse = 1 / sigma
+    for b in range(n):
+        for y in range(h):
+            for xi in range(w):
+                for ch in range(c):
+                    xhat = (x[b, y, xi, ch] * prescale - mean[ch]) * inverse[ch]
+                    dx[b, y, xi, ch] = factor[ch] * (-dbeta[ch] - xhat * dgamma[ch])
+        for y in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    if passes[b, y, xo, ch]:
+                        k = arg[b, y, xo, ch] if pool else 0
+                        yi = 2 * y + k // 2 if pool else y
+                        xi = 2 * xo + k % 2 if pool else xo
+                        dx[b, yi, xi, ch] += factor[ch] * count * grad[b, y, xo, ch]

@@ -183,11 +183,16 @@ class BatchNorm1d(Layer):
         mean, var, self._sigma = (np.empty(c, dtype) for _ in range(3))
         kernels.batchnorm_train(x, self.params["gamma"], self.params["beta"], self.eps,
                                 self._xhat, out, mean, var, self._sigma)
+        self.update_running(mean, var, n)
+        return out
+
+    def update_running(self, mean: np.ndarray, var: np.ndarray, n: int) -> None:
+        """Move the running statistics towards a batch's ``mean`` and biased ``var`` over
+        ``n`` samples (the variance with the unbiased estimate)."""
         m = F32(self.momentum)
         unbiased = var * F32(n / max(n - 1, 1))
         self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(F32)
         self.running_var = ((1 - m) * self.running_var + m * unbiased).astype(F32)
-        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         grad = np.ascontiguousarray(grad, dtype=self._xhat.dtype)
