@@ -19,8 +19,13 @@ text (they are in its Figure 2); assumed here: three conv blocks of 128 channels
 28-26-13-11-5-3-1 and the weights are 0.33 M bits instead of the paper's 0.48 M parameters; the pool
 comes after the batch norm (see :mod:`bnnhw.train.conv`); the input is binarized at 127.5 instead of
 real-valued unless ``input_kind="pixels8"`` (the first conv then reads the 8-bit pixels).
-``cnv-tiny`` (16 and 32 channels, dense 64) trains in a couple of minutes. ``cnv-micro`` (4 and 8
-channels, dense 32) is the smallest CNN, sized for quick simulations of the generated Verilog.
+``cbcnn-wide`` keeps the CBCNN pattern (binary 3x3 conv blocks, each with batch norm and a
+2x2 max-pool, then binary dense blocks) with two conv blocks of 64 and 128 channels and a dense
+block of 512: its maps go 28-26-13-11-5, so the dense layers see 5x5x128 = 3,200 bits instead of
+``cbcnn``'s 1x1x128 (its third pool keeps one of the nine positions of a 3x3 map). It is the
+Fashion-MNIST network. ``cnv-tiny`` (16 and 32 channels, dense 64) trains in a couple of
+minutes. ``cnv-micro`` (4 and 8 channels, dense 32) is the smallest CNN, sized for quick
+simulations of the generated Verilog.
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ PRESETS: dict[str, Preset] = {
     "lfc": Preset(hidden=(1024, 1024, 1024), dropout_input=0.2, dropout_hidden=0.3),
     "cbcnn": Preset(hidden=(256,), conv=((128, True), (128, True), (128, True)), batch_size=50,
                     loss="squared-hinge"),
+    "cbcnn-wide": Preset(hidden=(512,), conv=((64, True), (128, True)), batch_size=50, lr=1e-2,
+                         lr_end=1e-4),
     "cnv-tiny": Preset(hidden=(64,), conv=((16, True), (32, True)), batch_size=50, lr=1e-2,
                        lr_end=1e-3),
     "cnv-micro": Preset(hidden=(32,), conv=((4, True), (8, True)), batch_size=50, lr=1e-2,

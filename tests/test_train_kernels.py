@@ -1,0 +1,193 @@
+"""The trainer's compiled kernels against plain numpy, the eval kernel bit for bit, the fused
+conv-block path against the separate layers, and the augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bnnhw.train import kernels
+from bnnhw.train.augment import Augment, AugmentError, parse_augment
+from bnnhw.train.bench import step_matmul_flops
+from bnnhw.train.conv import CNN
+from bnnhw.train.layers import F32, BatchNorm1d
+from bnnhw.train.losses import cross_entropy
+from bnnhw.train.network import MLP
+from bnnhw.train.trainer import make_quantizer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from bnnhw.passes import batchnorm_eval, batchnorm_scale
+from bnnhw.reference import im2col
+
+floats32 = st.floats(-1e4, 1e4, width=32, allow_nan=False)
+
+
+def test_sign_of_zero_is_plus_one_and_the_window_is_closed():
+    x = np.array([-2.0, -1.0, -0.0, 0.0, 1.0, np.nextafter(F32(1), F32(2)), 3.0], F32)
+    out, passes = np.empty_like(x), np.empty(x.shape, np.bool_)
+    kernels.sign_and_window(x, out, passes)
+    assert out.tolist() == [-1, -1, 1, 1, 1, 1, 1]
+    assert passes.tolist() == [False, True, True, True, True, False, False]
+    grad = np.arange(1, 8, dtype=F32)
+    kernels.mask_inplace(grad, passes)
+    assert grad.tolist() == [0, 2, 3, 4, 5, 0, 0]
+    signs = np.empty_like(x)
+    kernels.sign_into(x, signs)
+    assert np.array_equal(signs, out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(F32, (7, 3), elements=floats32), hnp.arrays(F32, 3, elements=floats32),
+       hnp.arrays(F32, 3, elements=st.floats(0, 1e4, width=32)),
+       hnp.arrays(F32, 3, elements=st.floats(-10, 10, width=32)),
+       hnp.arrays(F32, 3, elements=floats32))
+def test_eval_batchnorm_kernel_is_bit_identical(x, mean, var, gamma, beta):
+    gamma[0] = 0  # gamma = 0 and (below) gamma < 0 are the fold pass's special cases
+    gamma[1] = -abs(gamma[1])
+    expected = batchnorm_eval(x, mean, var, gamma, beta, 1e-4)
+    out = np.empty_like(x)
+    kernels.batchnorm_eval_into(x, mean, batchnorm_scale(var, gamma, 1e-4, F32), beta, out)
+    assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+
+
+def test_eval_batchnorm_layer_is_the_fold_expression():
+    rng = np.random.default_rng(0)
+    bn = BatchNorm1d(64)
+    bn.running_mean = rng.normal(0, 30, 64).astype(F32)
+    bn.running_var = rng.uniform(0, 400, 64).astype(F32)
+    bn.params["gamma"][...] = rng.normal(size=64)
+    bn.params["beta"][...] = rng.normal(size=64)
+    x = rng.integers(-200, 200, (500, 64)).astype(F32)
+    expected = batchnorm_eval(x, bn.running_mean, bn.running_var, bn.params["gamma"],
+                              bn.params["beta"], bn.eps)
+    assert np.array_equal(bn.forward(x, False), expected)
+
+
+def test_training_batchnorm_matches_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3, 2, (300, 5)).astype(F32)
+    gamma, beta = rng.normal(size=5).astype(F32), rng.normal(size=5).astype(F32)
+    xhat, out = np.empty_like(x), np.empty_like(x)
+    mean, var, sigma = (np.empty(5, F32) for _ in range(3))
+    kernels.batchnorm_train(x, gamma, beta, F32(1e-4), xhat, out, mean, var, sigma)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(var, x64.var(0), rtol=1e-5)
+    expected = (x64 - x64.mean(0)) / np.sqrt(x64.var(0) + 1e-4)
+    np.testing.assert_allclose(xhat, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, expected * gamma + beta, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(2, 7), st.integers(2, 7), st.integers(1, 4), st.data())
+def test_maxpool_kernels_first_maximum(n, h, w, c, data):
+    x = data.draw(hnp.arrays(F32, (n, h, w, c), elements=st.sampled_from([-1.0, 0.0, 2.0])))
+    out = np.empty((n, h // 2, w // 2, c), F32)
+    arg = np.empty(out.shape, np.uint8)
+    kernels.maxpool2_forward(x, out, arg)
+    windows = (x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+               .transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, c, 4))
+    assert np.array_equal(out, windows.max(-1))
+    assert np.array_equal(arg, windows.argmax(-1))  # ties: the first in row-major order
+    grad = np.arange(1, out.size + 1, dtype=F32).reshape(out.shape)
+    dx = np.full(x.shape, np.nan, F32)
+    kernels.maxpool2_backward(grad, arg, dx)
+    assert dx.sum() == grad.sum() and np.count_nonzero(dx) == grad.size
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 2), st.integers(3, 7), st.integers(3, 7), st.integers(1, 3),
+       st.integers(1, 3), st.data())
+def test_im2col_and_col2im_are_adjoint(n, h, w, c, k, data):
+    k = min(k, h, w)
+    oh, ow = h - k + 1, w - k + 1
+    x = data.draw(hnp.arrays(np.float64, (n, h, w, c), elements=st.integers(-9, 9)))
+    d = data.draw(hnp.arrays(np.float64, (n, oh, ow, k, k, c), elements=st.integers(-9, 9)))
+    cols = np.empty((n, oh, ow, k, k, c))
+    kernels.im2col_into(x, k, cols)
+    assert np.array_equal(cols.reshape(n * oh * ow, -1), im2col(x.reshape(n, -1), (h, w, c), k))
+    dx = np.empty_like(x)
+    kernels.col2im(d, k, dx)
+    assert np.sum(cols * d) == np.sum(x * dx)
+
+
+def test_adam_kernel_matches_the_formula_and_clips():
+    rng = np.random.default_rng(2)
+    p = rng.uniform(-1, 1, 1000).astype(F32)
+    g = rng.normal(size=1000).astype(F32)
+    m, v = rng.normal(size=1000).astype(F32), rng.uniform(0, 1, 1000).astype(F32)
+    step, eps = 0.05, 1e-8
+    em = 0.9 * m + 0.1 * g
+    ev = 0.999 * v + 0.001 * g * g
+    ep = np.clip(p - step * em / (np.sqrt(ev) + eps), -1, 1)
+    kernels.adam_update(p, g, m, v, step, eps, 0.9, 0.999, 1.0)
+    np.testing.assert_allclose(m, em, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v, ev, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(p, ep, rtol=1e-5, atol=1e-6)
+    assert p.max() <= 1 and p.min() >= -1 and np.isclose(ep, 1).any()
+
+
+@pytest.mark.parametrize("kind", ["bits", "pixels8"])
+@pytest.mark.parametrize("conv", [((4, True), (6, True)), ((3, False), (5, True), (4, False))])
+def test_fused_conv_blocks_equal_the_separate_layers(kind, conv):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (24, 784)).astype(np.uint8)
+    labels = rng.integers(0, 10, 24)
+    quantizer = make_quantizer("W1A1", 127.5, None, None, kind)
+    nets = [CNN(conv, (16,), 3, quantizer, np.random.default_rng(0), np.random.default_rng(1))
+            for _ in range(2)]
+    nets[1]._fused = {}
+    results = []
+    for net in nets:
+        logits = net.forward(net.encode(images), training=True)
+        net.backward(cross_entropy(logits, labels)[1])
+        results.append([logits] + [g.copy() for layer in net.layers for g in layer.grads.values()]
+                       + [np.asarray(getattr(layer, "running_mean", 0)) for layer in net.layers])
+    for fused, plain in zip(*results, strict=True):
+        np.testing.assert_allclose(fused, plain, rtol=2e-4, atol=1e-5)
+
+
+def test_matmul_flops_of_a_step():
+    quantizer = make_quantizer("W1A1", 127.5, None, None)
+    rng = np.random.default_rng(0)
+    net = MLP((8, 4), "W1A1", quantizer, rng, rng)
+    # first layer: forward and weight gradient only; the others also the input gradient
+    assert step_matmul_flops(net, 10) == 2 * 10 * (784 * 8 * 2 + 8 * 4 * 3 + 4 * 10 * 3)
+    cnn = CNN(((2, True),), (3,), 3, quantizer, rng, rng)
+    rows = 5 * 26 * 26
+    assert step_matmul_flops(cnn, 5) == (2 * rows * 9 * 2 * 2
+                                         + 2 * 5 * (13 * 13 * 2 * 3 * 3 + 3 * 10 * 3))
+
+
+def test_augment_shift_and_flip():
+    image = np.zeros((1, 784), np.uint8)
+    image[0, 10 * 28 + 20] = 255
+    rng = np.random.default_rng(0)
+    shifted = Augment(shift=3).apply(np.repeat(image, 200, 0), 28, rng)
+    rows, cols = np.divmod(shifted.argmax(1), 28)
+    assert set(rows) == set(range(7, 14)) and set(cols) == set(range(17, 24))
+    assert (shifted.sum(1) == 255).all()
+    flipped = Augment(flip=True).apply(np.repeat(image, 200, 0), 28, rng)
+    assert set(flipped.argmax(1) % 28) == {20, 7}
+    edge = np.zeros((1, 784), np.uint8)
+    edge[0, 0] = 9
+    moved = Augment(shift=1).apply(np.repeat(edge, 100, 0), 28, rng)
+    assert set(moved.sum(1)) == {0, 9}  # shifted out of the frame: background
+
+
+@pytest.mark.parametrize("text, expected", [
+    (None, Augment()), ("none", Augment()), ("flip", Augment(0, True)),
+    ("shift:2", Augment(2, False)), ("shift:2,flip", Augment(2, True)),
+])
+def test_parse_augment_round_trips(text, expected):
+    assert parse_augment(text) == expected
+    assert parse_augment(expected.spec) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("shift:x", "'shift:x'"), ("shift:9", "0..8, got 9"), ("rotate", "'rotate'"),
+])
+def test_parse_augment_names_the_bad_value(text, message):
+    with pytest.raises(AugmentError, match=message):
+        parse_augment(text)
