@@ -5,7 +5,8 @@ Every figure comes from a JSON file that a repository command wrote under ``docs
 =========================================== ===============================================
 file                                        command
 =========================================== ===============================================
-``docs/train_<arch>_<dataset>.json``        ``python -m bnnhw.train.bench``
+``docs/train_<arch>_<dataset>.json``        ``python -m bnnhw.train.bench --arch ...``
+``docs/training_efficiency.json``           ``python -m bnnhw.train.bench``
 ``docs/sim_*.json``                         ``python -m bnnhw.sim.bench``
 ``docs/boards/<board>_<model>.json``        ``python -m bnnhw.boards.bench``
 ``docs/boards/auto/<board>_<model>.json``   ``python -m bnnhw.boards.bench --fold auto``
@@ -126,8 +127,12 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
     training, train_rows = {}, []
     for path in sorted(docs.glob("train_*.json")):
         t = _read(path)
+        recipe = t.get("recipe") or {}
         row = {"source": str(path), "arch": t["arch"], "dataset": t["dataset"],
                "mode": t.get("mode"), "epochs": t["epochs"], "accuracy_pct": t["accuracy"],
+               "input": t.get("input"), "augment": recipe.get("augment"),
+               "batch_size": recipe.get("batch_size"), "lr": recipe.get("lr"),
+               "lr_end": recipe.get("lr_end"),
                "reference_accuracy_pct": t.get("reference_accuracy"),
                "seconds_per_epoch": t["seconds_per_epoch"], "weight_bits": t.get("weight_bits"),
                "command": t.get("command")}
@@ -153,11 +158,15 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
         calibration = {"source": str(docs / "estimator-calibration.json"),
                        "summary": c["summary"], "rows": c["rows"]}
     anchors = _read(docs / "anchors.json") if (docs / "anchors.json").is_file() else None
+    efficiency_path = docs / "training_efficiency.json"
+    efficiency = (dict(_read(efficiency_path), source=str(efficiency_path))
+                  if efficiency_path.is_file() else None)
     demo_path = docs / "demo_bench.json"
     demo = dict(_read(demo_path), source=str(demo_path)) if demo_path.is_file() else None
     return {"boards": _board_rows(docs, training), "training": train_rows,
             "simulation": sims, "evaluation": evals, "calibration": calibration,
-            "anchors": anchors, "demo": demo, "command": "bnnhw bench"}
+            "anchors": anchors, "demo": demo, "training_efficiency": efficiency,
+            "command": "bnnhw bench"}
 
 
 def _fmt(value: Any, spec: str = "", none: str = "-") -> str:
@@ -201,13 +210,33 @@ def format_markdown(data: dict[str, Any]) -> str:
                        f"{a['speed']} | {a['resources']} |")
         out.append("")
     out += ["## Training (numpy trainer, this machine)", "",
-            "| arch | dataset | mode | epochs | float accuracy | reference accuracy | s/epoch | "
-            "weight bits |", "|---|---|---|---|---|---|---|---|"]
+            "Recipe: input coding, augmentation, batch size and the learning rate's geometric "
+            "sweep; the full command is in each JSON.", "",
+            "| arch | dataset | mode | epochs | recipe | float accuracy | reference accuracy "
+            "| s/epoch | weight bits |", "|---|---|---|---|---|---|---|---|---|"]
     for t in data["training"]:
-        out.append(f"| {t['arch']} | {t['dataset']} | {t['mode']} | {t['epochs']} | "
+        recipe = "-"
+        if t.get("batch_size"):
+            recipe = (f"{t.get('input') or 'bits'}, {t.get('augment') or 'none'}, batch "
+                      f"{t['batch_size']}, lr {t['lr']:g}→{t['lr_end']:g}")
+        out.append(f"| {t['arch']} | {t['dataset']} | {t['mode']} | {t['epochs']} | {recipe} | "
                    f"{t['accuracy_pct']:.2f} % | {_fmt(t['reference_accuracy_pct'], '.2f')} % | "
                    f"{t['seconds_per_epoch']:.1f} | {_fmt(t['weight_bits'])} |")
     out += ["", "![Seconds per epoch](docs/bench_training.png)", ""]
+    efficiency = data.get("training_efficiency")
+    if efficiency:
+        out += ["## Training efficiency (matrix-product FLOP/s of a training step over the "
+                "same run's fp32 GEMM FLOP/s)", "",
+                f"`{efficiency['command']}`; GEMM: {efficiency['gemm_size']}x"
+                f"{efficiency['gemm_size']} float32, same thread count; median of "
+                f"{efficiency['steps']} steps.", "",
+                "| arch | threads | batch | step ms | matmul GFLOP/step | train GFLOP/s | "
+                "GEMM GFLOP/s | ratio |", "|---|---|---|---|---|---|---|---|"]
+        for r in efficiency["rows"]:
+            out.append(f"| {r['arch']} | {r['threads']} | {r['batch_size']} | "
+                       f"{r['step_ms']:.1f} | {r['matmul_gflop_per_step']:.3f} | "
+                       f"{r['train_gflops']:.1f} | {r['gemm_gflops']:.1f} | {r['ratio']:.2f} |")
+        out.append("")
     if data["simulation"]:
         out += ["## Simulation (cocotb, whole test set)", "",
                 "| model | simulator | images | mismatches | cycles/frame measured / declared | "
@@ -221,9 +250,11 @@ def format_markdown(data: dict[str, Any]) -> str:
         out.append("")
     if data["evaluation"]:
         out += ["## Integer reference on the test set", "",
-                "| model | topology | images | accuracy | ms/image |", "|---|---|---|---|---|"]
+                "| model | dataset | topology | images | accuracy | ms/image |",
+                "|---|---|---|---|---|---|"]
         for e in data["evaluation"]:
-            out.append(f"| {e['model']} | {e['topology']} | {e['images']} | "
+            out.append(f"| {e['model']} | {e.get('dataset', 'mnist')} | {e['topology']} | "
+                       f"{e['images']} | "
                        f"{100 * e['accuracy']:.2f} % | {e['ms_per_image']:.4f} |")
         out.append("")
     if data["calibration"]:
@@ -314,13 +345,15 @@ def plots(data: dict[str, Any]) -> dict[str, bytes]:
 def run_cheap(docs: Path = Path("docs"), data_dir: str | Path | None = None,
               dataset: str = "mnist") -> list[Path]:
     """Rerun the cheap measurements: the integer reference of every model in ``docs/models``
-    on the test set, into ``docs/eval_<model>.json`` (written by :func:`bnnhw.cli.evaluate`)."""
+    on the test set it was trained for (``meta.dataset``, else ``dataset``), into
+    ``docs/eval_<model>.json`` (written by :func:`bnnhw.cli.evaluate`)."""
     from .cli import evaluate
 
     written = []
     for path in sorted((docs / "models").glob("*.npz")):
-        result = evaluate(path, dataset, None, data_dir)
-        result["command"] = f"bnnhw eval {path} --dataset {dataset}"
+        trained_on = load_model(path).meta.get("dataset", dataset)
+        result = evaluate(path, trained_on, None, data_dir)
+        result["command"] = f"bnnhw eval {path} --dataset {trained_on}"
         out = docs / f"eval_{path.stem}.json"
         write_atomic(out, (json.dumps(result, indent=2) + "\n").encode())
         written.append(out)

@@ -4,7 +4,7 @@
 (:func:`efficiency`): for lfc, cbcnn and cnv-tiny it times real training steps on MNIST batches
 and divides the step's matrix-product FLOP/s by the FLOP/s of a large fp32 GEMM measured in the
 same run on the same thread count. It prints a table and writes
-``docs/train_efficiency.json``.
+``docs/training_efficiency.json``.
 
 ``python -m bnnhw.train.bench --arch sfc --epochs N [--dataset mnist] [--seed S]
 [--save docs/models/sfc_mnist.npz] [recipe options]`` trains and writes
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.arch is None:
         report = efficiency(args.threads or (1, 2), steps=args.steps, data_dir=args.data_dir)
         print(format_efficiency(report))
-        path = Path(args.out_dir) / "train_efficiency.json"
+        path = Path(args.out_dir) / "training_efficiency.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
         return 0
