@@ -50,20 +50,20 @@ def sign_into(w, out):
 
 
 @KERNEL
-def batchnorm_train(x, gamma, beta, eps, xhat, out, mean, var, sigma):
-    """Training-mode batch norm of ``x`` (M, C) over its M rows: one read of ``x`` for the
-    statistics and one for the output.
+def batch_statistics(x, prescale, eps, mean, var, sigma):
+    """Per-column statistics of ``v = prescale * x`` for ``x`` (M, C), in one read::
 
-    ``mean = sum x / M``, ``var = sum x^2 / M - mean^2`` (float64 sums, biased),
-    ``sigma = sqrt(var + eps)``, ``xhat = (x - mean) / sigma``, ``out = gamma xhat + beta``;
-    ``mean``, ``var`` and ``sigma`` (C,) are written in the caller's dtype.
+        mean = sum v / M,   var = sum v^2 / M - mean^2  (float64 sums, biased),
+        sigma = sqrt(var + eps)
+
+    written to ``mean``, ``var`` and ``sigma`` (C,) in the caller's dtype.
     """
     m, c = x.shape
     total = np.zeros(c, np.float64)
     squares = np.zeros(c, np.float64)
     for i in range(m):
         for j in range(c):
-            value = np.float64(x[i, j])
+            value = np.float64(x[i, j] * prescale)
             total[j] += value
             squares[j] += value * value
     for j in range(c):
@@ -71,6 +71,16 @@ def batchnorm_train(x, gamma, beta, eps, xhat, out, mean, var, sigma):
         mean[j] = mu
         var[j] = max(squares[j] / m - mu * mu, 0.0)
         sigma[j] = np.sqrt(var[j] + eps)
+
+
+@KERNEL
+def batchnorm_train(x, gamma, beta, eps, xhat, out, mean, var, sigma):
+    """Training-mode batch norm of ``x`` (M, C) over its M rows: one read of ``x`` for the
+    statistics (:func:`batch_statistics`) and one for the output,
+    ``xhat = (x - mean) / sigma`` and ``out = gamma xhat + beta``.
+    """
+    batch_statistics(x, 1.0, eps, mean, var, sigma)
+    m, c = x.shape
     inverse = 1 / sigma
     for i in range(m):
         for j in range(c):
@@ -230,29 +240,15 @@ def adam_update(p, g, m, v, step, eps, beta1, beta2, bound):
 def block_forward(x, prescale, gamma, beta, eps, pool, out, passes, arg, mean, var, sigma):
     """A conv block's training-mode ``sign(maxpool?(BN(prescale * x)))`` in two reads of ``x``.
 
-    ``x`` is the convolution output (N, H, W, C); batch norm takes its statistics over all
-    ``N H W`` positions (as :func:`batchnorm_train`) of ``v = prescale * x``. With ``pool``, each
-    ``2 x 2`` window's first maximum of ``BN(v)`` is kept (its position in ``arg``), as in
-    :func:`maxpool2_forward`; ``out`` gets ``sign`` of the kept value and ``passes`` its
-    straight-through window ``|y| <= 1``. Only ``out``, ``passes`` and ``arg`` (pooled size) are
-    written, and ``mean``, ``var``, ``sigma`` (C,).
+    ``x`` is the convolution output (N, H, W, C); batch norm takes its statistics
+    (:func:`batch_statistics`) over all ``N H W`` positions of ``v = prescale * x``. With
+    ``pool``, each ``2 x 2`` window's first maximum of ``BN(v)`` is kept (its position in
+    ``arg``), as in :func:`maxpool2_forward`; ``out`` gets ``sign`` of the kept value and
+    ``passes`` its straight-through window ``|y| <= 1``. Only ``out``, ``passes`` and ``arg``
+    (pooled size) are written, and ``mean``, ``var``, ``sigma`` (C,).
     """
     n, h, w, c = x.shape
-    total = np.zeros(c, np.float64)
-    squares = np.zeros(c, np.float64)
-    for b in range(n):
-        for y in range(h):
-            for xi in range(w):
-                for ch in range(c):
-                    value = np.float64(x[b, y, xi, ch] * prescale)
-                    total[ch] += value
-                    squares[ch] += value * value
-    count = n * h * w
-    for ch in range(c):
-        mu = total[ch] / count
-        mean[ch] = mu
-        var[ch] = max(squares[ch] / count - mu * mu, 0.0)
-        sigma[ch] = np.sqrt(var[ch] + eps)
+    batch_statistics(x.reshape(n * h * w, c), prescale, eps, mean, var, sigma)
     scale = gamma / sigma
     shift = beta - mean * scale
     oh, ow = out.shape[1], out.shape[2]

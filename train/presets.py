@@ -19,14 +19,14 @@ text (they are in its Figure 2); assumed here: three conv blocks of 128 channels
 28-26-13-11-5-3-1 and the weights are 0.33 M bits instead of the paper's 0.48 M parameters; the pool
 comes after the batch norm (see :mod:`bnnhw.train.conv`); the input is binarized at 127.5 instead of
 real-valued unless ``input_kind="pixels8"`` (the first conv then reads the 8-bit pixels).
-``cbcnn-wide`` keeps the CBCNN pattern (binary 3x3 conv blocks, each with batch norm and a
-2x2 max-pool, then binary dense blocks) with two conv blocks of 64 and 128 channels and a dense
+``cbcnn-wide`` keeps the CBCNN pattern (binary 3x3 conv blocks, each with batch norm and a 2x2
+max-pool, then binary dense blocks) with two conv blocks of 64 and 128 channels and a dense
 block of 512: its maps go 28-26-13-11-5, so the dense layers see 5x5x128 = 3,200 bits instead of
 ``cbcnn``'s 1x1x128 (its third pool keeps one of the nine positions of a 3x3 map). It is the
 Fashion-MNIST network. ``cbcnn-small`` has the same shape with 32 and 64 channels and a dense
-block of 256: 0.43 M weights, near the 0.48 M trainable parameters seed 003 gives for CBCNN. ``cnv-tiny`` (16 and 32 channels, dense 64) trains in a couple of
-minutes. ``cnv-micro`` (4 and 8 channels, dense 32) is the smallest CNN, sized for quick
-simulations of the generated Verilog.
+block of 256: 0.43 M weights, near the 0.48 M trainable parameters seed 003 gives for CBCNN.
+``cnv-tiny`` (16 and 32 channels, dense 64) trains in a couple of minutes. ``cnv-micro`` (4 and
+8 channels, dense 32) is the smallest CNN, sized for quick simulations of the generated Verilog.
 """
 
 from __future__ import annotations
