@@ -17,6 +17,8 @@ from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from bnnhw.model import PixelInput
+
 from .link import Link
 from .platforms import get_board
 from .pll import ClockGenerator
@@ -33,9 +35,11 @@ LED_ROLES = ("class0", "class1", "class2", "class3", "valid", "activity", "error
 
 def bits_pixel_values(model):
     """``(0, t_0, ..., t_{L-1})`` clamped to 255 for CLASSIFY_BITS, or ``None`` if the
-    quantizer's levels do not pack into whole bytes (``L`` in 1, 2, 4, 8 and ``8 | N L``)."""
+    quantizer's levels do not pack into whole bytes (``L`` in 1, 2, 4, 8 and ``8 | N L``) or
+    the first layer reads the 8-bit pixels themselves (input kind ``pixels8``: only
+    CLASSIFY_RAW carries them)."""
     q = model.quantizer
-    if q.levels not in (1, 2, 4, 8) or (q.pixels * q.levels) % 8:
+    if isinstance(q, PixelInput) or q.levels not in (1, 2, 4, 8) or (q.pixels * q.levels) % 8:
         return None
     return (0, *(min(int(t), 255) for t in q.thresholds))
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 from bnnhw.boards.simulate import simulate_board
+from bnnhw.boards.top import bits_pixel_values
 
 from bnnhw import datasets
-from bnnhw.model import DenseLayer, InputQuantizer, Model
+from bnnhw.model import DenseLayer, InputQuantizer, Model, PixelInput
 
 # Needs Icarus (the README's test command installs it): a missing simulator fails, not skips.
 pytestmark = pytest.mark.cocotb
@@ -44,6 +45,22 @@ def test_board_top_with_spram_weights_loaded_over_uart():
     assert result["expected_identity_ok"] and result["bad_crc_replied"]
     assert (result["replied"], result["lost"], result["mismatches"]) == (4, 0, [])
     assert result["tx_framing_errors"] == 0 and result["discarded"] == 0
+
+
+def test_board_top_with_an_8_bit_first_layer_over_uart():
+    # Input kind pixels8: the first layer reads the pixels, so only CLASSIFY_RAW applies.
+    rng = np.random.default_rng(2)
+    weights = rng.integers(0, 2, (16, 784))
+    # a = sum w x over the pixels; thresholds near its middle so the hidden bits vary.
+    images = datasets.load("mnist", "test").images[:6]
+    sums = (2 * weights - 1) @ images.T.astype(np.int64)
+    first = DenseLayer(weights, np.median(sums, axis=1).astype(np.int64), pixels8=True)
+    model = Model(PixelInput(784), (first, DenseLayer(rng.integers(0, 2, (10, 16)))))
+    assert bits_pixel_values(model) is None
+    result = simulate_board(model, images, "4x49,10x4@4")
+    assert not result["identity"]["bits_supported"]
+    assert result["expected_identity_ok"] and result["bad_crc_replied"]
+    assert (result["replied"], result["lost"], result["mismatches"]) == (6, 0, [])
 
 
 @pytest.mark.synth
