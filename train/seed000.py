@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bnnhw import datasets
 from bnnhw.model import write_atomic
 from bnnhw.reference import infer
 
-from .trainer import train
+from .trainer import default_threads, train
 
 ROWS = (
     ("W1A1, threshold 127.5", "W1A1", 127.5),
@@ -66,10 +67,12 @@ def best_time(fn, repeats: int) -> float:
 
 
 def run_row(dataset: str, label: str, mode: str, threshold: float | None, epochs: int,
-            seed: int, data_dir: str | Path | None, repeats: int, progress: bool) -> dict:
-    """Train one row, check float == integer (W1A1), and time both inference paths."""
+            seed: int, data_dir: str | Path | None, repeats: int, progress: bool,
+            threads: int | None = None) -> dict:
+    """Train one row (on ``threads`` BLAS threads), check float == integer (W1A1), and time
+    both inference paths."""
     result = train(dataset, "seed000", epochs, seed, None, data_dir=data_dir, mode=mode,
-                   input_threshold=threshold, progress=progress)
+                   input_threshold=threshold, progress=progress, threads=threads)
     test = datasets.load(dataset, "test", data_dir)
     n = test.images.shape[0]
     row = {
@@ -135,8 +138,12 @@ def markdown(report: dict) -> str:
 
 def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Path = "docs",
         seed: int = 0, repeats: int = 3, progress: bool = True,
-        datasets_: tuple[str, ...] = ("mnist", "fashion-mnist")) -> dict:
+        datasets_: tuple[str, ...] = ("mnist", "fashion-mnist"),
+        threads: int | None = None) -> dict:
     """Train every row, write ``seed000.md`` and ``seed000.json`` into ``out_dir`` atomically.
+
+    ``threads``: BLAS threads for training and the float inference timing (default: the
+    usable cores).
 
     Returns
     -------
@@ -145,15 +152,18 @@ def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Pat
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    rows = [run_row(ds, label, mode, threshold, epochs, seed, data_dir, repeats, progress)
-            for ds in datasets_ for label, mode, threshold in ROWS]
+    with threadpool_limits(limits=threads or default_threads(), user_api="blas"):
+        rows = [run_row(ds, label, mode, threshold, epochs, seed, data_dir, repeats, progress,
+                        threads) for ds in datasets_ for label, mode, threshold in ROWS]
     report = {
         "rows": rows, "epochs": epochs, "seed": seed, "repeats": repeats,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                    f"numpy {np.__version__}",
         "command": f"python -m bnnhw.train.seed000 --epochs {epochs} --seed {seed}"
                    + "".join(f" --dataset {d}" for d in datasets_
-                             if set(datasets_) != set(datasets.DATASETS)),
+                             if set(datasets_) != set(datasets.DATASETS))
+                   + (f" --threads {threads}" if threads else ""),
+        "threads": threads or default_threads(),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,10 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dataset", action="append", choices=datasets.DATASETS,
                         help="restrict to this data set (repeatable; default both)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS threads (default: the usable cores)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     report = run(args.data_dir, args.epochs, args.out_dir, args.seed, args.repeats,
-                 not args.no_progress, tuple(args.dataset or datasets.DATASETS))
+                 not args.no_progress, tuple(args.dataset or datasets.DATASETS), args.threads)
     print(markdown(report))
     return 0
 
