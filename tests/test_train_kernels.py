@@ -191,3 +191,17 @@ def test_parse_augment_round_trips(text, expected):
 def test_parse_augment_names_the_bad_value(text, message):
     with pytest.raises(AugmentError, match=message):
         parse_augment(text)
+
+
+def test_dropout_layer_keeps_scales_and_routes_the_gradient():
+    from bnnhw.train.layers import Dropout
+
+    layer = Dropout(0.25, np.random.default_rng(4))
+    x = np.ones((400, 50), F32)
+    out = layer.forward(x, True)
+    kept = out != 0
+    assert set(np.unique(out)) == {0, F32(1 / 0.75)}
+    assert abs(kept.mean() - 0.75) < 0.01
+    grad = layer.backward(np.full(x.shape, 3, F32))
+    assert np.array_equal(grad, np.where(kept, F32(3) * F32(1 / 0.75), 0))
+    assert layer.forward(x, False) is x

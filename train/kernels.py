@@ -318,3 +318,20 @@ def block_backward(grad, passes, arg, x, prescale, pool, mean, sigma, gamma, dx,
                         yi = 2 * y + k // 2 if pool else y
                         xi = 2 * xo + k % 2 if pool else xo
                         dx[b, yi, xi, ch] += factor[ch] * count * grad[b, y, xo, ch]
+
+
+@KERNEL
+def dropout_forward(x, uniform, rate, scale, out, keep):
+    """Inverted dropout in one pass over flat arrays: ``keep = uniform >= rate`` and
+    ``out = x * scale`` where kept, 0 elsewhere (``scale = 1 / (1 - rate)``)."""
+    for i in range(x.size):
+        kept = uniform[i] >= rate
+        keep[i] = kept
+        out[i] = x[i] * scale if kept else 0
+
+
+@KERNEL
+def dropout_backward(grad, keep, scale):
+    """``grad <- grad * scale`` where kept, 0 elsewhere, in place (flat arrays)."""
+    for i in range(grad.size):
+        grad[i] = grad[i] * scale if keep[i] else 0

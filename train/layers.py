@@ -262,15 +262,21 @@ class Dropout(Layer):
         if not training or self.rate == 0:
             self._mask = None
             return x
-        self._mask = self.buffer("mask", x.shape)
-        self.rng.random(x.shape, dtype=F32, out=self._mask)
-        np.greater_equal(self._mask, F32(self.rate), out=self._mask)
-        self._mask *= F32(1 / (1 - self.rate))
-        return x * self._mask
+        x = np.ascontiguousarray(x, dtype=F32)
+        uniform = self.buffer("uniform", x.shape)
+        self.rng.random(x.shape, dtype=F32, out=uniform)
+        out = self.buffer("out", x.shape)
+        self._mask = self.buffer("keep", x.shape, np.bool_)
+        kernels.dropout_forward(x.reshape(-1), uniform.reshape(-1), F32(self.rate),
+                                F32(1 / (1 - self.rate)), out.reshape(-1),
+                                self._mask.reshape(-1))
+        return out
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         if self._mask is not None:
-            grad *= self._mask
+            grad = np.ascontiguousarray(grad, dtype=F32)
+            kernels.dropout_backward(grad.reshape(-1), self._mask.reshape(-1),
+                                     F32(1 / (1 - self.rate)))
         return grad
 
 
