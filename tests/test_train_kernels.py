@@ -3,6 +3,8 @@ conv-block path against the separate layers, and the augmentation."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from bnnhw.train import kernels
@@ -205,3 +207,17 @@ def test_dropout_layer_keeps_scales_and_routes_the_gradient():
     grad = layer.backward(np.full(x.shape, 3, F32))
     assert np.array_equal(grad, np.where(kept, F32(3) * F32(1 / 0.75), 0))
     assert layer.forward(x, False) is x
+
+
+@pytest.mark.skipif(not os.environ.get("BNNHW_DATA"),
+                    reason="BNNHW_DATA is unset: no local MNIST")
+def test_efficiency_bench_reports_a_ratio_per_arch_and_thread_count(tmp_path):
+    from bnnhw.train.bench import efficiency, format_efficiency
+
+    report = efficiency(threads=(1,), archs=("tfc", "cnv-micro"), steps=3)
+    rows = report["rows"]
+    assert [(r["arch"], r["threads"]) for r in rows] == [("tfc", 1), ("cnv-micro", 1)]
+    for r in rows:
+        assert r["step_ms"] > 0 and r["gemm_gflops"] > 0
+        assert r["ratio"] == pytest.approx(r["train_gflops"] / r["gemm_gflops"])
+    assert "| tfc | 1 |" in format_efficiency(report)
