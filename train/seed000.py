@@ -13,7 +13,8 @@ threshold 90, W1A32 (BinaryConnect: binary weights, real activations) and FP32. 
 
 The published seed-000 figures are printed beside ours and marked as published.
 
-Usage: ``python -m bnnhw.train.seed000 --epochs N [--data-dir D] [--out-dir docs]``.
+Usage: ``python -m bnnhw.train.seed000 --epochs N [--augment] [--threads T] [--data-dir D]
+[--out-dir docs]``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from bnnhw.model import write_atomic
 from bnnhw.reference import infer
 
 from .trainer import default_threads, train
+
+AUGMENT = {"mnist": "shift:1", "fashion-mnist": "shift:1,flip"}
+"""The training augmentation of ``--augment`` per dataset (:mod:`bnnhw.train.augment`)."""
 
 ROWS = (
     ("W1A1, threshold 127.5", "W1A1", 127.5),
@@ -68,11 +72,12 @@ def best_time(fn, repeats: int) -> float:
 
 def run_row(dataset: str, label: str, mode: str, threshold: float | None, epochs: int,
             seed: int, data_dir: str | Path | None, repeats: int, progress: bool,
-            threads: int | None = None) -> dict:
-    """Train one row (on ``threads`` BLAS threads), check float == integer (W1A1), and time
-    both inference paths."""
+            threads: int | None = None, augment: str | None = None) -> dict:
+    """Train one row (on ``threads`` BLAS threads, with ``augment``), check float == integer
+    (W1A1), and time both inference paths."""
     result = train(dataset, "seed000", epochs, seed, None, data_dir=data_dir, mode=mode,
-                   input_threshold=threshold, progress=progress, threads=threads)
+                   input_threshold=threshold, progress=progress, threads=threads,
+                   augment=augment)
     test = datasets.load(dataset, "test", data_dir)
     n = test.images.shape[0]
     row = {
@@ -103,6 +108,8 @@ def markdown(report: dict) -> str:
         "",
         f"Command: `{report['command']}`  ",
         f"Epochs {report['epochs']}, seed {report['seed']}, {report['machine']}.  ",
+        ("Augmentation: " + ", ".join(f"{d} {a}" for d, a in report["augment"].items())
+         + ".  " if report.get("augment") else "No augmentation.  "),
         "Accuracy: whole test split, float network in eval mode (for W1A1 identical, image by "
         "image, to the packed integer reference). Footprint: KiB needed for inference (packed "
         "weight bits + int16 thresholds for W1A1; packed bits + float32 BN scale/shift for "
@@ -139,11 +146,11 @@ def markdown(report: dict) -> str:
 def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Path = "docs",
         seed: int = 0, repeats: int = 3, progress: bool = True,
         datasets_: tuple[str, ...] = ("mnist", "fashion-mnist"),
-        threads: int | None = None) -> dict:
+        threads: int | None = None, augment: bool = False) -> dict:
     """Train every row, write ``seed000.md`` and ``seed000.json`` into ``out_dir`` atomically.
 
     ``threads``: BLAS threads for training and the float inference timing (default: the
-    usable cores).
+    usable cores). ``augment``: train with each dataset's augmentation in :data:`AUGMENT`.
 
     Returns
     -------
@@ -154,7 +161,8 @@ def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Pat
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     with threadpool_limits(limits=threads or default_threads(), user_api="blas"):
         rows = [run_row(ds, label, mode, threshold, epochs, seed, data_dir, repeats, progress,
-                        threads) for ds in datasets_ for label, mode, threshold in ROWS]
+                        threads, AUGMENT[ds] if augment else None)
+                for ds in datasets_ for label, mode, threshold in ROWS]
     report = {
         "rows": rows, "epochs": epochs, "seed": seed, "repeats": repeats,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -162,8 +170,10 @@ def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Pat
         "command": f"python -m bnnhw.train.seed000 --epochs {epochs} --seed {seed}"
                    + "".join(f" --dataset {d}" for d in datasets_
                              if set(datasets_) != set(datasets.DATASETS))
-                   + (f" --threads {threads}" if threads else ""),
+                   + (f" --threads {threads}" if threads else "")
+                   + (" --augment" if augment else ""),
         "threads": threads or default_threads(),
+        "augment": {ds: AUGMENT[ds] for ds in datasets_} if augment else None,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -184,10 +194,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="restrict to this data set (repeatable; default both)")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS threads (default: the usable cores)")
+    parser.add_argument("--augment", action="store_true",
+                        help="train with random shifts (MNIST) and shifts and flips (Fashion)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     report = run(args.data_dir, args.epochs, args.out_dir, args.seed, args.repeats,
-                 not args.no_progress, tuple(args.dataset or datasets.DATASETS), args.threads)
+                 not args.no_progress, tuple(args.dataset or datasets.DATASETS), args.threads,
+                 args.augment)
     print(markdown(report))
     return 0
 
