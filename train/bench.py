@@ -181,7 +181,8 @@ def bench(arch: str, dataset: str = "mnist", epochs: int = 10, seed: int = 0,
                    progress=progress, **recipe)
     if not result.finished:
         return {"arch": arch, "dataset": dataset, "finished": False, "history": result.history}
-    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in recipe.items()
+    flags = {"input_kind": "input"}
+    options = "".join(f" --{flags.get(k, k).replace('_', '-')} {v}" for k, v in recipe.items()
                       if v is not None and k not in ("checkpoint", "resume", "stop_after"))
     report = {
         "arch": arch, "dataset": dataset, "mode": mode, "seed": seed, "epochs": epochs,
