@@ -44,8 +44,8 @@ def test_collect_takes_every_figure_from_json(repo):
     data = collect(repo / "docs")
     boards = {(r["model"], r["board"], r["origin"]): r for r in data["boards"]}
     report = json.loads((repo / "docs/boards/orangecrab-25f_sfc.json").read_text())
-    row = boards["sfc_mnist", "orangecrab-25f", "hand"]
-    auto = boards["sfc_mnist", "orangecrab-25f", "auto"]
+    row = boards["sfc-baseline_mnist", "orangecrab-25f", "hand"]
+    auto = boards["sfc-baseline_mnist", "orangecrab-25f", "auto"]
     assert auto["cycles_per_frame"] < row["cycles_per_frame"]
     assert ("tfc_mnist", "orangecrab-25f", "calibration") in boards
     assert row["cycles_per_frame"] == report["cycles_per_frame"]
@@ -62,7 +62,7 @@ def test_cli_bench_writes_report_plots_and_json(repo, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["anchors"] == 2 and result["boards"] >= 3
     text = (repo / "BENCHMARKS.md").read_text()
-    assert "| sfc_mnist | orangecrab-25f |" in text and "189,554" in text
+    assert "| sfc-baseline_mnist | orangecrab-25f |" in text and "189,554" in text
     assert "**published**: FINN SFC-max (Z7045)" in text and "not ours" in text
     assert "Estimator calibration" in text
     for name in ("bench_boards.png", "bench_training.png", "bench_calibration.png"):

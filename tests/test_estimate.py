@@ -133,7 +133,7 @@ def test_cycles_come_from_the_components():
 
 
 def test_default_folding_follows_the_build_spram_choice():
-    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    model = load_model(DOCS / "models" / "sfc-baseline_mnist.npz")
     est = estimate(model, "icebreaker")
     assert est.spram_layers == [0, 1]
     assert est.folding == json.loads((DOCS / "boards" / "icebreaker_sfc.json").read_text())[
@@ -150,7 +150,7 @@ def test_conv_stages_are_estimated_from_the_accelerator():
 
 @pytest.mark.parametrize("board", ["icebreaker", "orangecrab-25f", "ulx3s-85f"])
 def test_auto_folding_fits_and_is_fastest(board):
-    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    model = load_model(DOCS / "models" / "sfc-baseline_mnist.npz")
     folding = auto_folding(model, board, "max")
     est = estimate(model, board, folding)
     info = get_board(board)
@@ -210,7 +210,7 @@ def test_period_model_terms():
     """``1000 / fmax`` adds the board term, the label select chain beyond 2 and LUT/1000."""
     coefs = load_coefficients()
     ecp5 = coefs["ecp5"]["fmax"]
-    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    model = load_model(DOCS / "models" / "sfc-baseline_mnist.npz")
     two = estimate(model, "ulx3s-85f", "1x784,1x256,1x256,2x8@4")
     five = estimate(model, "ulx3s-85f", "1x784,1x256,1x256,5x2@4")
     assert two.fmax_features["argmax_chain"] == 0 and five.fmax_features["argmax_chain"] == 3
@@ -235,7 +235,8 @@ def test_measured_fmax_is_the_lowest_build_of_the_design():
     same = [r["fmax_mhz"] for r in same if (r["board"], r["model_sha256"], r["folding"])
             == (hand["board"], hand["model_sha256"], hand["folding"])]
     assert len(same) == 2
-    est = estimate(load_model(DOCS / "models" / "lfc_mnist.npz"), "ulx3s-85f", hand["folding"])
+    lfc = load_model(DOCS / "models" / "lfc-baseline_mnist.npz")
+    est = estimate(lfc, "ulx3s-85f", hand["folding"])
     assert est.measured_fmax_mhz == min(same)
 
 
@@ -256,15 +257,15 @@ def test_auto_folding_finds_the_best_hand_folding_of_lfc_on_the_ulx3s():
     """Among the 512-cycle foldings (the fewest block RAMs allow), the hand one has the fewest
     LUTs and so the highest modelled fmax."""
     hand = json.loads((DOCS / "boards" / "ulx3s-85f_lfc.json").read_text())
-    model = load_model(DOCS / "models" / "lfc_mnist.npz")
+    model = load_model(DOCS / "models" / "lfc-baseline_mnist.npz")
     assert auto_folding(model, "ulx3s-85f").spec == hand["folding"]
 
 
 def test_nothing_fits_names_the_resource():
-    model = load_model(DOCS / "models" / "sfc_mnist.npz")
+    model = load_model(DOCS / "models" / "sfc-baseline_mnist.npz")
     with pytest.raises(FitError, match=r"LUTs: \d+ estimated > \d+ \(1 % of 24288\) by \d+"):
         auto_folding(model, "orangecrab-25f", lut_share=0.01)
-    lfc = load_model(DOCS / "models" / "lfc_mnist.npz")
+    lfc = load_model(DOCS / "models" / "lfc-baseline_mnist.npz")
     with pytest.raises(FitError, match="2910208 weight bits .* icebreaker"):
         auto_folding(lfc, "icebreaker")
 

@@ -30,8 +30,9 @@ def _images(text):
 
 def test_report_embeds_every_section(tmp_path):
     out = tmp_path / "r.html"
+    # The committed sfc model, its training record and a real iCEBreaker build of it.
     result = write_report(DOCS / "models/sfc_mnist.npz", out, board="orangecrab-25f",
-                          build_json=DOCS / "boards/orangecrab-25f_sfc.json", limit=200)
+                          build_json=DOCS / "boards/review/icebreaker_sfc.json", limit=200)
     text = out.read_text()
     assert result["sections"] == ["training", "estimate", "confusion", "board"]
     assert result["training_json"].endswith("train_sfc_mnist.json")
@@ -40,7 +41,7 @@ def test_report_embeds_every_section(tmp_path):
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "src=\"http" not in text and "<link" not in text
     assert "<h2>Test set</h2>" in text and "alt=\"confusion matrix\"" in text
-    assert "148.61 MHz" in text and "200 mnist test images" in text
+    assert "33.42 MHz" in text and "200 mnist test images" in text
     assert "layer0" in text and "16x16" in text
 
 
