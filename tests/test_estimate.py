@@ -346,6 +346,14 @@ def test_cli_target_fps_without_auto_exits_2_before_building(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_most_auto_builds_have_a_hand_build_to_beat():
+    hand = {(r["board"], r["model_sha256"]) for r in
+            (json.loads(p.read_text()) for p in sorted((DOCS / "boards").glob("*.json"))
+             + sorted((DOCS / "calibration").glob("*.json")))}
+    auto = [json.loads(p.read_text()) for p in sorted((DOCS / "boards" / "auto").glob("*.json"))]
+    assert sum((a["board"], a["model_sha256"]) in hand for a in auto) >= 5
+
+
 @pytest.mark.parametrize("path", sorted((DOCS / "boards" / "auto").glob("*.json")),
                          ids=lambda p: p.stem)
 def test_auto_build_matches_or_beats_every_hand_build_of_the_board(path):
@@ -355,9 +363,10 @@ def test_auto_build_matches_or_beats_every_hand_build_of_the_board(path):
     assert auto["utilisation"]["luts"]["used"] <= share * auto["utilisation"]["luts"]["total"]
     same = [(p, json.loads(p.read_text())) for p in sorted((DOCS / "boards").glob("*.json"))
             + sorted((DOCS / "calibration").glob("*.json"))]
+    # Compared with every hand or calibration build of the same model on the board; a model
+    # built only with --fold auto (a newly trained one) has just the LUT share to keep.
     same = [(p, h) for p, h in same if h["board"] == auto["board"]
             and h["model_sha256"] == auto["model_sha256"]]
-    assert same
     for p, h in same:
         # At the clock each was built for: no more cycles per frame, at least as many frames/s.
         assert auto["cycles_per_frame"] <= h["cycles_per_frame"]
