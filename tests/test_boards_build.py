@@ -153,7 +153,7 @@ def test_real_orangecrab_build_at_the_auto_clock(tmp_path):
 
 
 def test_auto_clock_of_a_built_design_comes_from_its_measured_fmax():
-    lfc = load_model(DOCS / "models" / "lfc_mnist.npz")
+    lfc = load_model(DOCS / "models" / "lfc-baseline_mnist.npz")
     hand = json.loads((DOCS / "boards" / "ulx3s-85f_lfc.json").read_text())
     folding = parse_fold(hand["folding"], lfc)
     mhz, request = build_mod.auto_clock(lfc, get_board("ulx3s-85f"), folding, ())
