@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bnnhw.export import MEMORY_DIR
 from bnnhw.model import Model, load_model
 
 from .check import layout
@@ -117,10 +118,26 @@ def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool) -> Any:
     return runner
 
 
-def _run(runner: Any, simulator: str, build_dir: Path, test_dir: Path, job: dict[str, Any],
-         waves: Path | None) -> dict[str, Any]:
+def _link_memories(verilog: Path, test_dir: Path) -> None:
+    """Make the design's ``$readmemh`` folder (beside ``verilog``) visible from ``test_dir``.
+
+    The simulators resolve ``$readmemh`` paths against their working directory, which cocotb
+    sets to the test folder.
+    """
+    source, link = verilog.parent / MEMORY_DIR, test_dir / MEMORY_DIR
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    if source.is_dir():
+        link.symlink_to(source.resolve(), target_is_directory=True)
+
+
+def _run(runner: Any, simulator: str, verilog: Path, build_dir: Path, test_dir: Path,
+         job: dict[str, Any], waves: Path | None) -> dict[str, Any]:
     """Run the bench once on a built design; returns the bench's result JSON."""
     test_dir.mkdir(parents=True, exist_ok=True)
+    _link_memories(verilog, test_dir)
     job_path = test_dir / "job.json"
     result_path = Path(job["result"])
     result_path.unlink(missing_ok=True)
@@ -234,7 +251,7 @@ def _simulate(verilog: Path, flat: dict[str, int], images: np.ndarray,
         runner = _build(simulator, verilog, build_dir, waves)
         built = time.perf_counter()
         run_waves = root / "run" / f"run.{wave_ext}" if waves else None
-        result = _run(runner, simulator, build_dir, root / "run", job, run_waves)
+        result = _run(runner, simulator, verilog, build_dir, root / "run", job, run_waves)
         finished = time.perf_counter()
         if waves:
             result["waves_run"] = str(run_waves)
@@ -245,7 +262,7 @@ def _simulate(verilog: Path, flat: dict[str, int], images: np.ndarray,
             np.save(one, images[k:k + 1], allow_pickle=False)
             np.save(data / "failing_expected.npy", expected[k:k + 1], allow_pickle=False)
             failing = root / "failing" / f"image{k}.{wave_ext}"
-            again = _run(runner, simulator, build_dir, root / "failing",
+            again = _run(runner, simulator, verilog, build_dir, root / "failing",
                          {**job, "images": str(one),
                           "expected": str(data / "failing_expected.npy"),
                           "result": str(root / "failing" / "result.json"), "stall_in": 0.0,
@@ -352,11 +369,20 @@ def _keep_unchanged(staging: Path, target: Path) -> None:
     """Move freshly generated files into ``target``, keeping identical files untouched.
 
     An untouched file keeps its timestamp, so simulators that rebuild on change do not.
+    Folders are merged the same way; files of ``target`` that ``staging`` lacks are removed
+    from the merged folders.
     """
     target.mkdir(parents=True, exist_ok=True)
     for new in staging.iterdir():
         old = target / new.name
-        if old.is_file() and old.read_bytes() == new.read_bytes():
+        if new.is_dir():
+            if old.exists() and not old.is_dir():
+                old.unlink()
+            fresh = {p.name for p in new.iterdir()}
+            _keep_unchanged(new, old)
+            for stale in {p.name for p in old.iterdir()} - fresh:
+                (old / stale).unlink()
+        elif old.is_file() and old.read_bytes() == new.read_bytes():
             new.unlink()
         else:
             new.replace(old)

@@ -2,12 +2,14 @@
 """Verilog export: files written, sidecar consistent with the accelerator, no partial output."""
 
 import json
+import re
+import types
 
 import numpy as np
 import pytest
 from gateware_helpers import random_model
 
-from bnnhw.export import generate
+from bnnhw.export import INLINE_WORDS, MEMORY_DIR, generate
 from bnnhw.folding import Folding, FoldingError, parse_fold
 from bnnhw.gateware.dataflow import Accelerator
 
@@ -78,3 +80,62 @@ def test_conv_sidecar_rows(tmp_path):
     assert [s["name"] for s in info["stages"]] == [
         "quantizer", "conv0", "swu0", "layer0", "conv1", "layer1", "layer2", "labelselect"]
     assert "module bnnhw_top" in (tmp_path / "out" / "bnnhw_top.v").read_text()
+
+
+def _inline_initialisers(text):
+    """``{memory name: [words]}`` of every ``initial begin m[i] = W'hX; ... end`` block."""
+    blocks = {}
+    for body in re.findall(r"initial begin\n(.*?)\n\s*end\n", text, re.S):
+        rows = [re.fullmatch(r"\s*(\S+)\[(\d+)\] = \d+'([hd])([0-9a-f]+);", line)
+                for line in body.split("\n")]
+        if all(rows):
+            blocks.setdefault(rows[0][1], []).append(
+                [int(r[4], 16 if r[3] == "h" else 10) for r in rows])
+    return blocks
+
+
+def test_large_memories_are_loaded_from_hex_files_with_the_same_words(tmp_path):
+    rng = np.random.default_rng(5)
+    model = random_model(rng, 96, 1, [32, 10])
+    folding = parse_fold("2x4,1x4@1", model)
+    info = generate(model, tmp_path / "files", folding)
+    generate(model, tmp_path / "inline", folding, inline_words=1 << 62)
+    files_v = (tmp_path / "files" / "bnnhw_top.v").read_text()
+    inline_v = (tmp_path / "inline" / "bnnhw_top.v").read_text()
+    assert "$readmemh" not in inline_v and not info["memory_files"] == []
+    assert not any((tmp_path / "inline" / MEMORY_DIR).iterdir())
+    loads = re.findall(r'initial \$readmemh\("bnnhw_top_mem/([^"]+)", (\S+)\);', files_v)
+    assert sorted(f for f, _ in loads) == info["memory_files"] == sorted(
+        p.name for p in (tmp_path / "files" / MEMORY_DIR).iterdir())
+    inline = _inline_initialisers(inline_v)
+    kept = _inline_initialisers(files_v)
+    for file, memory in loads:
+        words = [int(w, 16) for w in (tmp_path / "files" / MEMORY_DIR / file).read_text().split()]
+        assert len(words) > INLINE_WORDS
+        assert words in inline[memory]
+    # Exactly the large initialisers moved; the small ones stayed.
+    moved = sum(len(v) for v in inline.values()) - sum(len(v) for v in kept.values())
+    assert moved == len(loads) > 0
+    assert all(len(w) <= INLINE_WORDS for v in kept.values() for w in v)
+    # 32 x 96 weights at 2 PE x 4 SIMD: (32 / 2) * (96 / 4) = 384 words per PE memory.
+    assert any(len(w) == 384 for v in inline.values() for w in v)
+
+
+def test_failed_regeneration_keeps_the_previous_output(model, tmp_path, monkeypatch):
+    import bnnhw.export as export
+
+    generate(model, tmp_path / "out", parse_fold("4x4,2x4@2", model), inline_words=2)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*")
+              if p.is_file()}
+    assert any(MEMORY_DIR in str(p) for p in before)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    # Fails while the new files are staged (the sidecar is rendered last).
+    monkeypatch.setattr(export, "json", types.SimpleNamespace(dumps=broken))
+    with pytest.raises(OSError, match="disk full"):
+        generate(model, tmp_path / "out", parse_fold("2x4,1x4@2", model), inline_words=2)
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*")
+             if p.is_file()}
+    assert after == before
