@@ -58,9 +58,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -602,25 +605,90 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _array(archive: dict[str, np.ndarray], name: str, dtype: str, shape: tuple[int, ...],
+MEMBER_NAME = re.compile(r"(format|version|header|input_thresholds|layer\d+\.(weights|thresholds))")
+"""Names of the arrays a model file may hold; any other member is refused."""
+SMALL_MEMBER_BYTES = 1 << 20
+"""Largest ``format``, ``version`` or ``header`` member accepted (the header is a few KiB)."""
+NPY_HEADER_BYTES = 4096
+"""Room for an ``.npy`` header on top of an array's data when a member's size is checked."""
+
+
+class _Archive:
+    """The members of an open model file, each checked before it is decompressed.
+
+    A member must have a known name (:data:`MEMBER_NAME`), and both its size in the zip
+    directory and the shape in its ``.npy`` header must fit what the caller expects, so that
+    a declared size can never make the loader allocate more than the model needs (no zip
+    bombs, no 100 GB shapes). Object arrays are refused without being unpickled.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile, where: str) -> None:
+        self.zip, self.where = archive, where
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy") or not MEMBER_NAME.fullmatch(name):
+                raise ModelError(f"{where}: unexpected member {info.filename!r} (a model file "
+                                 f"holds only format, version, header and layer arrays)")
+            if name in self.members:
+                raise ModelError(f"{where}: member {info.filename!r} appears twice")
+            self.members[name] = info
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.members
+
+    def read(self, name: str, dtype: str | None, shape: tuple[int, ...] | None,
+             max_bytes: int) -> np.ndarray:
+        """Array ``name``; its dtype and shape must be ``dtype``/``shape`` where given."""
+        where = self.where
+        if name not in self.members:
+            raise ModelError(f"{where}: missing array '{name}'")
+        info = self.members[name]
+        if info.file_size > max_bytes:
+            raise ModelError(f"{where}: member '{name}' declares {info.file_size} bytes, more "
+                             f"than the {max_bytes} it may hold")
+        try:
+            with self.zip.open(info) as handle:
+                version = np.lib.format.read_magic(handle)
+                got_shape, _, got_dtype = (np.lib.format.read_array_header_1_0(handle)
+                                           if version == (1, 0) else
+                                           np.lib.format.read_array_header_2_0(handle))
+                if got_dtype.hasobject:
+                    raise ModelError(f"{where}: array '{name}' holds Python objects, which a "
+                                     f"model file never does")
+                if dtype is not None and got_dtype != np.dtype(dtype):
+                    raise ModelError(f"{where}: array '{name}' has dtype {got_dtype}, "
+                                     f"expected {dtype}")
+                if shape is not None and tuple(got_shape) != shape:
+                    raise ModelError(f"{where}: array '{name}' has shape {tuple(got_shape)}, "
+                                     f"expected {shape}")
+                if got_dtype.itemsize * math.prod(got_shape) > max_bytes:
+                    raise ModelError(f"{where}: array '{name}' declares shape "
+                                     f"{tuple(got_shape)}, more than the {max_bytes} bytes "
+                                     f"it may hold")
+            with self.zip.open(info) as handle:
+                return np.lib.format.read_array(handle, allow_pickle=False)
+        except ModelError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+            raise ModelError(f"{where}: member '{name}' is corrupt ({type(exc).__name__}: "
+                             f"{str(exc).split('. ')[0]})") from None
+
+
+def _array(archive: _Archive, name: str, dtype: str, shape: tuple[int, ...],
            where: str) -> np.ndarray:
-    if name not in archive:
-        raise ModelError(f"{where}: missing array '{name}'")
-    array = archive[name]
-    if array.dtype != np.dtype(dtype):
-        raise ModelError(f"{where}: array '{name}' has dtype {array.dtype}, expected {dtype}")
-    if array.shape != shape:
-        raise ModelError(f"{where}: array '{name}' has shape {array.shape}, expected {shape}")
-    return array
+    nbytes = np.dtype(dtype).itemsize * math.prod(shape)
+    return archive.read(name, dtype, shape, nbytes + NPY_HEADER_BYTES)
 
 
-def _header(archive: dict[str, np.ndarray], where: str) -> dict[str, Any]:
+def _header(archive: _Archive, where: str) -> dict[str, Any]:
     for name in ("format", "version", "header"):
         if name not in archive:
             raise ModelError(f"{where}: missing array '{name}' (not a bnnhw model file?)")
-    if archive["format"].shape != () or str(archive["format"]) != FORMAT_NAME:
-        raise ModelError(f"{where}: format is {archive['format']!r}, expected '{FORMAT_NAME}'")
-    version = archive["version"]
+    fmt = archive.read("format", None, (), SMALL_MEMBER_BYTES)
+    if fmt.dtype.kind != "U" or str(fmt) != FORMAT_NAME:
+        raise ModelError(f"{where}: format is {fmt!r}, expected '{FORMAT_NAME}'")
+    version = archive.read("version", None, None, SMALL_MEMBER_BYTES)
     if version.shape != () or not np.issubdtype(version.dtype, np.integer):
         raise ModelError(f"{where}: version must be a scalar integer, got {version!r}")
     if int(version) != FORMAT_VERSION:
@@ -628,13 +696,20 @@ def _header(archive: dict[str, np.ndarray], where: str) -> dict[str, Any]:
             f"{where}: unsupported model file version {int(version)} "
             f"(this bnnhw reads version {FORMAT_VERSION})"
         )
+    text = archive.read("header", None, (), SMALL_MEMBER_BYTES)
+    if text.dtype.kind != "U":
+        raise ModelError(f"{where}: header must be a text array, got dtype {text.dtype}")
     try:
-        header = json.loads(str(archive["header"]))
-    except json.JSONDecodeError as exc:
+        header = json.loads(str(text), parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
         raise ModelError(f"{where}: header is not valid JSON ({exc})") from None
     if not isinstance(header, dict) or not {"input", "layers", "meta"} <= header.keys():
         raise ModelError(f"{where}: header must hold 'input', 'layers' and 'meta'")
     return header
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number a model header may hold")
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -652,10 +727,18 @@ def load_model(path: str | os.PathLike) -> Model:
     if not path.is_file():
         raise ModelError(f"{where}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            archive = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{where}: not a readable model archive ({exc})") from None
+        handle = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        with path.open("rb") as raw:
+            npy = raw.read(6) == b"\x93NUMPY"
+        kind = "a single .npy array" if npy else "truncated or not an archive"
+        raise ModelError(f"{where}: not a readable model archive: a model file is a zip "
+                         f"(.npz) archive, this is {kind} ({exc})") from None
+    with handle:
+        return _load_archive(_Archive(handle, where), where)
+
+
+def _load_archive(archive: _Archive, where: str) -> Model:
     header = _header(archive, where)
     spec = header["input"]
     kind = spec.get("kind") if isinstance(spec, dict) else None
@@ -666,7 +749,7 @@ def load_model(path: str | os.PathLike) -> Model:
     try:
         pixels = int(spec["pixels"])
         levels = int(spec["levels"]) if kind == "thermometer" else 1
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ModelError(f"{where}: input kind {kind!r} needs integer "
                          f"{' and '.join(repr(f) for f in fields)}, got {spec!r}") from None
     if kind == "pixels8" and "input_thresholds" in archive:
@@ -692,7 +775,7 @@ def load_model(path: str | os.PathLike) -> Model:
         if str(exc).startswith(where):
             raise
         raise ModelError(f"{where}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise ModelError(f"{where}: malformed layer description ({exc})") from None
     return model
 

@@ -1,5 +1,6 @@
 """Model description and model file: round trip, validation messages, atomic writes."""
 
+import io
 import json
 import zipfile
 
@@ -136,7 +137,86 @@ def test_loader_rejects_pickled_objects(tmp_path):
     arrays = dict(np.load(path, allow_pickle=False))
     arrays["header"] = np.array([{"evil": 1}], dtype=object)
     np.savez(path, **arrays)
-    with pytest.raises(ModelError, match="not a readable model archive"):
+    with pytest.raises(ModelError, match="array 'header' holds Python objects") as info:
+        load_model(path)
+    assert "allow_pickle" not in str(info.value) and "unsafe" not in str(info.value)
+
+
+def _zip_member(path, name, data, compress=zipfile.ZIP_DEFLATED):
+    with zipfile.ZipFile(path, "a", compression=compress) as archive:
+        archive.writestr(name, data)
+
+
+def test_npy_file_named_npz_is_a_clear_error(tmp_path):
+    path = tmp_path / "m.npz"
+    with path.open("wb") as handle:
+        np.save(handle, np.zeros(3))
+    with pytest.raises(ModelError, match=r"zip \(\.npz\) archive, this is a single \.npy array"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e400"])
+@pytest.mark.parametrize("field", ["pixels", "in_features", "kernel"])
+def test_non_finite_header_numbers_are_refused(tmp_path, value, field):
+    from bnnhw.model import ConvLayer, PixelInput
+
+    rng = np.random.default_rng(9)
+    model = Model(PixelInput(16), (ConvLayer(rng.integers(0, 2, (2, 4)), np.zeros(2, np.int32),
+                                             2, (4, 4, 1), pixels8=True),
+                                   DenseLayer(rng.integers(0, 2, (3, 18)))))
+    path = model.save(tmp_path / "m.npz")
+    text = str(np.load(path)["header"])
+    header = json.loads(text)
+    target = header["input"] if field == "pixels" else header["layers"][0]
+    target[field] = 12345
+    rewrite(path, header=np.array(json.dumps(header).replace("12345", value)))
+    with pytest.raises(ModelError) as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_and_oversized_members_are_refused_before_decompression(tmp_path):
+    model = small_model(np.random.default_rng(10))
+    path = model.save(tmp_path / "m.npz")
+    # A 64 MiB member of zeros compresses to about 64 KiB: refused by name, never inflated.
+    bomb = tmp_path / "bomb.npz"
+    bomb.write_bytes(path.read_bytes())
+    _zip_member(bomb, "extra.npy", b"\0" * (64 << 20))
+    with pytest.raises(ModelError, match="unexpected member 'extra.npy'"):
+        load_model(bomb)
+    # A known name whose declared size exceeds what the header allows.
+    big = tmp_path / "big.npz"
+    arrays = dict(np.load(path, allow_pickle=False))
+    del arrays["layer0.thresholds"]
+    np.savez(big, **arrays)
+    _zip_member(big, "layer0.thresholds.npy", b"\0" * (16 << 20))
+    with pytest.raises(ModelError, match=r"member 'layer0.thresholds' declares 16777216 bytes"):
+        load_model(big)
+
+
+def test_npy_header_declaring_a_huge_shape_is_refused_before_allocation(tmp_path):
+    path = small_model(np.random.default_rng(11)).save(tmp_path / "m.npz")
+    arrays = dict(np.load(path, allow_pickle=False))
+    del arrays["layer0.thresholds"]
+    np.savez(path, **arrays)
+    # A 100 GB int32 array declared in the .npy header, with no data behind it.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<i4", "fortran_order": False, "shape": (25_000_000_000,)})
+    _zip_member(path, "layer0.thresholds.npy", header.getvalue())
+    with pytest.raises(ModelError, match=r"has shape \(25000000000,\), expected \(8,\)"):
+        load_model(path)
+
+
+def test_corrupt_member_is_a_clear_error(tmp_path):
+    path = small_model(np.random.default_rng(12)).save(tmp_path / "m.npz")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("layer0.weights.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.compress_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="member 'layer0.weights' is corrupt"):
         load_model(path)
 
 
