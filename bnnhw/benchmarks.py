@@ -31,6 +31,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .evaluate import evaluate
 from .model import load_model, write_atomic
 
 __all__ = ["collect", "parse_anchors", "run_cheap", "write_benchmarks"]
@@ -346,8 +347,7 @@ def run_cheap(docs: Path = Path("docs"), data_dir: str | Path | None = None,
               dataset: str = "mnist") -> list[Path]:
     """Rerun the cheap measurements: the integer reference of every model in ``docs/models``
     on the test set it was trained for (``meta.dataset``, else ``dataset``), into
-    ``docs/eval_<model>.json`` (written by :func:`bnnhw.cli.evaluate`)."""
-    from .cli import evaluate
+    ``docs/eval_<model>.json`` (written by :func:`bnnhw.evaluate.evaluate`)."""
 
     written = []
     for path in sorted((docs / "models").glob("*.npz")):

@@ -9,63 +9,78 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .datasets import DATASETS, DatasetError
+from .evaluate import TEST_IMAGES, check_limit, evaluate
 from .model import ModelError
 
 
-def evaluate(model_path: str | Path, dataset: str = "mnist", limit: int | None = None,
-             data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Accuracy of a model file on a test set, with the integer reference.
-
-    Returns
-    -------
-    dict
-        ``accuracy`` (fraction correct), ``images``, ``seconds`` (reference inference only),
-        ``ms_per_image``, ``model_sha256``, ``topology`` and ``confusion`` (10x10 counts,
-        rows = true label).
-    """
-    import numpy as np
-
-    from . import datasets, reference
-    from .model import load_model
-
-    model = load_model(model_path)
-    split = datasets.load(dataset, "test", data_dir)
-    images, labels = split.images[:limit], split.labels[:limit]
-    start = time.perf_counter()
-    classes, _ = reference.infer(model, images)
-    seconds = time.perf_counter() - start
-    confusion = np.zeros((model.classes, model.classes), dtype=np.int64)
-    np.add.at(confusion, (labels, classes), 1)
-    return {
-        "model": str(model_path), "model_sha256": model.sha256(), "topology": model.topology,
-        "dataset": dataset, "images": int(len(labels)),
-        "accuracy": float((classes == labels).mean()) if len(labels) else 0.0,
-        "seconds": seconds, "ms_per_image": 1e3 * seconds / max(1, len(labels)),
-        "confusion": confusion.tolist(),
-    }
-
-
 def clock_arg(text: str) -> float | str:
-    """``--clock-mhz``: a frequency in MHz, or ``auto``."""
+    """``--clock-mhz``: a positive finite frequency in MHz, or ``auto``."""
     if text.strip() == "auto":
         return "auto"
     try:
-        return float(text)
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"clock must be a positive finite number of MHz or 'auto' (got {text!r})")
+    return value
+
+
+def limit_arg(text: str) -> int:
+    """``--limit``: how many test images, 1 to 10,000."""
+    try:
+        return check_limit(int(text))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"clock must be a number of MHz or 'auto' (got {text!r})") from None
+            f"limit must be an integer from 1 to {TEST_IMAGES} test images (got {text!r})"
+        ) from None
+
+
+def _output_file(path: Path) -> Path:
+    """Refuse, before any work, an output file path that cannot be written.
+
+    The file itself is written later (atomically); here its place is checked: not a folder,
+    no file on the way to it, and a writable folder (the nearest existing one when the
+    folder is still to be made).
+    """
+    if path.is_dir():
+        raise ValueError(f"output {str(path)!r} is a folder; give a file name")
+    _writable_folder(path.parent, path)
+    return path
+
+
+def _output_folder(path: Path) -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output {str(path)!r} is a file; give a folder")
+    _writable_folder(path, path)
+    return path
+
+
+def _writable_folder(folder: Path, output: Path) -> None:
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output {str(output)!r} lies under {str(existing)!r}, which is a "
+                         f"file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output {str(output)!r}: folder {str(existing)!r} is not writable")
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from .train import train
 
+    _output_file(args.out)
     result = train(args.dataset, args.arch, args.epochs, args.seed, args.out,
                    data_dir=args.data_dir, mode=args.mode,
                    input_threshold=args.input_threshold,
@@ -99,14 +114,14 @@ def _cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     from .model import load_model
 
     model = load_model(args.model)
-    return generate(model, args.out, _folding(args, model))
+    return generate(model, _output_folder(args.out), _folding(args, model))
 
 
 def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
     from .model import load_model
     from .sim import run_sim
 
-    fold = (_folding(args, load_model(args.model)).spec if args.fold or args.target_fps
+    fold = (_folding(args, load_model(args.model)).spec if args.fold is not None or args.target_fps
             else None)
     return run_sim(args.model, dataset=args.dataset, limit=args.limit,
                    simulator=args.simulator, fold=fold, waves=args.waves,
@@ -118,8 +133,8 @@ def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     from .model import load_model
 
     model = load_model(args.model)
-    fold = _folding(args, model).spec if args.fold or args.target_fps else None
-    return build(model, args.board, args.out, fold=fold,
+    fold = _folding(args, model).spec if args.fold is not None or args.target_fps else None
+    return build(model, args.board, _output_folder(args.out), fold=fold,
                  program=args.program, clock_mhz=args.clock_mhz)
 
 
@@ -128,7 +143,7 @@ def _cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
     from .model import load_model
 
     model = load_model(args.model)
-    folding = _folding(args, model) if args.fold or args.target_fps else None
+    folding = _folding(args, model) if args.fold is not None or args.target_fps else None
     result = estimate(model, args.board, folding)
     return result.to_dict() | ({} if args.json else {"table": format_estimate(result)})
 
@@ -148,7 +163,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
     from .report import write_report
 
-    return write_report(args.model, args.out, board=args.board, fold=args.fold,
+    return write_report(args.model, _output_file(args.out), board=args.board, fold=args.fold,
                         target_fps=args.target_fps, training_json=args.training,
                         build_json=args.build, dataset=args.dataset, limit=args.limit,
                         data_dir=args.data_dir)
@@ -164,13 +179,22 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from .demo import run_demo
 
-    return run_demo(out_dir=args.out, dataset=args.dataset, arch=args.arch,
+    return run_demo(out_dir=_output_folder(args.out), dataset=args.dataset, arch=args.arch,
                     epochs=args.epochs, sim_images=args.sim_images, data_dir=args.data_dir,
                     board=None if args.board == "none" else args.board)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``bnnhw: error:`` line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("bnnhw").strip()
+        self.exit(2, f"bnnhw: error: {command + ': ' if command else ''}{message} "
+                     f"(see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bnnhw", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bnnhw", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
@@ -217,10 +241,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
     p = command("eval", _cmd_eval, "accuracy of a model file with the integer reference "
-                                   "(bnnhw.cli.evaluate)")
+                                   "(bnnhw.evaluate.evaluate)")
     p.add_argument("model", type=Path)
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=limit_arg, help="first N test images (default all)")
 
     p = command("generate", _cmd_generate, "write the accelerator's Verilog and JSON sidecar "
                                            "(bnnhw.export.generate)")
@@ -232,7 +256,7 @@ def _parser() -> argparse.ArgumentParser:
                                  "(bnnhw.sim.run_sim)")
     p.add_argument("model", type=Path)
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=limit_arg, default=100, help="first N test images (default 100)")
     p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus")
     fold_options(p)
     p.add_argument("--waves", action="store_true", help="dump a waveform")
@@ -270,13 +294,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--training", type=Path, help="training JSON (default: found in docs/)")
     p.add_argument("--build", type=Path, help="board build report JSON")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--limit", type=int, help="test images for the confusion matrix")
+    p.add_argument("--limit", type=limit_arg,
+                   help="test images for the confusion matrix (default all)")
 
     p = command("run", _cmd_run, "classify test images on a board over its UART "
                                  "(bnnhw.boards.client.run)")
     p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB1")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=limit_arg, default=100, help="first N test images (default 100)")
     p.add_argument("--model", type=Path, help="model file: checks the board's identity and "
                                               "compares every answer with the reference")
     p.add_argument("--mode", choices=("raw", "bits"), default="raw")
@@ -312,9 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except (ModelError, DatasetError, ValueError, FileNotFoundError, TimeoutError,
-            RuntimeError) as exc:
+    except (ModelError, DatasetError, ValueError, TimeoutError, RuntimeError) as exc:
         print(f"bnnhw: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        text = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        print(f"bnnhw: error: {text}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .evaluate import evaluate
+
 
 def summary_table(rows: list[tuple[str, str, str]]) -> str:
     """A plain-text table of (stage, result, seconds) rows."""
@@ -56,7 +58,6 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     """
     from .boards.build import build
     from .boards.platforms import get_board
-    from .cli import evaluate
     from .export import generate
     from .folding import parse_fold
     from .model import load_model, write_atomic

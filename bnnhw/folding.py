@@ -159,12 +159,14 @@ def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
     ----------
     model : Model
     lanes : int
-        Lanes of the largest layer (>= 1).
+        Lanes of the largest layer, from 1 to ``max_i V_i * MH_i * MW_i`` (where every layer
+        is fully unfolded already).
     """
-    if lanes < 1:
-        raise FoldingError(f"balanced folding needs lanes >= 1 (lanes={lanes})")
     computing = [layer for layer in model.layers if layer.kind != "maxpool"]
     largest = max(vectors(layer) * layer.weights.size for layer in computing)
+    if not 1 <= lanes <= largest:
+        raise FoldingError(f"balanced folding needs 1 <= lanes <= {largest} (the largest "
+                           f"layer's work, where every layer is fully unfolded) (lanes={lanes})")
     target = max(1, -(-largest // lanes))
     layers: list[tuple[int, int] | None] = []
     for layer in model.layers:

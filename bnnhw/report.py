@@ -8,7 +8,7 @@ the page needs no other file. Sections:
 * per-layer cycles per frame and estimated LUTs / RAM blocks (:func:`bnnhw.estimate.estimate`
   on the chosen board and folding);
 * the confusion matrix of the integer reference on the test set
-  (:func:`bnnhw.cli.evaluate`, rows = true label);
+  (:func:`bnnhw.evaluate.evaluate`, rows = true label);
 * the figures of a board build report, if one is given.
 """
 
@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .evaluate import evaluate
 from .model import load_model, write_atomic
 
 __all__ = ["find_training", "write_report"]
@@ -87,7 +88,6 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .cli import evaluate
     from .estimate import estimate, resolve_fold
 
     model = load_model(model_path)

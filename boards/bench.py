@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnhw.cli import clock_arg
+from bnnhw.evaluate import evaluate
 from bnnhw.model import load_model, write_atomic
 
 from .build import build, format_report
@@ -38,7 +39,6 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
 
     ``clock_mhz`` (MHz or ``"auto"``) runs the design from a PLL (see
     :func:`bnnhw.boards.build.build`)."""
-    from bnnhw.cli import evaluate
     from bnnhw.estimate import resolve_fold
 
     model = load_model(model_path)

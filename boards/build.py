@@ -323,7 +323,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     from bnnhw.folding import parse_fold
 
     from . import protocol
-    from .pll import pll_settings
+    from .pll import check_clock, pll_settings
     from .spram import spram_folding, weight_image
     from .top import BoardTop
 
@@ -345,6 +345,8 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         clock_mhz, clock_request = auto_clock(model, info, folding, spram_layers)
     elif isinstance(clock_mhz, str):
         raise ValueError(f"clock must be a number of MHz or 'auto' (clock_mhz={clock_mhz!r})")
+    elif clock_mhz is not None:
+        clock_mhz = check_clock(info.family, clock_mhz)
     pll = None if clock_mhz is None else pll_settings(info.family, info.clk_hz,
                                                       clock_mhz * 1e6)
     top = BoardTop(model, folding, board, baud, spram_layers, pll)

@@ -47,15 +47,23 @@ class SerialPort:
     Raises
     ------
     ValueError
-        If ``baud`` has no ``termios.B<baud>`` constant on this system.
+        If ``baud`` has no ``termios.B<baud>`` constant on this system, or ``path`` is not a
+        terminal device (a regular file, ``/dev/null``, a folder).
+    FileNotFoundError, PermissionError
+        From opening ``path``.
     """
 
     def __init__(self, path: str | os.PathLike, baud: int):
         speed = getattr(termios, f"B{baud}", None)
         if speed is None:
             raise ValueError(f"baud rate {baud} is not supported by termios on this system")
-        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        if Path(path).is_dir():
+            raise ValueError(f"port {str(path)!r} is a folder, not a serial device")
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
+            if not os.isatty(self.fd):
+                raise ValueError(f"port {str(path)!r} is not a serial device (not a terminal)")
+            os.set_blocking(self.fd, True)
             tty.setraw(self.fd)
             attrs = termios.tcgetattr(self.fd)
             attrs[2] = (attrs[2] & ~(termios.PARENB | termios.CSTOPB | termios.CSIZE

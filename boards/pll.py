@@ -22,10 +22,15 @@ ECP5 (``EHXPLLL``, feedback from ``CLKOP``)::
 
 Among the settings in range, :func:`pll_settings` takes the highest ``f_out`` not above the
 request (ties: the lowest VCO frequency).
+
+:data:`FABRIC_MAX_MHZ` is the highest clock each family's data sheet specifies for its global
+clock network (iCE40 UltraPlus 133 MHz, ECP5 400 MHz); :func:`check_clock` refuses a request
+above it, or one that is not a positive finite number, before anything is synthesised.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from amaranth.hdl import (
@@ -42,6 +47,29 @@ from amaranth.lib import io
 __all__ = ["PLLSettings", "ClockGenerator", "pll_settings"]
 
 ICE40_FILTER_STEPS_MHZ = (17, 26, 44, 66, 101)
+
+
+FABRIC_MAX_MHZ = {"ice40": 133.0, "ecp5": 400.0}
+
+
+def check_clock(family: str, clock_mhz: float) -> float:
+    """``clock_mhz`` if it is a positive finite frequency the family's fabric can be clocked at.
+
+    Raises
+    ------
+    ValueError
+        Naming the value: not a number, not finite, not positive, or above
+        :data:`FABRIC_MAX_MHZ` of ``family``.
+    """
+    if isinstance(clock_mhz, bool) or not isinstance(clock_mhz, (int, float)) \
+            or not math.isfinite(clock_mhz) or clock_mhz <= 0:
+        raise ValueError(f"clock must be a positive finite number of MHz or 'auto' "
+                         f"(clock_mhz={clock_mhz!r})")
+    limit = FABRIC_MAX_MHZ.get(family)
+    if limit is not None and clock_mhz > limit:
+        raise ValueError(f"clock {clock_mhz:g} MHz is above what the {family} fabric is "
+                         f"specified for ({limit:g} MHz)")
+    return float(clock_mhz)
 
 
 @dataclass(frozen=True)

@@ -68,16 +68,25 @@ def start_board(fd, model, bad_first=(), silent_first=(), spram_layers=()):
                 os.write(fd, protocol.encode_result(frame.command, status, int(cls[0]),
                                                     scores[0].tolist(), 4, 5))
 
-    threading.Thread(target=serve, daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    BOARDS.append(thread)
     return seen
+
+
+BOARDS: list[threading.Thread] = []
 
 
 @pytest.fixture
 def pty_pair():
     board, host = os.openpty()
     yield board, os.ttyname(host)
-    os.close(board)
+    # Close the terminal side first: the stand-in's read then fails (EIO) and it stops before
+    # its descriptor number can be reused by the next test's pseudo-terminal.
     os.close(host)
+    while BOARDS:
+        BOARDS.pop().join(timeout=5)
+    os.close(board)
 
 
 @pytest.mark.parametrize("mode", ["raw", "bits"])

@@ -55,6 +55,8 @@ def test_balanced_lanes_trade_speed(sfc):
     ("16x0,16x32,16x32,10x32", r"layer 0: PE and SIMD must be >= 1 \(PE=16, SIMD=0\)"),
     ("balanced:many", r"lane count 'many' is not an integer"),
     ("balanced:0", r"lanes=0"),
+    ("balanced:1000000", r"1 <= lanes <= 200704 .*\(lanes=1000000\)"),
+    ("", r"fold spec '': layer 0 entry '' is not PExSIMD"),
 ])
 def test_errors_name_the_values(sfc, spec, message):
     with pytest.raises(FoldingError, match=message):
