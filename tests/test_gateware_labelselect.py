@@ -53,3 +53,23 @@ def test_labelselect_ties_go_to_lowest_index(scores, winner):
 def test_labelselect_rejects_bad_pe():
     with pytest.raises(ValueError, match=r"C=10, PE=3"):
         LabelSelect(10, 3, 4)
+
+
+def test_labelselect_logic_grows_linearly_with_pe():
+    # A chain of compare-selects that reuse their own output elaborates in time exponential in
+    # PE; the tree of named nodes stays linear: doubling PE about doubles the netlist.
+    from amaranth.back import rtlil
+
+    sizes = {pe: len(rtlil.convert(LabelSelect(300, pe, 10))) for pe in (25, 50, 100)}
+    assert sizes[50] < 2.5 * sizes[25] and sizes[100] < 2.5 * sizes[50]
+
+
+def test_300_class_output_layer_generates(tmp_path):
+    from gateware_helpers import random_model
+
+    from bnnhw.export import generate
+    from bnnhw.folding import parse_fold
+
+    model = random_model(np.random.default_rng(3), 16, 1, [300])
+    info = generate(model, tmp_path, parse_fold("25x16", model))
+    assert info["output"]["classes"] == 300 and info["stages"][-1]["cycles_per_frame"] == 12

@@ -16,8 +16,11 @@ class LabelSelect(wiring.Component):
     ``[0, class_bits)`` and score ``c`` in bits ``[class_bits + c*S, class_bits + (c+1)*S)``,
     ``class_bits = max(1, (C-1).bit_length())``.
 
-    The running maximum is updated word by word with strict ``>`` comparisons in index order,
-    so an equal later score never displaces an earlier one. ``i_stream.ready = ~o.valid |
+    Each word's ``PE`` scores are reduced by a balanced tree of compare-select nodes
+    (``ceil(log2 PE)`` levels), then compared with the running maximum of the earlier words.
+    Every node keeps its left (lower-index) operand unless the right one is strictly greater,
+    so an equal later score never displaces an earlier one. Each node drives named signals, so
+    elaboration time and logic grow linearly with ``PE``. ``i_stream.ready = ~o.valid |
     o.ready``.
 
     Timing
@@ -69,13 +72,19 @@ class LabelSelect(wiring.Component):
         scores = Signal(self.classes * s)
         m.d.comb += i.ready.eq(~o.valid | o.ready)
 
-        first = count == 0
-        value, index = best, best_index
-        for p in range(self.pe):
-            score = i.payload[p * s:(p + 1) * s]
-            take = (score > value) | (first if p == 0 else 0)
-            value = Mux(take, score, value)
-            index = Mux(take, count * self.pe + p, index)
+        # Tree over the word's scores: nodes are (value, index) pairs, lower indices on the left.
+        nodes = [(i.payload[p * s:(p + 1) * s], count * self.pe + p) for p in range(self.pe)]
+        level = 0
+        while len(nodes) > 1:
+            merged = []
+            for k in range(0, len(nodes) - 1, 2):
+                merged.append(self._select(m, f"l{level}n{k // 2}", nodes[k], nodes[k + 1]))
+            if len(nodes) % 2:
+                merged.append(nodes[-1])
+            nodes, level = merged, level + 1
+        word_value, word_index = nodes[0]
+        take = (count == 0) | (word_value > best)
+        value, index = Mux(take, word_value, best), Mux(take, word_index, best_index)
         shifted = Cat(scores[self.pe * s:], i.payload)
 
         with m.If(o.valid & o.ready):
@@ -91,3 +100,12 @@ class LabelSelect(wiring.Component):
             with m.Else():
                 m.d.sync += count.eq(count + 1)
         return m
+
+    def _select(self, m, name, left, right):
+        """The larger of two (value, index) nodes, the left one on ties, as named signals."""
+        value = Signal(self.score_bits, name=f"{name}_value")
+        index = Signal(self.class_bits, name=f"{name}_index")
+        take_right = right[0] > left[0]
+        m.d.comb += [value.eq(Mux(take_right, right[0], left[0])),
+                     index.eq(Mux(take_right, right[1], left[1]))]
+        return value, index
