@@ -724,6 +724,8 @@ def load_model(path: str | os.PathLike) -> Model:
     """
     path = Path(path)
     where = str(path)
+    if path.is_dir():
+        raise ModelError(f"{where}: is a folder, not a model file")
     if not path.is_file():
         raise ModelError(f"{where}: no such model file")
     try:
