@@ -289,8 +289,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("report", _cmd_report, "write a self-contained HTML report of a model "
                                        "(bnnhw.report.write_report)")
     p.add_argument("model", type=Path)
-    p.add_argument("--out", type=Path, default=Path("report.html"))
-    fold_options(p)
+    p.add_argument("--out", type=Path, default=Path("report.html"),
+                   help="HTML file to write (default report.html)")
+    fold_options(p, board=False)
+    p.add_argument("--board", help="board of the estimate (default: the --build report's "
+                                   "board, else icebreaker)")
     p.add_argument("--training", type=Path, help="training JSON (default: found in docs/)")
     p.add_argument("--build", type=Path, help="board build report JSON")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")

@@ -55,8 +55,21 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+DEFAULT_BOARD = "icebreaker"
+
+
+def _critical_path_rows(path: dict[str, Any] | None) -> list[list[str]]:
+    """Table rows naming the build's critical path (none for reports made without it)."""
+    if path is None:
+        return []
+    return [["critical path", f"{path['total_ns']:.2f} ns = {path['logic_ns']:.2f} logic + "
+                              f"{path['routing_ns']:.2f} routing, through "
+                              f"{' → '.join(path['stages'])}"],
+            ["path from", path["source"]], ["path to", path["sink"]]]
+
+
 def write_report(model_path: str | Path, out: str | Path = "report.html", *,
-                 board: str = "icebreaker", fold: str | None = None,
+                 board: str | None = None, fold: str | None = None,
                  training_json: str | Path | None = None, build_json: str | Path | None = None,
                  dataset: str = "mnist", limit: int | None = None,
                  data_dir: str | Path | None = None, docs: Path = Path("docs"),
@@ -68,8 +81,9 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
     model_path : path
     out : path
     board, fold, target_fps
-        Board and folding of the estimate (``fold="auto"`` allowed, see
-        :func:`bnnhw.estimate.resolve_fold`).
+        Board and folding of the estimate (see :func:`bnnhw.estimate.resolve_fold`). By
+        default the board and folding of ``build_json`` when given, else the iCEBreaker
+        and ``fold="auto"`` (the fastest folding that fits the board).
     training_json : path or None
         Training record; default: found by the model's sha256 under ``docs``.
     build_json : path or None
@@ -99,6 +113,13 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
                              f"({model_path})")
     else:
         build = None
+    if build is not None and board in (None, build["board"]):
+        board = build["board"]
+        if fold is None and target_fps is None:
+            fold = build["folding"]
+    board = board or DEFAULT_BOARD
+    if fold is None:
+        fold = "auto"
     train_path = Path(training_json) if training_json else find_training(model.sha256(), docs)
     train = json.loads(train_path.read_text()) if train_path else None
     folding = resolve_fold(fold, model, board, target_fps)
@@ -125,8 +146,8 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
                   f"{train['accuracy']:.2f} %.</p>", _img(fig, "training curves")]
         sections.append("training")
 
-    names = [s.name for s in est.stages if s.name != "top"]
-    rows = [s for s in est.stages if s.name != "top"]
+    names = [s.name for s in est.stages]
+    rows = list(est.stages)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
     a.bar(names, [s.cycles_per_frame for s in rows])
     a.axhline(est.ideal_cycles, color="k", ls=":", lw=1)
@@ -173,8 +194,12 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
                       ["board", f"{build['board']} ({build['device']})"],
                       ["folding", build["folding"]],
                       ["cycles/frame", build["cycles_per_frame"]],
+                      ["clock", f"{build['clk_mhz']:g} MHz"
+                       + (" (timing met)" if build.get("timing_met") else " (timing NOT met)")],
+                      ["frames/s at the clock", f"{build['fps_at_clock']:.0f}"],
                       ["fmax", f"{build['fmax_mhz']} MHz"],
                       ["frames/s at fmax", f"{build['fps_at_fmax']:.0f}"],
+                      *_critical_path_rows(build.get("critical_path")),
                       ["build", f"{build['build_seconds']:.0f} s"],
                       *[[k, f"{v['used']} / {v['total']}"] for k, v in util.items() if v]])]
         sections.append("board")

@@ -10,6 +10,9 @@ logs). Figures in the report:
   "Device utilisation"; ``ffs`` on iCE40 come from yosys' cell count, as nextpnr packs them
   into logic cells);
 * ``fmax_mhz``: the last "Max frequency for clock" line of the nextpnr log (after routing);
+* ``critical_path``: the last critical path nextpnr reports for the design clock
+  (:func:`parse_critical_path`): source and sink cells, logic and routing delay, and the
+  pipeline stages it runs through;
 * ``clk_mhz``: the clock the design runs at (the board oscillator, or the PLL output with
   ``clock_mhz``, see :mod:`bnnhw.boards.pll`); ``timing_met`` compares it with fmax;
 * ``fps_at_fmax = fmax_mhz * 1e6 / cycles_per_frame``, ``fps_at_clock`` (at ``clk_mhz``) and
@@ -238,6 +241,71 @@ def parse_nextpnr_log(text: str, family: str) -> dict[str, Any]:
     return out
 
 
+_PATH_HEAD = re.compile(r"Info: Critical path report for clock '([^']*)'")
+_PATH_STEP = re.compile(r"Info:\s+([\w-]+)\s+([\d.]+)\s+([\d.]+)\s+(Source|Net)\s+(\S+)")
+_PATH_SINK = re.compile(r"Info:\s+Sink\s+(\S+)")
+_PATH_SPLIT = re.compile(r"Info: ([\d.]+) ns logic, ([\d.]+) ns routing")
+
+
+def path_stage(cell: str) -> str | None:
+    """The pipeline stage a nextpnr cell or net name belongs to (None: cannot tell).
+
+    Synthesis names a cell after the net it drives, prefixed with the Amaranth hierarchy
+    where that net lives: ``core.accelerator.<stage>.…`` is inside a stage (``layer0``,
+    ``swu1``, ``labelselect``, …), ``core.accelerator.<net>`` a stream between stages
+    (``"accelerator"``), a name nextpnr made up (``$nextpnr_…``) cannot be placed, and
+    anything else on the board (UART, link engine, PLL, LEDs) is ``"top"``.
+    """
+    if cell.startswith("$"):
+        return None
+    parts = cell.split(".")
+    if parts[:2] == ["core", "accelerator"]:
+        return parts[2] if len(parts) > 3 else "accelerator"
+    return "top"
+
+
+def parse_critical_path(text: str) -> dict[str, Any] | None:
+    """The last critical path nextpnr reported for a clock (after routing), or None.
+
+    Returns
+    -------
+    dict
+        ``{"clock", "source", "sink", "source_stage", "sink_stage", "stages", "logic_ns",
+        "routing_ns", "total_ns", "steps": [{"type", "delay_ns", "name"}]}``; ``source`` is
+        the first cell, ``sink`` the cell whose input ends the path, ``stages`` the stages
+        along it in order without repeats (:func:`path_stage`).
+    """
+    heads = list(_PATH_HEAD.finditer(text))
+    if not heads:
+        return None
+    head = heads[-1]
+    block = text[head.end():].split("\n\n", 1)[0]
+    steps, sinks = [], []
+    for line in block.splitlines():
+        step, sink = _PATH_STEP.match(line), _PATH_SINK.match(line)
+        if step:
+            steps.append({"type": step[1], "delay_ns": float(step[2]), "name": step[5],
+                          "what": step[4]})
+        elif sink:
+            sinks.append(sink[1])
+    split = _PATH_SPLIT.search(block)
+    if not steps or split is None:
+        return None
+    cells = [s["name"].rsplit(".", 1)[0] for s in steps if s["what"] == "Source"]
+    sink = sinks[-1].rsplit(".", 1)[0] if sinks else cells[-1]
+    stages: list[str] = []
+    for name in [*cells, sink]:
+        stage = path_stage(name)
+        if stage is not None and (not stages or stages[-1] != stage):
+            stages.append(stage)
+    logic, routing = float(split[1]), float(split[2])
+    return {"clock": head[1], "source": cells[0], "sink": sink,
+            "source_stage": path_stage(cells[0]), "sink_stage": path_stage(sink),
+            "stages": stages, "logic_ns": logic, "routing_ns": routing,
+            "total_ns": round(logic + routing, 3),
+            "steps": [{k: s[k] for k in ("type", "delay_ns", "name")} for s in steps]}
+
+
 def _yosys_ffs(text: str) -> int | None:
     """Sum of ``SB_DFF*`` cells in the last ``stat`` table of a yosys log."""
     starts = list(_YOSYS_STAT.finditer(text))
@@ -409,6 +477,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         "link_images_per_s_bits": (baud / (10 * link.request_bytes_bits)
                                    if link.request_bytes_bits else None),
         "utilisation": util,
+        "critical_path": parse_critical_path(log),
         "weights_in": ("block RAM ROMs" if not spram_layers else
                        f"SPRAM (layers {', '.join(map(str, spram_layers))}, loaded at run time) "
                        f"+ block RAM ROMs"),
@@ -444,6 +513,15 @@ def _clock_request_note(request: dict[str, Any] | None) -> str:
     return f"; auto: safe clock {request['safe_clock_mhz']:.2f} MHz from the {basis}"
 
 
+def _critical_path_lines(path: dict[str, Any] | None) -> list[str]:
+    if path is None:
+        return []
+    return [f"critical     {path['total_ns']:.2f} ns ({path['logic_ns']:.2f} logic, "
+            f"{path['routing_ns']:.2f} routing) through {' -> '.join(path['stages'])}",
+            f"             from {path['source']}",
+            f"             to   {path['sink']}"]
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable build report."""
     lines = [f"bnnhw build for {report['board']} ({report['device']})",
@@ -466,6 +544,7 @@ def format_report(report: dict[str, Any]) -> str:
         + (f"{fmax:.2f} MHz ({'met' if report['timing_met'] else 'NOT met'})"
            if fmax is not None else "not reported")
         + _clock_request_note(report.get("clock_request")),
+        *_critical_path_lines(report.get("critical_path")),
         f"throughput   {report['cycles_per_frame']} cycles/frame: "
         f"{report['fps_at_clock']:.0f} frames/s at {report['clk_mhz']:g} MHz"
         + (f", {report['fps_at_fmax']:.0f} at fmax" if fmax is not None else ""),

@@ -114,6 +114,13 @@ def test_real_icebreaker_build(tmp_path):
                                                   / report["cycles_per_frame"])
     assert report["link_images_per_s_raw"] == pytest.approx(5e5 / (10 * (64 + 6)))
     assert "not programming" in (tmp_path / "report.txt").read_text()
+    path = report["critical_path"]
+    assert path["total_ns"] == pytest.approx(path["logic_ns"] + path["routing_ns"])
+    assert 1e3 / path["total_ns"] == pytest.approx(report["fmax_mhz"], rel=0.02)
+    stages = {"top", "accelerator", "quantizer", "labelselect", "layer0", "layer1", "conv0",
+              "conv1"}
+    assert set(path["stages"]) <= stages and path["source_stage"] in stages | {None}
+    assert f"critical     {path['total_ns']:.2f} ns" in (tmp_path / "report.txt").read_text()
 
 
 @pytest.mark.synth
@@ -193,3 +200,22 @@ def test_tool_output_goes_to_stderr(capfd):
     print("json")
     out, err = capfd.readouterr()
     assert out == "json\n" and err == "nextpnr says hello\n"
+
+
+def test_critical_path_is_parsed_from_the_nextpnr_log():
+    log = (Path(__file__).parent / "data" / "nextpnr_ecp5_timing.log").read_text()
+    path = build_mod.parse_critical_path("Info: earlier lines\n\n" + log)
+    assert path["clock"] == "$glbnet$clocks.clk"
+    assert path["source"] == "core.accelerator.layer0.buffer.0.0"
+    assert path["sink"] == "core.accelerator.layer0.popcount.l0_s0_1_TRELLIS_FF_Q"
+    assert path["stages"] == ["layer0"] and path["sink_stage"] == "layer0"
+    assert (path["logic_ns"], path["routing_ns"], path["total_ns"]) == (4.62, 2.16, 6.78)
+    assert [s["type"] for s in path["steps"]] == [
+        "clk-to-q", "routing", "logic", "routing", "logic", "routing", "setup"]
+    assert sum(s["delay_ns"] for s in path["steps"]) == pytest.approx(6.79, abs=0.01)
+    # The cross-domain reports after it are not the clock's path; no report gives None.
+    assert build_mod.parse_critical_path("Info: Max frequency for clock 'clk': 50 MHz") is None
+    assert build_mod.path_stage("core.uart_rx.sync_rx.stage0") == "top"
+    assert build_mod.path_stage("core.accelerator.i_stream__payload$24_SB_DFF") == "accelerator"
+    assert build_mod.path_stage("$nextpnr_ICESTORM_LC_31") is None
+    assert build_mod.path_stage("core.accelerator.labelselect.l0n1_value") == "labelselect"

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from bnnhw import cli
+from bnnhw.estimate import resolve_fold
+from bnnhw.model import load_model
 from bnnhw.report import find_training, write_report
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -42,7 +44,19 @@ def test_report_embeds_every_section(tmp_path):
     assert "src=\"http" not in text and "<link" not in text
     assert "<h2>Test set</h2>" in text and "alt=\"confusion matrix\"" in text
     assert "33.42 MHz" in text and "200 mnist test images" in text
-    assert "layer0" in text and "16x16" in text
+    assert "layer0" in text and result["folding"].split(",")[0] in text and "<td>top</td>" in text
+
+
+def test_report_defaults_to_the_build_folding_or_a_folding_that_fits(tmp_path):
+    # sfc's balanced folding needs 24 SPRAMs on the iCEBreaker; with the build report given,
+    # the report takes the build's board and folding, without it the auto folding.
+    build = json.loads((DOCS / "boards/review/icebreaker_sfc.json").read_text())
+    with_build = write_report(DOCS / "models/sfc_mnist.npz", tmp_path / "a.html", limit=10,
+                              build_json=DOCS / "boards/review/icebreaker_sfc.json")
+    assert with_build["folding"] == build["folding"]
+    alone = write_report(DOCS / "models/sfc_mnist.npz", tmp_path / "b.html", limit=10)
+    assert alone["folding"] == resolve_fold("auto", load_model(DOCS / "models/sfc_mnist.npz"),
+                                            "icebreaker").spec
 
 
 def test_find_training_by_hash():
@@ -71,3 +85,19 @@ def test_cli_report_smoke(tmp_path, capsys):
     assert cli.main(["report", str(DOCS / "models/tfc_mnist.npz"), "--out", str(out),
                      "--board", "nope"]) == 2
     assert "unknown board 'nope'" in capsys.readouterr().err
+
+
+def test_report_names_the_clock_and_the_critical_path(tmp_path):
+    build = json.loads((DOCS / "boards/review/icebreaker_sfc.json").read_text())
+    build["critical_path"] = {"source": "core.accelerator.layer0.buffer.0.0",
+                              "sink": "core.accelerator.labelselect.best_DFF",
+                              "stages": ["layer0", "accelerator", "labelselect"],
+                              "logic_ns": 20.5, "routing_ns": 9.25, "total_ns": 29.75}
+    path = tmp_path / "build.json"
+    path.write_text(json.dumps(build))
+    write_report(DOCS / "models/sfc_mnist.npz", tmp_path / "r.html", build_json=path, limit=20)
+    text = (tmp_path / "r.html").read_text()
+    assert f"{build['clk_mhz']:g} MHz (timing met)" in text
+    assert f"<td>{build['fps_at_clock']:.0f}</td>" in text
+    assert "29.75 ns = 20.50 logic + 9.25 routing, through layer0 → accelerator → labelselect" \
+        in text and "core.accelerator.labelselect.best_DFF" in text
