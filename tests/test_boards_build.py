@@ -117,8 +117,8 @@ def test_real_icebreaker_build(tmp_path):
     path = report["critical_path"]
     assert path["total_ns"] == pytest.approx(path["logic_ns"] + path["routing_ns"])
     assert 1e3 / path["total_ns"] == pytest.approx(report["fmax_mhz"], rel=0.02)
-    stages = {"top", "accelerator", "quantizer", "labelselect", "layer0", "layer1", "conv0",
-              "conv1"}
+    stages = {"top", "accelerator", "quantizer", "labelselect", "layer0", "layer1", "width0",
+              "width1"}
     assert set(path["stages"]) <= stages and path["source_stage"] in stages | {None}
     assert f"critical     {path['total_ns']:.2f} ns" in (tmp_path / "report.txt").read_text()
 

@@ -78,7 +78,7 @@ def test_conv_sidecar_rows(tmp_path):
     assert pool_row["cycles_per_frame"] == 9
     assert (out_row["mw"], out_row["vectors"]) == (4, 1)
     assert [s["name"] for s in info["stages"]] == [
-        "quantizer", "conv0", "swu0", "layer0", "conv1", "layer1", "layer2", "labelselect"]
+        "quantizer", "width0", "swu0", "layer0", "width1", "layer1", "layer2", "labelselect"]
     assert "module bnnhw_top" in (tmp_path / "out" / "bnnhw_top.v").read_text()
 
 

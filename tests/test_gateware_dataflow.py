@@ -108,13 +108,13 @@ def test_conv_stage_list_and_timing():
         DenseLayer(rng.integers(0, 2, (3, 6)))))
     accel = Accelerator(model, parse_fold("2x3,-,3x4,3x2@3", model))
     names = [s.name for s in accel.stages]
-    assert names == ["quantizer", "conv0", "swu0", "layer0", "conv1", "layer1", "layer2",
-                     "conv3", "layer3", "labelselect"]
+    assert names == ["quantizer", "width0", "swu0", "layer0", "width1", "layer1", "layer2",
+                     "width3", "layer3", "labelselect"]
     stage = {s.name: s.component for s in accel.stages}
-    assert (stage["conv0"].in_width, stage["conv0"].out_width) == (6, 2)     # P*L -> C
+    assert (stage["width0"].in_width, stage["width0"].out_width) == (6, 2)     # P*L -> C
     assert stage["swu0"].out_width == 3 and stage["layer0"].in_width == 3    # SIMD
     assert stage["layer0"].cycles_per_frame == 16 * 2 * 6                    # OH*OW * NF*SF
-    assert (stage["conv1"].in_width, stage["conv1"].out_width) == (2, 4)     # PE -> C
+    assert (stage["width1"].in_width, stage["width1"].out_width) == (2, 4)     # PE -> C
     assert accel.cycles_per_frame == 192
     images = random_images(rng, model, 4)
     accel, words = check_against_reference(model, parse_fold("2x3,-,3x4,3x2@3", model), images,

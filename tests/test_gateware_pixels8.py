@@ -134,7 +134,7 @@ def test_pixel_ties_extremes_and_stage_widths():
     assert measure(accel, words, len(images)) == (accel.latency, accel.cycles_per_frame)
     # P = 3, SIMD = 2: words of lcm(24, 16) = 48 bits through a converter
     accel = Accelerator(model, parse_fold("3x2,3x3@3", model))
-    assert [s.name for s in accel.stages][:2] == ["conv0", "layer0"]
+    assert [s.name for s in accel.stages][:2] == ["width0", "layer0"]
     assert accel.stages[0].component.out_width == 48
     check_against_reference(model, parse_fold("3x2,3x3@3", model), images, 1, 0.3, 0.3)
 
@@ -149,10 +149,10 @@ def test_pixel_conv_stage_list_and_timing():
     folding = parse_fold("2x3,-,3x4,3x2@3", model)
     accel = Accelerator(model, folding)
     names = [s.name for s in accel.stages]
-    assert names == ["conv0", "swu0", "layer0", "conv1", "layer1", "layer2", "conv3",
+    assert names == ["width0", "swu0", "layer0", "width1", "layer1", "layer2", "width3",
                      "layer3", "labelselect"]
     stage = {s.name: s.component for s in accel.stages}
-    assert (stage["conv0"].in_width, stage["conv0"].out_width) == (24, 8)   # 8P -> 8 bits
+    assert (stage["width0"].in_width, stage["width0"].out_width) == (24, 8)   # 8P -> 8 bits
     assert stage["swu0"].in_shape == (6, 6, 8) and stage["swu0"].out_width == 24
     assert stage["layer0"].in_width == 24 and stage["layer0"].pixels8
     assert stage["layer0"].cycles_per_frame == 16 * 2 * 3                    # OH*OW * NF*SF

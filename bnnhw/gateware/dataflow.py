@@ -27,7 +27,7 @@ class Stage:
     Attributes
     ----------
     name : str
-        ``"quantizer"`` (absent for ``pixels8`` input), ``"conv0"`` (width converter in front
+        ``"quantizer"`` (absent for ``pixels8`` input), ``"width0"`` (width converter in front
         of layer 0), ``"swu0"`` (the sliding-window unit of a conv layer 0), ``"layer0"`` (its
         MVTU or max-pool), ..., ``"labelselect"``.
     component : amaranth.lib.wiring.Component
@@ -122,7 +122,7 @@ class Accelerator(wiring.Component):
             else:
                 in_width = lcm(width, bits * entry[1])
             if in_width != width:
-                stages.append((f"conv{index}",
+                stages.append((f"width{index}",
                                WidthConverter(width, in_width, bits * layer.in_features)))
             if layer.kind == "maxpool":
                 unit = MaxPool(layer.in_shape)
