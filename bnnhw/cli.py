@@ -8,6 +8,7 @@ folding, an unknown dataset or board) print ``bnnhw: error: ...`` and exit with 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import math
 import os
@@ -184,6 +185,17 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
                     board=None if args.board == "none" else args.board)
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Help that shows each option's default, where it has a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text \
+                and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one ``bnnhw: error:`` line, like every other error."""
 
@@ -194,11 +206,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bnnhw", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="bnnhw", description=__doc__.splitlines()[0].replace("``", ""))
+    parser.add_argument("--version", action="version",
+                        version=f"bnnhw {importlib.metadata.version('bnnhw')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler: Callable, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=_HelpWithDefaults)
         p.set_defaults(handler=handler)
         p.add_argument("--json", action="store_true", help="print one JSON object")
         p.add_argument("--data-dir", help="folder with the IDX files (default: $BNNHW_DATA, "
@@ -213,15 +228,16 @@ def _parser() -> argparse.ArgumentParser:
                                             "--clock-mhz auto picks, or 'max' (default)")
         if board:
             p.add_argument("--board", default="icebreaker",
-                           help="board --fold auto fits (default icebreaker)")
+                           help="board --fold auto fits")
 
     p = command("train", _cmd_train, "train a BNN in numpy and write a model file "
                                      "(bnnhw.train.train)")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="training data set")
     p.add_argument("--arch", default="sfc", help="preset: seed000, tfc, sfc, lfc, cbcnn, "
                                                  "cnv-tiny, cnv-micro")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=10, help="epochs of the schedule")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, batches and augmentation (same seed, same weights)")
     p.add_argument("--mode", default="W1A1", help="W1A1 (exportable), W1A32 or FP32")
     p.add_argument("--input-threshold", type=float, help="fixed input threshold, e.g. 127.5")
     p.add_argument("--thermometer", type=int, help="thermometer code with this many levels")
@@ -242,30 +258,33 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("eval", _cmd_eval, "accuracy of a model file with the integer reference "
                                    "(bnnhw.evaluate.evaluate)")
-    p.add_argument("model", type=Path)
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="test set")
     p.add_argument("--limit", type=limit_arg, help="first N test images (default all)")
 
     p = command("generate", _cmd_generate, "write the accelerator's Verilog and JSON sidecar "
                                            "(bnnhw.export.generate)")
-    p.add_argument("model", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for bnnhw_top.v, bnnhw_top.json and bnnhw_top_mem/")
     fold_options(p)
 
     p = command("sim", _cmd_sim, "simulate the Verilog with cocotb against the reference "
                                  "(bnnhw.sim.run_sim)")
-    p.add_argument("model", type=Path)
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--limit", type=limit_arg, default=100, help="first N test images (default 100)")
-    p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="test set")
+    p.add_argument("--limit", type=limit_arg, default=100, help="first N test images")
+    p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus",
+                   help="Verilog simulator")
     fold_options(p)
     p.add_argument("--waves", action="store_true", help="dump a waveform")
 
     p = command("build", _cmd_build, "build a bitstream for a board with yosys and nextpnr "
                                      "(bnnhw.boards.build.build)")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--board", required=True, help="icebreaker, ulx3s-85f or orangecrab-25f")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for the bitstream, report.json, report.txt and build/")
     fold_options(p, board=False)
     p.add_argument("--program", action="store_true", help="program the board after building")
     p.add_argument("--clock-mhz", type=clock_arg, default=None, metavar="F",
@@ -274,7 +293,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("estimate", _cmd_estimate, "per-layer cycles, LUTs, flip-flops and RAM blocks "
                                            "without synthesis (bnnhw.estimate.estimate)")
-    p.add_argument("model", type=Path)
+    p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--board", required=True, help="icebreaker, ulx3s-85f or orangecrab-25f")
     fold_options(p, board=False)
 
@@ -288,35 +307,36 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("report", _cmd_report, "write a self-contained HTML report of a model "
                                        "(bnnhw.report.write_report)")
-    p.add_argument("model", type=Path)
-    p.add_argument("--out", type=Path, default=Path("report.html"),
-                   help="HTML file to write (default report.html)")
+    p.add_argument("model", type=Path, help="model file (.npz)")
+    p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
     fold_options(p, board=False)
     p.add_argument("--board", help="board of the estimate (default: the --build report's "
                                    "board, else icebreaker)")
     p.add_argument("--training", type=Path, help="training JSON (default: found in docs/)")
     p.add_argument("--build", type=Path, help="board build report JSON")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="test set")
     p.add_argument("--limit", type=limit_arg,
                    help="test images for the confusion matrix (default all)")
 
     p = command("run", _cmd_run, "classify test images on a board over its UART "
                                  "(bnnhw.boards.client.run)")
     p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB1")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--limit", type=limit_arg, default=100, help="first N test images (default 100)")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="test set")
+    p.add_argument("--limit", type=limit_arg, default=100, help="first N test images")
     p.add_argument("--model", type=Path, help="model file: checks the board's identity and "
                                               "compares every answer with the reference")
-    p.add_argument("--mode", choices=("raw", "bits"), default="raw")
-    p.add_argument("--baud", type=int, default=1_000_000)
+    p.add_argument("--mode", choices=("raw", "bits"), default="raw",
+                   help="send 8-bit pixels (raw) or the quantized bits (bits)")
+    p.add_argument("--baud", type=int, default=1_000_000, help="UART rate of the build")
 
     p = command("demo", _cmd_demo, "train, evaluate, generate, simulate and build a default "
                                    "model (bnnhw.demo.run_demo)")
-    p.add_argument("--out", type=Path, default=Path("bnnhw-demo"))
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--arch", default="sfc")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--sim-images", type=int, default=20)
+    p.add_argument("--out", type=Path, default=Path("bnnhw-demo"),
+                   help="folder for everything the demo writes")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist", help="data set")
+    p.add_argument("--arch", default="sfc", help="preset to train")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs")
+    p.add_argument("--sim-images", type=int, default=20, help="test images simulated")
     p.add_argument("--board", default="icebreaker",
                    help="board to build for at the end, or 'none' to skip the build")
     return parser

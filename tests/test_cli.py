@@ -77,3 +77,19 @@ def test_demo_json_is_the_only_thing_on_stdout(tmp_path, capfd):
     assert result["sim"]["images"] == 4 and result["sim"]["mismatches"] == 0
     assert result["eval"]["images"] == 10000
     assert (out / "report.html").stat().st_size > 0
+
+
+def test_every_option_has_help_and_version_is_printed(capsys):
+    from bnnhw.cli import _parser
+
+    parser = _parser()
+    commands = parser._subparsers._group_actions[0].choices
+    missing = [f"{name} {action.dest}" for name, sub in commands.items()
+               for action in sub._actions if not action.help]
+    assert missing == []
+    assert "``" not in parser.format_help()
+    assert "(default: mnist)" in commands["eval"].format_help()
+    assert "(default: None)" not in commands["train"].format_help()
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("bnnhw 0.")
