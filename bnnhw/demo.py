@@ -77,7 +77,8 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     evaluated = evaluate(model_path, dataset, None, data_dir)
     t_eval = time.perf_counter()
     model = load_model(model_path)
-    sidecar = generate(model, out_dir / "verilog", parse_fold(None, model))
+    folding = parse_fold(None, model)
+    sidecar = generate(model, out_dir / "verilog", folding)
     t_gen = time.perf_counter()
     simulator = "icarus" if shutil.which("iverilog") else "verilator"
     simulated = run_sim(model_path, dataset=dataset, limit=sim_images, simulator=simulator,
@@ -99,24 +100,30 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
                  dataset=dataset, data_dir=data_dir)
     t_report = time.perf_counter()
     rows = [
-        ("train", f"{arch} W1A1 {dataset}, {epochs} epochs, float test accuracy "
-                  f"{100 * trained.float_test_accuracy:.2f} %", f"{t_train - start:.1f}"),
+        ("train", f"{arch} W1A1 {dataset}, {epochs} epoch{'s' * (epochs != 1)}, float test "
+                  f"accuracy "
+                  f"{100 * trained.float_test_accuracy:.2f} %, {model_path}",
+         f"{t_train - start:.1f}"),
         ("eval", f"integer reference {100 * evaluated['accuracy']:.2f} % on "
                  f"{evaluated['images']} images", f"{t_eval - t_train:.1f}"),
-        ("generate", f"{model.topology}, {sidecar['cycles_per_frame']} cycles/frame, "
-                     f"latency {sidecar['latency']}", f"{t_gen - t_eval:.1f}"),
+        ("generate", f"{model.topology}, folding {folding.spec} (balanced), "
+                     f"{sidecar['cycles_per_frame']} cycles/frame, latency {sidecar['latency']}, "
+                     f"{out_dir / 'verilog'}", f"{t_gen - t_eval:.1f}"),
         ("sim", f"{simulator}: {simulated['images']} images, {simulated['mismatches']} "
                 f"mismatches, {simulated['lost']} lost, "
-                f"{simulated['cycles_per_frame_measured']} cycles/frame measured",
+                f"{simulated['cycles_per_frame_measured']} cycles/frame measured "
+                f"(folding {simulated['fold']})",
          f"{t_sim - t_gen:.1f}"),
     ]
     if built is not None:
         util = built["utilisation"]
         used = ", ".join(f"{util[k]['used']}/{util[k]['total']} {k.upper()}"
                          for k in ("luts", "bram", "spram") if util.get(k))
-        rows.append(("build", f"{board}: {used}, fmax {built['fmax_mhz']:.1f} MHz, "
+        rows.append(("build", f"{board}: folding {built['folding']} (fits the board), {used}, "
+                              f"fmax {built['fmax_mhz']:.1f} MHz, "
                               f"{built['cycles_per_frame']} cycles/frame, "
-                              f"{built['fps_at_fmax']:,.0f} frames/s at fmax",
+                              f"{built['fps_at_fmax']:,.0f} frames/s at fmax, bitstream "
+                              f"{out_dir / board / built['bitstream']}",
                      f"{t_build - t_sim:.1f}"))
     rows.append(("report", str(report), f"{t_report - t_build:.1f}"))
     return {

@@ -77,6 +77,10 @@ def test_demo_json_is_the_only_thing_on_stdout(tmp_path, capfd):
     assert result["sim"]["images"] == 4 and result["sim"]["mismatches"] == 0
     assert result["eval"]["images"] == 10000
     assert (out / "report.html").stat().st_size > 0
+    table = result["table"]
+    assert "1 epoch," in table and "1 epochs" not in table
+    assert f"folding {result['generate']['folding'][0]['pe']}x" in table
+    assert f"(folding {result['sim']['fold']})" in table and str(out / "verilog") in table
 
 
 def test_every_option_has_help_and_version_is_printed(capsys):
