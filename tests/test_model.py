@@ -1,8 +1,10 @@
 """Model description and model file: round trip, validation messages, atomic writes."""
 
+import hashlib
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -254,3 +256,16 @@ def test_save_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
     assert zipfile.is_zipfile(target)
+
+
+def test_hash_recipe_of_the_format_document_recomputes_sha256():
+    # docs/model-format.md, "Identity": name, dtype + shape, C-order bytes, arrays by name.
+    path = Path(__file__).resolve().parent.parent / "docs" / "models" / "cnv-micro_mnist.npz"
+    digest = hashlib.sha256()
+    with np.load(path, allow_pickle=False) as archive:
+        for name in sorted(archive.files):
+            array = archive[name]
+            digest.update(name.encode())
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    assert digest.hexdigest() == load_model(path).sha256()
