@@ -126,7 +126,7 @@ def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
             else None)
     return run_sim(args.model, dataset=args.dataset, limit=args.limit,
                    simulator=args.simulator, fold=fold, waves=args.waves,
-                   data_dir=args.data_dir)
+                   data_dir=args.data_dir, images=args.images)
 
 
 def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
@@ -276,6 +276,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=limit_arg, default=100, help="first N test images")
     p.add_argument("--simulator", choices=("icarus", "verilator"), default="icarus",
                    help="Verilog simulator")
+    p.add_argument("--images", type=Path, metavar="FILE",
+                   help="your own images instead of the test set: .npy of uint8 (N, 28, 28) "
+                        "or (N, 784), or a folder of 8-bit grayscale PNGs")
     fold_options(p)
     p.add_argument("--waves", action="store_true", help="dump a waveform")
 

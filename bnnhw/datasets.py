@@ -178,3 +178,75 @@ def load(dataset: str, split: str = "test",
             f"{dataset} {split}: {images.shape[0]} images but {labels.shape[0]} labels"
         )
     return Split(images.reshape(images.shape[0], -1), labels)
+
+
+MAX_USER_IMAGES = 100_000
+"""Most images :func:`load_images` reads from one file or folder."""
+
+
+def load_images(path: str | os.PathLike, pixels: int) -> np.ndarray:
+    """A user's own images as uint8 ``(N, pixels)``, flattened row-major like the data sets.
+
+    Parameters
+    ----------
+    path : path
+        An ``.npy`` file of uint8 images ``(N, H, W)``, ``(N, H, W, 1)`` or ``(N, pixels)``
+        (read with ``allow_pickle=False``), or a folder of 8-bit grayscale ``.png`` files
+        (taken in file-name order; RGB files must have equal channels).
+    pixels : int
+        Pixels per image the model takes (``H * W``).
+
+    Raises
+    ------
+    DatasetError
+        Naming the file and the problem: missing, not an array of uint8, a size other than
+        ``pixels`` per image, no images, more than :data:`MAX_USER_IMAGES`, a colour image.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.png"))
+        if not files:
+            raise DatasetError(f"{path}: no .png files in this folder")
+        if len(files) > MAX_USER_IMAGES:
+            raise DatasetError(f"{path}: {len(files)} images, more than {MAX_USER_IMAGES}")
+        return np.stack([_png_pixels(f, pixels) for f in files])
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such image file or folder")
+    try:
+        images = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"{path}: not an .npy array of images ({str(exc).split('. ')[0]})"
+                           ) from None
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        kind = getattr(images, "dtype", type(images).__name__)
+        raise DatasetError(f"{path}: images must be uint8 (0..255), got {kind}")
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    if images.ndim not in (2, 3) or images.shape[0] < 1 \
+            or int(np.prod(images.shape[1:])) != pixels:
+        raise DatasetError(f"{path}: images of shape {images.shape} do not give N >= 1 images "
+                           f"of {pixels} pixels (need (N, H, W), (N, H, W, 1) or (N, {pixels}))")
+    if images.shape[0] > MAX_USER_IMAGES:
+        raise DatasetError(f"{path}: {images.shape[0]} images, more than {MAX_USER_IMAGES}")
+    return np.ascontiguousarray(images.reshape(images.shape[0], pixels))
+
+
+def _png_pixels(path: Path, pixels: int) -> np.ndarray:
+    # matplotlib is a dependency already; its PNG reader gives floats k / 255 for 8-bit files.
+    from matplotlib import image
+
+    try:
+        data = image.imread(path)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DatasetError(f"{path}: not a readable PNG ({exc})") from None
+    if data.dtype != np.uint8:
+        data = np.rint(np.asarray(data, dtype=np.float64) * 255).astype(np.uint8)
+    if data.ndim == 3:
+        colour = data[..., :3]
+        if (colour != colour[..., :1]).any():
+            raise DatasetError(f"{path}: a colour image; give 8-bit grayscale")
+        data = colour[..., 0]
+    if data.size != pixels:
+        raise DatasetError(f"{path}: {data.shape[1]}x{data.shape[0]} = {data.size} pixels, the "
+                           f"model takes {pixels}")
+    return data.reshape(pixels)

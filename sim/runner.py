@@ -288,7 +288,8 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
             simulator: str = "icarus", fold: str | None = None, waves: bool = False,
             data_dir: str | os.PathLike | None = None,
             build_dir: str | os.PathLike | None = None, seed: int = 0,
-            stall: float = 0.2) -> dict[str, Any]:
+            stall: float = 0.2, images: str | os.PathLike | np.ndarray | None = None
+            ) -> dict[str, Any]:
     """Simulate the accelerator generated from ``model`` on test images against the reference.
 
     Parameters
@@ -311,6 +312,10 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
         Seed of the random gaps and stalls.
     stall : float
         Per-cycle gap and stall probability after the clean phase.
+    images : path or ndarray, optional
+        Your own images instead of the test set: uint8 ``(N, pixels)``, or a ``.npy`` file /
+        folder of PNGs (:func:`bnnhw.datasets.load_images`); the first ``limit`` are used and
+        compared with the reference (``accuracy`` is then None: there are no labels).
 
     Returns
     -------
@@ -334,8 +339,19 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
         raise ValueError(f"limit must be >= 1, got {limit}")
     if not isinstance(model, Model):
         model = load_model(model)
-    split = datasets.load(dataset, "test", data_dir)
-    images, labels = split.images[:limit], split.labels[:limit].astype(np.int64)
+    if images is None:
+        split = datasets.load(dataset, "test", data_dir)
+        images, labels = split.images[:limit], split.labels[:limit].astype(np.int64)
+        source = dataset
+    else:
+        source = "array" if isinstance(images, np.ndarray) else str(images)
+        if not isinstance(images, np.ndarray):
+            images = datasets.load_images(images, model.quantizer.pixels)
+        elif images.dtype != np.uint8 or images.ndim != 2 \
+                or images.shape[1] != model.quantizer.pixels:
+            raise ValueError(f"images must be uint8 (N, {model.quantizer.pixels}), got "
+                             f"{images.dtype} {images.shape}")
+        images, labels = images[:limit], None
     classes, scores = reference.infer(model, images)
     expected = np.concatenate([classes[:, None], scores], axis=1)
     temporary = build_dir is None
@@ -352,15 +368,17 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
     finally:
         if temporary and not waves:
             shutil.rmtree(root, ignore_errors=True)
-    hw = np.full(len(labels), -1, dtype=np.int64)
-    got = [-1 if c is None else c for c in result.pop("classes")][:len(labels)]
+    hw = np.full(len(images), -1, dtype=np.int64)
+    got = [-1 if c is None else c for c in result.pop("classes")][:len(images)]
     hw[:len(got)] = got
     seconds = time.perf_counter() - start
     result.update({
-        "model_sha256": model.sha256(), "topology": model.topology, "dataset": dataset,
-        "fold": folded.spec, "accuracy": float((hw == labels).mean()),
-        "reference_accuracy": float((classes == labels).mean()), "seconds": seconds,
-        "images_per_minute": 60 * len(labels) / result["sim_seconds"],
+        "model_sha256": model.sha256(), "topology": model.topology,
+        "dataset": dataset if labels is not None else None, "images_source": source,
+        "fold": folded.spec,
+        "accuracy": None if labels is None else float((hw == labels).mean()),
+        "reference_accuracy": None if labels is None else float((classes == labels).mean()),
+        "seconds": seconds, "images_per_minute": 60 * len(images) / result["sim_seconds"],
     })
     return result
 

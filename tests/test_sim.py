@@ -202,3 +202,38 @@ def test_conv_model_on_icarus_from_the_cli(capsys):
     assert result["accuracy"] == result["reference_accuracy"] > 0.8
     assert result["latency_measured"] == result["latency_declared"]
     assert result["cycles_per_frame_measured"] == result["cycles_per_frame_declared"] == 784
+
+
+@pytest.mark.cocotb
+def test_own_images_from_pngs_and_npy(tmp_path, capsys):
+    """``bnnhw sim --images``: a folder of grayscale PNGs and an .npy, against the reference."""
+    from PIL import Image
+
+    from bnnhw.cli import main
+    from bnnhw.datasets import DatasetError, load_images
+
+    model = small_model(1)
+    path = model.save(tmp_path / "tiny.npz")
+    rng = np.random.default_rng(4)
+    pictures = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    pictures[0] = 0
+    pictures[1] = 255
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for k, picture in enumerate(pictures):
+        Image.fromarray(picture).save(folder / f"img{k}.png")
+    assert np.array_equal(load_images(folder, 784), pictures.reshape(3, 784))
+    np.save(tmp_path / "pictures.npy", pictures)
+    assert np.array_equal(load_images(tmp_path / "pictures.npy", 784), pictures.reshape(3, 784))
+    assert main(["sim", str(path), "--images", str(folder), "--fold", "balanced:256",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == result["received"] == 3 and result["accuracy"] is None
+    assert (result["mismatches"], result["lost"]) == (0, 0)
+    assert result["images_source"] == str(folder) and result["dataset"] is None
+    with pytest.raises(DatasetError, match=r"images of shape \(3, 27, 28\) do not give"):
+        np.save(tmp_path / "bad.npy", pictures[:, 1:])
+        load_images(tmp_path / "bad.npy", 784)
+    with pytest.raises(DatasetError, match="images must be uint8"):
+        np.save(tmp_path / "float.npy", pictures.astype(np.float32))
+        load_images(tmp_path / "float.npy", 784)
