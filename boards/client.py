@@ -122,7 +122,8 @@ def identify(link: Transport, timeout: float = 1.0, retries: int = 3) -> Identit
     for _ in range(retries):
         link.write(protocol.identify())
         while (frame := replies.next(timeout)) is not None:
-            if frame.command == protocol.Command.IDENTIFY | protocol.REPLY:
+            if frame.command == protocol.Command.IDENTIFY | protocol.REPLY \
+                    and frame.payload[:1] != bytes((Status.OVERRUN,)):
                 return protocol.decode_identity(frame)
     raise TimeoutError(f"no IDENTIFY reply after {retries} attempt(s) of {timeout} s")
 
@@ -261,8 +262,8 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
         else:
             requests = [protocol.classify_raw(im) for im in images]
         bar = tqdm(total=len(requests), disable=not progress, unit="img", desc=f"board {mode}")
-        predicted, scores, resent, seconds = _classify(link, requests, ident, window, timeout,
-                                                       retries, bar)
+        predicted, scores, resent, overruns, seconds = _classify(
+            link, requests, ident, window, timeout, retries, bar)
     finally:
         if own:
             link.close()
@@ -275,7 +276,7 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
     accuracy = float(np.mean(np.array(predicted) == labels)) if len(labels) else 0.0
     result = {"images": int(len(labels)), "accuracy": accuracy, "mode": mode,
               "seconds": seconds, "images_per_s": len(labels) / seconds if seconds else 0.0,
-              "retries": resent, "identity": ident.__dict__,
+              "retries": resent, "overrun_replies": overruns, "identity": ident.__dict__,
               "reference_mismatches": mismatches, "weights_loaded_now": loaded_now,
               "load_seconds": load_seconds}
     if progress:
@@ -286,15 +287,16 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
 
 def _classify(link: Transport, requests: list[bytes], ident: Identity, window: int,
               timeout: float, retries: int,
-              bar: Any) -> tuple[list[int], list[Any], int, float]:
-    """Pipelined request/reply loop; returns labels, scores, resends and seconds."""
+              bar: Any) -> tuple[list[int], list[Any], int, int, float]:
+    """Pipelined request/reply loop; returns labels, scores, resends, OVERRUN replies and
+    seconds."""
     replies = _Replies(link)
     labels: list[int] = [0] * len(requests)
     scores: list[Any] = [()] * len(requests)
     attempts = [0] * len(requests)
     pending: deque[int] = deque()
     queue: deque[int] = deque(range(len(requests)))
-    resent = 0
+    resent = overruns = 0
     start = time.perf_counter()
     while queue or pending:
         while queue and len(pending) < window:
@@ -309,6 +311,8 @@ def _classify(link: Transport, requests: list[bytes], ident: Identity, window: i
                 result = protocol.decode_result(frame, ident)
             except ProtocolError:
                 result = None
+        if result is not None and result.status == Status.OVERRUN:
+            overruns += 1
         if result is None or result.status != Status.OK:
             if frame is None:
                 # A lost reply desynchronises the in-flight queue: drain it and resend all.
@@ -325,4 +329,4 @@ def _classify(link: Transport, requests: list[bytes], ident: Identity, window: i
         labels[index], scores[index] = result.label, result.scores
         bar.update(1)
     bar.close()
-    return labels, scores, resent, time.perf_counter() - start
+    return labels, scores, resent, overruns, time.perf_counter() - start

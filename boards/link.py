@@ -38,6 +38,12 @@ Request parser (one byte per cycle at most)::
 Replies leave in request order: the parser queues a token (command, status) per reply and
 the serialiser pairs each classify token with the next accelerator output word.
 
+Overruns: the board's receiver cannot hold bytes back, so when the link is busy (its token
+queue full while replies drain at the line rate) a flood of requests loses bytes. The board
+top pulses ``rx_lost`` for each byte it had to drop; the link counts them in ``overruns``
+(saturating at 0xFFFF), sends the next reply with status OVERRUN instead of its own, and the
+host resends what it has not had answered.
+
 Timing contract (``tests/test_boards_link.py``): ``acc_in.valid`` rises ``latency = 1`` cycle
 after the edge that accepts a word's last pixel byte; a request of ``B`` bytes offered one
 per cycle is consumed in ``B`` cycles while the accelerator keeps ``acc_in.ready`` high
@@ -116,8 +122,9 @@ class Link(wiring.Component):
 
     Ports besides the streams: ``last_class`` / ``last_class_valid`` hold the class of the
     last OK classify reply; ``activity`` pulses for one cycle when a reply has been sent;
-    ``error`` is sticky after a BAD_CRC or TIMEOUT reply. ``w_addr``, ``w_data``, ``w_en``
-    and ``weights_loaded`` are the LOAD_WEIGHTS write port and state.
+    ``error`` is sticky after a BAD_CRC, TIMEOUT or OVERRUN reply; ``rx_lost`` (in) pulses
+    once per byte the receiver dropped and ``overruns`` counts those pulses. ``w_addr``,
+    ``w_data``, ``w_en`` and ``weights_loaded`` are the LOAD_WEIGHTS write port and state.
     """
 
     def __init__(self, *, pixels, pixels_per_word, out_width, class_bits, identity,
@@ -163,6 +170,8 @@ class Link(wiring.Component):
             "last_class_valid": Out(1),
             "activity": Out(1),
             "error": Out(1),
+            "rx_lost": In(1),
+            "overruns": Out(16),
             "w_addr": Out(16),
             "w_data": Out(16),
             "w_en": Out(1),
@@ -404,13 +413,24 @@ class Link(wiring.Component):
                     m.d.comb += byte.eq(result[:8])
         m.d.comb += o.payload.eq(byte)
 
+        # Bytes lost since the last reply left: the next reply says OVERRUN.
+        lost = Signal()
+        with m.If(self.rx_lost):
+            m.d.sync += lost.eq(1)
+            with m.If(self.overruns != 0xFFFF):
+                m.d.sync += self.overruns.eq(self.overruns + 1)
+
         m.d.sync += self.activity.eq(0)
         with m.FSM(name="serialiser"):
             with m.State("IDLE"):
                 m.d.comb += tokens.r_en.eq(1)
                 with m.If(tokens.r_rdy):
-                    m.d.sync += [r_kind.eq(tokens.r_data[:2]), r_status.eq(tokens.r_data[2:]),
+                    m.d.sync += [r_kind.eq(tokens.r_data[:2]),
+                                 r_status.eq(Mux(lost | self.rx_lost, Status.OVERRUN,
+                                                 tokens.r_data[2:])),
                                  index.eq(0), out_crc.eq(0)]
+                    with m.If(lost | self.rx_lost):
+                        m.d.sync += [lost.eq(0), self.error.eq(1)]
                     with m.If((tokens.r_data[:2] == KIND_IDENTIFY)
                               | (tokens.r_data[:2] == KIND_LOAD)):
                         m.next = "SEND"

@@ -56,6 +56,9 @@ class Status(enum.IntEnum):
     OK = 0
     BAD_CRC = 1
     TIMEOUT = 2
+    OVERRUN = 3
+    """Bytes were lost before this reply (the board's receiver overflowed): every request
+    sent since the previous reply may be lost or damaged, so the host resends them."""
 
 
 class ProtocolError(ValueError):

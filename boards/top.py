@@ -138,6 +138,9 @@ class LinkTop(wiring.Component):
         bus = self.weight_bus
         m.d.comb += [bus.addr.eq(link.w_addr), bus.data.eq(link.w_data), bus.en.eq(link.w_en)]
 
+        # The receiver drops a byte when the FIFO is still full as the next one completes:
+        # the link counts it and reports it to the host (status OVERRUN).
+        m.d.comb += link.rx_lost.eq(rx.overrun)
         uart_error = Signal()
         with m.If(rx.frame_error | rx.overrun):
             m.d.sync += uart_error.eq(1)

@@ -7,7 +7,7 @@ The stand-in computes, per frame of pixels ``x``: ``s = sum(x)``, scores ``(s * 
 
 import numpy as np
 import pytest
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -69,6 +69,7 @@ def run_link(schedule, *, pixels=16, ppw=4, timeout=64, stall=0.0, seed=0,
     link = Link(pixels=pixels, pixels_per_word=ppw, out_width=OUT_WIDTH, class_bits=CLASS_BITS,
                 identity=ident.encode(), bits_pixel_values=bits_values, timeout_cycles=timeout)
     m = Module()
+    m.domains.sync = sync = ClockDomain()
     m.submodules.link = link
     m.submodules.acc = acc = SumAccelerator(pixels, ppw)
     wiring.connect(m, link.acc_in, acc.i_stream)
@@ -84,6 +85,12 @@ def run_link(schedule, *, pixels=16, ppw=4, timeout=64, stall=0.0, seed=0,
             if isinstance(item, int):
                 ctx.set(link.i_bytes.valid, 0)
                 await ctx.tick().repeat(item)
+                continue
+            if item == "reset":
+                ctx.set(link.i_bytes.valid, 0)
+                ctx.set(sync.rst, 1)
+                await ctx.tick()
+                ctx.set(sync.rst, 0)
                 continue
             for byte in item:
                 while stall and rng.random() < stall:
@@ -225,3 +232,127 @@ def test_constructor_errors_name_values():
     with pytest.raises(ValueError, match=r"pixels=16, levels=3"):
         Link(pixels=16, pixels_per_word=4, out_width=8, class_bits=2, identity=b"",
              bits_pixel_values=(0, 1, 2, 3))
+
+
+@pytest.mark.parametrize("header", [
+    protocol.SYNC + bytes((Command.CLASSIFY_RAW, 0xFF, 0xFF)),   # LEN 0xFFFF
+    protocol.SYNC + bytes((0x33, 16, 0)),                         # unknown command
+    protocol.SYNC + bytes((Command.IDENTIFY, 1, 0)),              # IDENTIFY with a payload
+])
+def test_false_header_directly_followed_by_a_frame(header):
+    image = np.arange(16, dtype=np.uint8) * 3
+    data, _, _, ident = run_link([header + protocol.classify_raw(image)], max_cycles=400)
+    (cmd, res), = replies(data, ident)
+    assert (cmd, res.status, res.label, res.scores) == (Command.CLASSIFY_RAW, Status.OK,
+                                                        *expected(image))
+
+
+def test_truncated_frame_directly_followed_by_a_frame():
+    # The cut frame swallows the next one's bytes as pixels and fails its CRC; the host
+    # resends, and the resent frame is answered normally.
+    image = np.arange(16, dtype=np.uint8) + 5
+    frame = protocol.classify_raw(image)
+    data, _, _, ident = run_link([frame[:12] + frame, 100, frame], max_cycles=800)
+    statuses = [r[1].status for r in replies(data, ident)]
+    assert statuses[0] == Status.BAD_CRC and statuses[-1] == Status.OK
+    assert replies(data, ident)[-1][1].scores == expected(image)[1]
+
+
+def test_corrupted_pixel_byte_is_answered_bad_crc():
+    image = np.full(16, 9, np.uint8)
+    bad = bytearray(protocol.classify_raw(image))
+    bad[7] ^= 0x10
+    data, _, _, ident = run_link([bytes(bad), protocol.classify_raw(image)], max_cycles=400)
+    assert [r[1].status for r in replies(data, ident)] == [Status.BAD_CRC, Status.OK]
+
+
+def test_identify_with_bad_crc_gets_no_reply():
+    bad = bytearray(protocol.identify())
+    bad[-1] ^= 0x01
+    data, _, _, ident = run_link([bytes(bad), protocol.identify()], max_cycles=600)
+    assert replies(data, ident) == [ident]
+
+
+def test_reset_mid_frame_then_a_whole_frame():
+    image = np.arange(16, dtype=np.uint8) + 11
+    frame = protocol.classify_raw(image)
+    data, _, _, ident = run_link([frame[:13], "reset", frame], max_cycles=400)
+    (cmd, res), = replies(data, ident)
+    assert (res.status, res.label, res.scores) == (Status.OK, *expected(image))
+
+
+def run_wire(data, period, fifo_depth=16, max_cycles=40000):
+    """The board top's receive path around the link: one byte every ``period`` cycles into a
+    ``fifo_depth`` FIFO that drops (and pulses ``rx_lost``) when full; replies leave at the
+    same line rate. Returns the reply bytes, the bytes dropped and the link's counter."""
+    from collections import deque
+
+    ident = identity(16, 4)
+    link = Link(pixels=16, pixels_per_word=4, out_width=OUT_WIDTH, class_bits=CLASS_BITS,
+                identity=ident.encode(), timeout_cycles=1 << 12)
+    m = Module()
+    m.submodules.link = link
+    m.submodules.acc = acc = SumAccelerator(16, 4)
+    wiring.connect(m, link.acc_in, acc.i_stream)
+    wiring.connect(m, acc.o_stream, link.acc_out)
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    out, state = bytearray(), {"dropped": 0, "overruns": 0}
+
+    async def line(ctx):
+        fifo, pending, cycle = deque(), deque(data), 0
+        while cycle < max_cycles - 2:
+            lost = 0
+            if pending and cycle % period == 0:
+                byte = pending.popleft()
+                if len(fifo) < fifo_depth:
+                    fifo.append(byte)
+                else:
+                    lost = 1
+                    state["dropped"] += 1
+            ctx.set(link.rx_lost, lost)
+            ctx.set(link.i_bytes.valid, bool(fifo))
+            ctx.set(link.i_bytes.payload, fifo[0] if fifo else 0)
+            ctx.set(link.o_bytes.ready, cycle % period == 0)
+            _, _, ready, o_valid, o_byte, count = await ctx.tick().sample(
+                link.i_bytes.ready, link.o_bytes.valid, link.o_bytes.payload, link.overruns)
+            if fifo and ready:
+                fifo.popleft()
+            if o_valid and cycle % period == 0:
+                out.append(o_byte)
+            state["overruns"] = count
+            cycle += 1
+
+    sim.add_testbench(line)
+    sim.run_until(1e-6 * max_cycles)
+    return bytes(out), state, ident
+
+
+def test_flood_of_identify_requests_reports_the_overrun():
+    # 40 IDENTIFY requests back to back: each 6-byte request brings a 37-byte reply, so the
+    # token queue fills, the FIFO overflows and bytes are lost. The reply after the loss says
+    # OVERRUN, the counter holds the bytes dropped, and a later request is answered.
+    image = np.arange(16, dtype=np.uint8)
+    flood = protocol.identify() * 40
+    data, state, ident = run_wire(flood + bytes(400) + protocol.classify_raw(image), period=4,
+                                  max_cycles=60000)
+    frames = FrameDecoder(max_payload=4096).feed(data)
+    statuses = [Status(f.payload[0]) for f in frames]
+    assert state["dropped"] > 0 and state["overruns"] == state["dropped"]
+    assert Status.OVERRUN in statuses and len(frames) < 41
+    assert statuses.count(Status.OVERRUN) <= state["dropped"]
+    ok = [protocol.decode_identity(f) for f in frames
+          if f.command == Command.IDENTIFY | protocol.REPLY and f.payload[0] == Status.OK]
+    assert ok and all(i == ident for i in ok)
+    last = protocol.decode_result(frames[-1], ident)
+    assert (frames[-1].command & 0x7F, last.status, last.label, last.scores) == (
+        Command.CLASSIFY_RAW, Status.OK, *expected(image))
+
+
+def test_requests_at_the_line_rate_lose_nothing():
+    image = np.arange(16, dtype=np.uint8) * 2
+    data, state, ident = run_wire(protocol.classify_raw(image) * 10, period=4,
+                                  max_cycles=4000)
+    frames = FrameDecoder().feed(data)
+    assert state["dropped"] == state["overruns"] == 0
+    assert [protocol.decode_result(f, ident).status for f in frames] == [Status.OK] * 10
