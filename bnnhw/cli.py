@@ -96,6 +96,32 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             "curves_png": str(result.curves_png) if result.curves_png else None}
 
 
+def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
+    from .datasets import load
+    from .onnx_import import import_qonnx
+
+    _output_file(args.out)
+    if args.input_divisor <= 0 or not math.isfinite(args.input_divisor):
+        raise ValueError(f"--input-divisor must be a positive number (got {args.input_divisor})")
+    split = load(args.dataset, "test", args.data_dir)
+    imported = import_qonnx(args.model, args.input_divisor,
+                            check_images=split.images[:check_limit(args.limit)])
+    imported.model.save(args.out)
+    model = imported.model
+    table = [f"{'layer':<6} {'op':<13} {'shape':<12} {'input':<13} folded",
+             *(f"{str(r['layer']):<6} {r['op']:<13} {'x'.join(map(str, r['shape'])):<12} "
+               f"{r.get('input', 'pixels'):<13} {r['folded']}" for r in imported.rows),
+             f"input coding: {imported.input_coding}",
+             f"checked on {imported.checked_images} {args.dataset} test images: "
+             f"{imported.mismatches} class differences from the graph; wrote {args.out} "
+             f"({model.topology}, sha256 {model.sha256()[:16]})"]
+    result = {"model": str(args.out), "model_sha256": model.sha256(),
+              "topology": model.topology, "layers": imported.rows,
+              "input_coding": imported.input_coding,
+              "checked_images": imported.checked_images, "mismatches": imported.mismatches}
+    return result if args.json else result | {"table": "\n".join(table)}
+
+
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     result = evaluate(args.model, args.dataset, args.limit, args.data_dir)
     if not args.json:
@@ -255,6 +281,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="stop after N epochs of the schedule (resume later with --resume)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
+
+    p = command("import", _cmd_import, "import a QONNX (Brevitas/FINN) BNN as a model file, "
+                                       "checked against the graph on the test set "
+                                       "(bnnhw.onnx_import.import_qonnx)")
+    p.add_argument("model", type=Path, help="the .onnx graph")
+    p.add_argument("--out", type=Path, required=True, help="model file to write")
+    p.add_argument("--input-divisor", type=float, default=255.0,
+                   help="the graph's input is pixel / this (255: images scaled to [0, 1])")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist",
+                   help="test set the import is checked on")
+    p.add_argument("--limit", type=limit_arg, help="check on the first N test images "
+                                                   "(default all)")
 
     p = command("eval", _cmd_eval, "accuracy of a model file with the integer reference "
                                    "(bnnhw.evaluate.evaluate)")

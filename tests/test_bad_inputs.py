@@ -284,6 +284,25 @@ def _(d):
     return ["bench", "--root", str(d)]
 
 
+@case("import: not an ONNX file")
+def _(d):
+    path = d / "g.onnx"
+    path.write_bytes(b"\x08\x07 not protobuf \xff\xff")
+    return ["import", str(path), "--out", str(d / "m.npz")]
+
+
+@case("import --out is a folder")
+def _(d):
+    return ["import", str(d / "missing.onnx"), "--out", str(d)]
+
+
+@case("import --input-divisor 0")
+def _(d):
+    path = d / "g.onnx"
+    path.write_bytes(b"")
+    return ["import", str(path), "--out", str(d / "m.npz"), "--input-divisor", "0"]
+
+
 # --- ports ------------------------------------------------------------------------------
 
 @case("run --port /dev/null")

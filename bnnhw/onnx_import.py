@@ -1,0 +1,503 @@
+"""Import binarized networks from QONNX graphs (Brevitas and FINN exports) as bnnhw models.
+
+A QONNX BNN is a chain: the input scaling, a 1-bit quantizer (or none: raw pixels into the first
+layer), then per layer a ``MatMul``/``Gemm`` with 1-bit weights, an affine (``BatchNormalization``
+or ``Mul``/``Add``/``Sub``/``Div`` by constants) and a 1-bit quantizer, and at the end the output
+layer's matrix product with an optional affine. :func:`import_qonnx` walks that chain and folds
+it into the integer form of :mod:`bnnhw.model`:
+
+* Constant subgraphs are evaluated first: weight quantizers (``BipolarQuant``, or ``Quant`` at
+  bit width 1, which give ``s * sign(W)``), and shape computations
+  (``Shape``/``Gather``/``Unsqueeze``/``Concat`` feeding a ``Reshape``, with the batch taken as
+  1). Initializers listed as graph inputs (old IR versions) are constants too.
+* A quantized weight matrix must hold ``±s_j`` in each output column ``j``; its bits are
+  ``W > 0`` and ``s_j`` joins the column's affine.
+* Every quantizer on an accumulator ``c`` (the ±1 dot product, an integer in ``[-K, K]`` of the
+  parity of ``K``) fires where ``f_j(c) >= 0``, ``f_j`` being the recorded affine ops evaluated
+  in float32 in graph order, as ONNX runtimes do. ``f_j`` must be monotone; the threshold on
+  the popcount ``P = (c + K) / 2`` is found by binary search on that same float expression
+  (:func:`bnnhw.passes.least_firing`), a decreasing ``f_j`` flips the weight row, a constant one
+  gives the constant neuron (``T = 0`` or ``K + 1``).
+* The input quantizer fires on pixel ``p`` (0..255) where ``f(p / D) >= 0`` with the graph
+  input ``x = p / D`` (``D = input_divisor``, 255 for networks trained on ``ToTensor`` images,
+  1 for raw pixels); the least such ``p`` is the input threshold. Without an input quantizer the
+  first layer reads the 8-bit pixels (input kind ``pixels8``) and its threshold is the least
+  integer ``a = sum_k w_k p_k`` with ``f(a / D) >= 0``.
+* The output layer's affine must be one increasing function for every class, strictly
+  increasing on the accumulator's values, so that the argmax (lowest index on ties) of the
+  popcounts is the graph's argmax; a per-class affine is refused.
+
+Anything else is refused with :class:`ImportRefused`, naming the node, its op type and why:
+other ops, quantizers wider than 1 bit, convolutions (not yet imported), a weight column with
+two magnitudes, a non-monotone affine. :func:`run_graph` executes the same graphs in float32 with
+numpy, and :func:`import_qonnx` compares the imported model with it on test images before a
+model is returned.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .model import DenseLayer, InputQuantizer, Model, PixelInput
+from .passes import least_firing
+
+__all__ = ["ImportRefused", "ImportedModel", "import_qonnx", "load_graph", "run_graph"]
+
+QUANT_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "finn")
+"""Op domains of ``BipolarQuant``/``Quant``: the current QONNX one and older Brevitas/FINN
+names."""
+AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
+SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity",
+             "Constant")
+LAYOUT_OPS = ("Flatten", "Reshape", "Identity")
+
+
+class ImportRefused(ValueError):
+    """A graph (or one of its nodes) that cannot become a bnnhw model, and why."""
+
+
+@dataclass
+class _Node:
+    op: str
+    domain: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+
+    def where(self) -> str:
+        return f"node {self.name or self.outputs[0]!r} ({self.op})"
+
+
+@dataclass
+class Graph:
+    """A loaded ONNX graph: its nodes in order, constants, and the one input and output."""
+
+    nodes: list[_Node]
+    constants: dict[str, np.ndarray]
+    input: str
+    input_shape: tuple[int, ...]
+    output: str
+
+
+def load_graph(path: str | os.PathLike) -> Graph:
+    """Read an ONNX file with the ``onnx`` package into a :class:`Graph` (no execution).
+
+    Raises
+    ------
+    ImportRefused
+        Not a readable ONNX model, or a graph without exactly one dynamic input and output.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError and others from protobuf
+        raise ImportRefused(f"{path}: not a readable ONNX model ({type(exc).__name__}: "
+                            f"{exc})") from None
+    graph = proto.graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in constants]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ImportRefused(f"{path}: the graph must have one input and one output, it has "
+                            f"{len(inputs)} and {len(graph.output)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.dim_value > 0 else 1 for d in dims)
+    nodes = [_Node(n.op_type, n.domain, n.name, list(n.input), list(n.output),
+                   {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute})
+             for n in graph.node]
+    return Graph(nodes, constants, inputs[0].name, shape, graph.output[0].name)
+
+
+# --- float32 execution of the accepted ops ------------------------------------------------
+
+def _bipolar(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """BipolarQuant: ``scale * sign(x)`` with ``sign(0) = +1``."""
+    return np.where(x >= 0, np.float32(1), np.float32(-1)).astype(np.float32) * scale
+
+
+def _quant_bits(node: _Node, constants: dict[str, np.ndarray]) -> None:
+    """Refuse a ``Quant`` that is not a 1-bit (bipolar) quantizer."""
+    if node.op == "Quant":
+        width = constants.get(node.inputs[3]) if len(node.inputs) > 3 else None
+        if width is None or float(np.asarray(width)) != 1:
+            raise ImportRefused(f"{node.where()}: only 1-bit quantizers can be imported "
+                                f"(bit width {None if width is None else float(width)})")
+
+
+def _batchnorm(node: _Node, x: np.ndarray, c: dict[str, np.ndarray]) -> np.ndarray:
+    scale, bias, mean, var = (c[n].astype(np.float32) for n in node.inputs[1:5])
+    eps = np.float32(node.attrs.get("epsilon", 1e-5))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    a = scale / np.sqrt(var + eps)
+    return ((x - mean.reshape(shape)) * a.reshape(shape) + bias.reshape(shape)).astype(
+        np.float32)
+
+
+def _evaluate(node: _Node, values: list[np.ndarray], c: dict[str, np.ndarray]) -> np.ndarray:
+    """One node in float32 (constants and activations alike)."""
+    op, a = node.op, node.attrs
+    x = values[0] if values else None
+    if op in ("BipolarQuant", "Quant"):
+        _quant_bits(node, c)
+        return _bipolar(x.astype(np.float32), values[1].astype(np.float32))
+    if op in AFFINE_OPS:
+        y = values[1]
+        if x.dtype.kind in "iu" and y.dtype.kind in "iu":
+            return {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract,
+                    "Div": np.floor_divide}[op](x, y)
+        x, y = x.astype(np.float32), y.astype(np.float32)
+        return {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract,
+                "Div": np.divide}[op](x, y).astype(np.float32)
+    if op == "MatMul":
+        return np.matmul(x.astype(np.float32), values[1].astype(np.float32))
+    if op == "Gemm":
+        w = values[1].astype(np.float32)
+        x = x.astype(np.float32)
+        x = x.T if a.get("transA", 0) else x
+        w = w.T if a.get("transB", 0) else w
+        y = np.float32(a.get("alpha", 1.0)) * (x @ w)
+        if len(values) > 2:
+            y = y + np.float32(a.get("beta", 1.0)) * values[2].astype(np.float32)
+        return y.astype(np.float32)
+    if op == "BatchNormalization":
+        return _batchnorm(node, x.astype(np.float32), c)
+    if op == "Flatten":
+        axis = a.get("axis", 1)
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    if op == "Reshape":
+        shape = [int(v) for v in values[1]]
+        shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Identity":
+        return x
+    if op == "Transpose":
+        return np.transpose(x, a.get("perm"))
+    if op == "Shape":
+        return np.array(x.shape, dtype=np.int64)
+    if op == "Gather":
+        return np.take(x, values[1].astype(np.int64), axis=a.get("axis", 0))
+    if op == "Unsqueeze":
+        axes = a.get("axes") if "axes" in a else [int(v) for v in values[1]]
+        for axis in sorted(axes):
+            x = np.expand_dims(x, axis)
+        return x
+    if op == "Squeeze":
+        axes = a.get("axes") if "axes" in a else [int(v) for v in values[1]]
+        return np.squeeze(x, axis=tuple(axes))
+    if op == "Concat":
+        return np.concatenate([np.atleast_1d(v) for v in values], axis=a.get("axis", 0))
+    if op == "Cast":
+        import onnx
+
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(a["to"]))
+    if op == "Constant":
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(a["value"])
+    raise ImportRefused(f"{node.where()}: op {op} is not supported")
+
+
+def run_graph(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """Execute ``graph`` on the float32 input ``x`` with numpy; returns the output tensor.
+
+    Supports exactly the ops :func:`import_qonnx` accepts, computed in float32 elementwise
+    as written (``BatchNormalization`` as ``(x - mean) * (scale / sqrt(var + eps)) + B``).
+    """
+    values = dict(graph.constants)
+    values[graph.input] = np.asarray(x, dtype=np.float32)
+    for node in graph.nodes:
+        values[node.outputs[0]] = _evaluate(
+            node, [values[n] for n in node.inputs if n], graph.constants)
+    return values[graph.output]
+
+
+# --- import --------------------------------------------------------------------------------
+
+@dataclass
+class _Chain:
+    """The float ops applied, in order, to a per-column integer accumulator (or the input)."""
+
+    ops: list[tuple[_Node, np.ndarray | None]] = field(default_factory=list)
+
+    def apply(self, c: np.ndarray, constants: dict[str, np.ndarray]) -> np.ndarray:
+        """``f(c)`` in float32 for ``c`` of shape (rows, columns) (one value per column)."""
+        v = c.astype(np.float32)
+        for node, other in self.ops:
+            if node.op == "BatchNormalization":
+                v = _batchnorm(node, v, constants)
+            elif node.op == "Gemm":
+                v = (np.float32(node.attrs.get("beta", 1.0)) * other + v).astype(np.float32)
+            else:
+                v = _evaluate(node, [v, other], constants)
+        return v
+
+
+@dataclass
+class ImportedModel:
+    """What :func:`import_qonnx` recognised: the model, one table row per layer, the input
+    coding, and the check on test images."""
+
+    model: Model
+    rows: list[dict[str, Any]]
+    input_coding: str
+    checked_images: int = 0
+    mismatches: int = 0
+
+
+def _weights(node: _Node, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bits (M, K), magnitude per output column) of a folded 1-bit weight matrix (K, M)."""
+    magnitude = np.abs(w).astype(np.float32)
+    column = magnitude.max(axis=0)
+    if (magnitude != column[None, :]).any() or (column == 0).any():
+        raise ImportRefused(f"{node.where()}: the weights are not 1-bit (each output column "
+                            f"must hold +s and -s only); quantize them with BipolarQuant")
+    return (w > 0).T.astype(np.uint8), column
+
+
+def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
+                 check_images: np.ndarray | None = None) -> ImportedModel:
+    """Fold a QONNX BNN into a :class:`bnnhw.model.Model` (see the module docstring).
+
+    Parameters
+    ----------
+    path : path
+        The ``.onnx`` file.
+    input_divisor : float
+        The graph's input is the pixel (0..255) divided by this (255: ``ToTensor`` images).
+    check_images : ndarray of uint8 (N, pixels), optional
+        Images on which the imported model's classes must equal the graph's own argmax
+        (lowest index on ties), executed by :func:`run_graph`.
+
+    Raises
+    ------
+    ImportRefused
+        Naming the node, its op type and the reason; or, with ``check_images``, the number of
+        images whose class differs (nothing is returned).
+    """
+    graph = load_graph(path)
+    c = dict(graph.constants)
+    pixels = int(np.prod(graph.input_shape[1:]))
+    dynamic = {graph.input}
+    shapes = {graph.input: graph.input_shape}
+    state = "input"          # input | bits | acc
+    chain = _Chain()
+    layers: list[DenseLayer] = []
+    rows: list[dict[str, Any]] = []
+    quantizer: InputQuantizer | PixelInput | None = None
+    pending: dict[str, Any] | None = None   # the matrix product waiting for its quantizer
+    act_scale = np.float32(1)
+    divisor = np.float32(input_divisor)
+    for node in graph.nodes:
+        if node.domain and node.domain not in QUANT_DOMAINS and node.domain != "ai.onnx":
+            raise ImportRefused(f"{node.where()}: unknown op domain {node.domain!r}")
+        inputs = [n for n in node.inputs if n]
+        if not any(n in dynamic for n in inputs):
+            if node.op in ("BipolarQuant", "Quant", *SHAPE_OPS, *AFFINE_OPS, "Reshape",
+                           "Flatten", "Transpose"):
+                c[node.outputs[0]] = _evaluate(node, [c[n] for n in inputs], c)
+                continue
+            raise ImportRefused(f"{node.where()}: op {node.op} is not supported")
+        out = node.outputs[0]
+        dynamic.add(out)
+        x = next(n for n in inputs if n in dynamic)
+        shape = shapes[x]
+        others = [n for n in inputs if n not in dynamic]
+        if node.op == "Shape":
+            c[out] = np.array(shape, dtype=np.int64)
+            dynamic.discard(out)
+            continue
+        if node.op in LAYOUT_OPS:
+            if node.op == "Reshape":
+                target = _evaluate(node, [np.zeros(shape, np.float32), c[others[0]]], c)
+                shapes[out] = target.shape
+            elif node.op == "Flatten":
+                shapes[out] = (shape[0], int(np.prod(shape[1:])))
+            else:
+                shapes[out] = shape
+            if len(shapes[out]) != 2 and state != "input":
+                raise ImportRefused(f"{node.where()}: only flat (N, features) activations "
+                                    f"can be imported (shape {shapes[out]})")
+            continue
+        shapes[out] = shape
+        if node.op in ("BipolarQuant", "Quant"):
+            _quant_bits(node, c)
+            scale = c[node.inputs[1]].astype(np.float32)
+            if scale.size != 1 or float(scale) <= 0:
+                raise ImportRefused(f"{node.where()}: an activation quantizer needs one "
+                                    f"positive scale (got {scale.ravel()[:4]})")
+            if state == "input":
+                quantizer = _input_quantizer(node, chain, c, pixels, divisor)
+                rows.append({"layer": "input", "op": "BipolarQuant", "shape": [pixels],
+                             "folded": f"{len(chain.ops)} affine op(s) -> threshold "
+                                       f"{quantizer.thresholds[0]}"})
+            elif state == "acc":
+                layers.append(_hidden_layer(node, pending, chain, c, divisor))
+                rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s) + "
+                                                        f"sign -> thresholds"})
+            else:
+                raise ImportRefused(f"{node.where()}: two quantizers in a row")
+            state, chain, act_scale, pending = "bits", _Chain(), np.float32(scale), None
+            continue
+        if node.op in AFFINE_OPS or node.op == "BatchNormalization":
+            if state == "bits":
+                raise ImportRefused(f"{node.where()}: an affine op on binary activations is "
+                                    f"not supported")
+            if node.op in AFFINE_OPS:
+                if inputs.index(x) != 0 and node.op in ("Sub", "Div"):
+                    raise ImportRefused(f"{node.where()}: the activation must be the first "
+                                        f"operand of {node.op}")
+                chain.ops.append((node, c[others[0]].astype(np.float32)))
+            else:
+                chain.ops.append((node, None))
+            continue
+        if node.op in ("MatMul", "Gemm"):
+            if state == "acc":
+                raise ImportRefused(f"{node.where()}: a matrix product needs a 1-bit "
+                                    f"quantizer (or the input) in front of it")
+            if node.op == "Gemm" and node.attrs.get("transA", 0):
+                raise ImportRefused(f"{node.where()}: Gemm with transA is not supported")
+            w = c[others[0]].astype(np.float32)
+            if node.op == "Gemm" and node.attrs.get("transB", 0):
+                w = w.T
+            bits, magnitude = _weights(node, w)
+            k = bits.shape[1]
+            alpha = np.float32(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else None
+            pixel_layer = state == "input"
+            input_scale = np.float32(1)
+            if pixel_layer:
+                # Only a positive scaling of the input commutes with the weighted sum.
+                if any(op.op not in ("Mul", "Div") or other.size != 1 or float(other) <= 0
+                       for op, other in chain.ops):
+                    raise ImportRefused(f"{node.where()}: between the input and a pixel layer "
+                                        f"only Mul/Div by one positive constant are supported")
+                input_scale = chain.apply(np.ones((1, 1)), c)[0, 0]
+                quantizer = PixelInput(pixels)
+            new = _Chain()
+            # Accumulator -> graph value: (sum of +-1 products) * act_scale * |w_j| [* alpha];
+            # for the pixel layer the accumulator is sum_k w_k p_k and the input p * scale / D.
+            factor = (magnitude * input_scale / divisor) if pixel_layer \
+                else (magnitude * act_scale)
+            mul = _Node("Mul", "", f"{node.name}:scale", [], [""], {})
+            new.ops.append((mul, factor.astype(np.float32)[None, :]))
+            if alpha is not None and alpha != 1:
+                new.ops.append((_Node("Mul", "", f"{node.name}:alpha", [], [""], {}),
+                                np.array(alpha, np.float32)))
+            if node.op == "Gemm" and len(others) > 1:
+                new.ops.append((node, c[others[1]].astype(np.float32)))
+            pending = {"bits": bits, "k": k, "pixel_layer": pixel_layer,
+                       "row": {"layer": len(layers), "op": node.op,
+                               "shape": [int(bits.shape[0]), k],
+                               "input": "8-bit pixels" if pixel_layer else "bits"}}
+            state, chain = "acc", new
+            shapes[out] = (shape[0], bits.shape[0])
+            continue
+        raise ImportRefused(f"{node.where()}: op {node.op} is not supported")
+    if state != "acc" or pending is None:
+        raise ImportRefused(f"{path}: the graph must end in the output layer's matrix product "
+                            f"(optionally followed by an affine)")
+    layers.append(_output_layer(pending, chain, c, path))
+    rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s), one increasing "
+                                            f"function for all classes -> popcount argmax"})
+    if quantizer is None:
+        raise ImportRefused(f"{path}: no input coding found")
+    model = Model(quantizer, tuple(layers), {"imported_from": Path(path).name,
+                                             "input_divisor": float(input_divisor)})
+    coding = ("8-bit pixels into the first layer" if isinstance(quantizer, PixelInput)
+              else f"pixel >= {quantizer.thresholds[0]} (BipolarQuant of the scaled input)")
+    result = ImportedModel(model, rows, coding)
+    if check_images is not None:
+        _check(graph, model, check_images, divisor, result)
+    return result
+
+
+def _input_quantizer(node: _Node, chain: _Chain, c: dict[str, np.ndarray], pixels: int,
+                     divisor: np.float32) -> InputQuantizer:
+    p = np.arange(256, dtype=np.float32)
+    fires = chain.apply((p / divisor)[:, None], c)[:, 0] >= 0
+    if fires.ndim != 1 or (np.diff(fires.astype(np.int8)) < 0).any():
+        raise ImportRefused(f"{node.where()}: the input quantizer must fire on bright pixels "
+                            f"(an increasing input affine)")
+    threshold = int(np.argmax(fires)) if fires.any() else 256
+    return InputQuantizer((threshold,), pixels)
+
+
+def _direction(pending: dict[str, Any], chain: _Chain, c: dict[str, np.ndarray],
+               node_where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per output column: (+1 increasing, -1 decreasing, 0 constant), and the accumulator's
+    attainable values as a (values, columns) grid checked for monotonicity."""
+    k, m = pending["k"], pending["bits"].shape[0]
+    if pending["pixel_layer"]:
+        grid = np.linspace(-255 * k, 255 * k, 513).round()
+    else:
+        grid = np.arange(-k, k + 1, 2)
+    values = chain.apply(np.repeat(grid[:, None], m, axis=1), c)
+    step = np.diff(values, axis=0)
+    up, down = (step >= 0).all(axis=0), (step <= 0).all(axis=0)
+    if not (up | down).all():
+        bad = int(np.argmin(up | down))
+        raise ImportRefused(f"{node_where}: the affine after output {bad} is not monotone")
+    return np.where(up & down, 0, np.where(up, 1, -1)), values
+
+
+def _hidden_layer(node: _Node, pending: dict[str, Any], chain: _Chain,
+                  c: dict[str, np.ndarray], divisor: np.float32) -> DenseLayer:
+    bits, k = pending["bits"], pending["k"]
+    m = bits.shape[0]
+    direction, _ = _direction(pending, chain, c, node.where())
+    flip = direction < 0
+    stored = np.where(flip[:, None], 1 - bits, bits).astype(np.uint8)
+    if pending["pixel_layer"]:
+        def fires(a: np.ndarray) -> np.ndarray:
+            acc = np.where(flip, -a, a)
+            return chain.apply(acc[None, :].astype(np.float32), c)[0] >= 0
+
+        lo, hi = -255 * k, 255 * k
+        thresholds = least_firing(fires, lo, hi, m)
+        return DenseLayer(stored, thresholds, pixels8=True)
+
+    def fires(p: np.ndarray) -> np.ndarray:
+        acc = np.where(flip, k - 2 * p, 2 * p - k)
+        return chain.apply(acc[None, :], c)[0] >= 0
+
+    constant = direction == 0
+    thresholds = least_firing(fires, 0, k, m)
+    always = chain.apply(np.zeros((1, m)), c)[0] >= 0
+    thresholds = np.where(constant, np.where(always, 0, k + 1), thresholds)
+    return DenseLayer(stored, thresholds)
+
+
+def _output_layer(pending: dict[str, Any], chain: _Chain, c: dict[str, np.ndarray],
+                  path: Any) -> DenseLayer:
+    if pending["pixel_layer"]:
+        raise ImportRefused(f"{path}: a single pixel layer cannot be the output layer")
+    direction, values = _direction(pending, chain, c, f"{path}: output layer")
+    strictly = (np.diff(values, axis=0) > 0).all()
+    same = (values == values[:, :1]).all()
+    if not (strictly and same and (direction == 1).all()):
+        raise ImportRefused(f"{path}: the output layer's affine must be one strictly "
+                            f"increasing function for every class (a per-class affine is not "
+                            f"supported yet)")
+    return DenseLayer(pending["bits"])
+
+
+def _check(graph: Graph, model: Model, images: np.ndarray, divisor: np.float32,
+           result: ImportedModel) -> None:
+    from .reference import argmax_lowest, infer
+
+    x = images.astype(np.float32) / divisor
+    x = x.reshape((len(images), *graph.input_shape[1:]))
+    out = run_graph(graph, x).reshape(len(images), -1)
+    expected = argmax_lowest(out)
+    classes, _ = infer(model, images)
+    result.checked_images = len(images)
+    result.mismatches = int((classes != expected).sum())
+    if result.mismatches:
+        raise ImportRefused(f"the imported model's class differs from the graph's on "
+                            f"{result.mismatches} of {len(images)} images; nothing written")
