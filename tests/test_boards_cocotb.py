@@ -75,6 +75,18 @@ def test_post_synthesis_netlist_matches_reference():
 
 
 @pytest.mark.synth
+def test_ecp5_post_synthesis_netlist_matches_reference():
+    # yosys synth_ecp5 (LUT4, CCU2C carry chains, TRELLIS flip-flops, DP16KD block RAM), then
+    # a gate-level Icarus run with yosys' ECP5 cell models: 20 images (0 and 10 as raw pixels,
+    # the others as packed bits) plus a corrupted frame.
+    images = datasets.load("mnist", "test").images[:20]
+    result = simulate_board(small_mnist_model(hidden=8), images, "2x49,5x8@4", netlist=True,
+                            raw_every=10, family="ecp5")
+    assert result["netlist"] and result["expected_identity_ok"] and result["bad_crc_replied"]
+    assert (result["replied"], result["lost"], result["mismatches"]) == (20, 0, [])
+
+
+@pytest.mark.synth
 def test_post_synthesis_netlist_with_spram_matches_reference():
     # About 40 s: the iCE40 netlist keeps SB_SPRAM256KA cells (yosys' simulation model);
     # layer 0 (1x49) takes SPRAMs 0-2 and a 1-bit ROM tail, layer 1 (5x2) SPRAM 3.
