@@ -17,16 +17,22 @@
     ``{"top", "model_sha256", "topology", "ports": [{name, direction, width}], "folding":
     [{layer, kind, mh, mw, pe, simd, nf, sf, vectors, cycles_per_frame, latency}], "stages":
     [{name, latency, cycles_per_frame}], "pixels_per_word", "latency", "cycles_per_frame",
-    "input": {...}, "output": {...}, "memory_files": [...]}``. A conv layer has ``mh = OC``,
+    "input": {...}, "output": {...}, "memory_files": [...], "verilog_sha256",
+    "memory_sha256"}``. A conv layer has ``mh = OC``,
     ``mw = K * K * C`` and ``vectors = OH * OW``; a max-pool layer has ``null`` in every
     folding field.
 
 All are rendered in memory first and written atomically (the memory folder is built beside
-its final place and renamed); if anything fails, no new file is left behind.
+its final place and renamed); if anything fails, no new file is left behind. The three are
+moved into place one after the other, so the sidecar records the SHA-256 of the Verilog and
+of the memory files: :func:`check_generated` (run by the simulator bench before it builds)
+refuses a Verilog or memory folder that is not the one its sidecar was written with, as a
+kill between the renames would leave.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,7 +44,8 @@ from typing import Any
 from .folding import Folding, matrix_shape, vectors
 from .model import Model
 
-__all__ = ["INLINE_WORDS", "MEMORY_DIR", "TOP", "externalise_memories", "generate", "sidecar"]
+__all__ = ["INLINE_WORDS", "MEMORY_DIR", "TOP", "check_generated", "externalise_memories",
+           "generate", "sidecar"]
 
 TOP = "bnnhw_top"
 MEMORY_DIR = f"{TOP}_mem"
@@ -103,6 +110,34 @@ def externalise_memories(text: str, inline_words: int = INLINE_WORDS,
         out.append(line)
         i += 1
     return "\n".join(out), files
+
+
+def _memory_hash(memories: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(memories):
+        digest.update(f"{name}\n{len(memories[name])}\n".encode())
+        digest.update(memories[name].encode())
+    return digest.hexdigest()
+
+
+def check_generated(verilog: str | os.PathLike, info: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``verilog`` and its ``bnnhw_top_mem/`` are what ``info``
+    (the sidecar) was written with. Sidecars without the hashes (older exports) pass."""
+    verilog = Path(verilog)
+    if "verilog_sha256" in info and \
+            hashlib.sha256(verilog.read_bytes()).hexdigest() != info["verilog_sha256"]:
+        raise ValueError(f"{verilog} is not the Verilog its sidecar describes (SHA-256 "
+                         f"differs): the files were not written together; generate again")
+    if "memory_sha256" in info:
+        folder = verilog.parent / MEMORY_DIR
+        try:
+            memories = {name: (folder / name).read_text() for name in info["memory_files"]}
+        except OSError as exc:
+            raise ValueError(f"{folder}: memory file missing ({exc.strerror}: "
+                             f"{exc.filename}); generate again") from None
+        if _memory_hash(memories) != info["memory_sha256"]:
+            raise ValueError(f"{folder} does not hold the memories its sidecar describes; "
+                             f"generate again")
 
 
 def sidecar(model: Model, accelerator: Any) -> dict[str, Any]:
@@ -192,6 +227,8 @@ def generate(model: Model, out_dir: str | os.PathLike, folding: Folding,
     info = sidecar(model, accelerator)
     text, memories = externalise_memories(verilog.convert(accelerator, name=TOP), inline_words)
     info["memory_files"] = sorted(memories)
+    info["verilog_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    info["memory_sha256"] = _memory_hash(memories)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     v_path, j_path, m_path = out / f"{TOP}.v", out / f"{TOP}.json", out / MEMORY_DIR

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bnnhw.export import MEMORY_DIR
+from bnnhw.export import MEMORY_DIR, check_generated
 from bnnhw.model import Model, load_model
 
 from .check import layout
@@ -218,6 +218,7 @@ def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.nda
                          f"{images.shape} and expected {expected.shape}")
     flat = layout(sidecar)
     verilog = Path(verilog).resolve()
+    check_generated(verilog, sidecar)
     temporary = build_dir is None
     root = Path(tempfile.mkdtemp(prefix="bnnhw-sim-") if temporary else build_dir).resolve()
     try:

@@ -139,3 +139,22 @@ def test_failed_regeneration_keeps_the_previous_output(model, tmp_path, monkeypa
     after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "out").rglob("*")
              if p.is_file()}
     assert after == before
+
+
+def test_sidecar_refuses_a_verilog_or_memories_written_apart(model, tmp_path):
+    from bnnhw.export import check_generated
+
+    folding = parse_fold("4x4,2x4@2", model)
+    info = generate(model, tmp_path / "a", folding, inline_words=2)
+    verilog = tmp_path / "a" / "bnnhw_top.v"
+    check_generated(verilog, info)
+    other = generate(model, tmp_path / "b", parse_fold("2x4,1x4@2", model), inline_words=2)
+    # A kill between the renames: the new Verilog beside the old sidecar.
+    verilog.write_bytes((tmp_path / "b" / "bnnhw_top.v").read_bytes())
+    with pytest.raises(ValueError, match="is not the Verilog its sidecar describes"):
+        check_generated(verilog, info)
+    check_generated(tmp_path / "b" / "bnnhw_top.v", other)
+    memory = tmp_path / "b" / MEMORY_DIR / other["memory_files"][0]
+    memory.write_text(memory.read_text().replace("0", "1", 1) or "1\n")
+    with pytest.raises(ValueError, match="does not hold the memories its sidecar describes"):
+        check_generated(tmp_path / "b" / "bnnhw_top.v", other)
