@@ -1,7 +1,6 @@
 """The ``bnnhw`` command: JSON output and clear errors."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ def model_file(tmp_path):
     return model.save(tmp_path / "model.npz")
 
 
-@pytest.mark.skipif(not os.environ.get("BNNHW_DATA"), reason="BNNHW_DATA is not set")
+@pytest.mark.needs_data
 def test_eval_prints_one_json_object(model_file, capsys):
     assert main(["eval", str(model_file), "--dataset", "mnist", "--limit", "500",
                  "--json"]) == 0
@@ -65,7 +64,7 @@ def test_run_on_missing_port_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.cocotb
-@pytest.mark.skipif(not os.environ.get("BNNHW_DATA"), reason="BNNHW_DATA is not set")
+@pytest.mark.needs_data
 def test_demo_json_is_the_only_thing_on_stdout(tmp_path, capfd):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--arch", "tfc", "--epochs", "1", "--sim-images",

@@ -9,7 +9,6 @@ on reachable dot products (batch-norm output exactly 0, where ``sign(0) = +1`` d
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -33,9 +32,6 @@ from bnnhw.passes import batchnorm_eval, fold_conv, fold_model
 from bnnhw.reference import conv_bits, im2col, infer, layer_outputs, maxpool_bits
 
 F32 = np.float32
-needs_data = pytest.mark.skipif(
-    not os.environ.get("BNNHW_DATA"), reason="set BNNHW_DATA to the MNIST folder"
-)
 
 
 # -- plain definitions ----------------------------------------------------------------------
@@ -459,7 +455,7 @@ def test_cnn_preset_trains_in_w1a1_only(tmp_path):
         train("mnist", "cnv-tiny", 1, 0, None, mode="FP32", data_dir=tmp_path, progress=False)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_cnv_tiny_float_equals_reference_on_all_test_images(tmp_path):
     from bnnhw.train import train
 

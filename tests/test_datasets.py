@@ -12,10 +12,9 @@ from bnnhw import datasets
 from bnnhw.datasets import DatasetError
 
 DATA = os.environ.get("BNNHW_DATA")
-needs_data = pytest.mark.skipif(not DATA, reason="BNNHW_DATA is not set")
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.parametrize("name", datasets.DATASETS)
 def test_real_files_load(name):
     train = datasets.load(name, "train")
@@ -29,7 +28,7 @@ def test_real_files_load(name):
         assert counts.tolist() == [1000] * 10
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_corrupt_file_names_file_and_checksum(tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()

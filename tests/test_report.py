@@ -13,17 +13,7 @@ from bnnhw.model import load_model
 from bnnhw.report import find_training, write_report
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-pytestmark = pytest.mark.usefixtures("mnist_available")
-
-
-@pytest.fixture
-def mnist_available():
-    from bnnhw import datasets
-
-    try:
-        datasets.load("mnist", "test")
-    except Exception as exc:  # noqa: BLE001 - any missing-data reason skips
-        pytest.skip(f"MNIST test set not available ({exc})")
+pytestmark = pytest.mark.needs_data
 
 
 def _images(text):

@@ -19,7 +19,6 @@ from bnnhw.model import DenseLayer, InputQuantizer, Model, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = {"tfc_mnist.npz": "balanced:64", "sfc_mnist.npz": "balanced:128"}
-needs_data = pytest.mark.skipif(not os.environ.get("BNNHW_DATA"), reason="BNNHW_DATA is not set")
 
 
 def small_model(seed: int = 0) -> Model:
@@ -119,7 +118,7 @@ def icarus_run(tmp_path_factory):
     return model, root, result, name
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.cocotb
 def test_icarus_matches_reference_image_by_image(icarus_run):
     model, _, result, name = icarus_run
@@ -136,7 +135,7 @@ def test_icarus_matches_reference_image_by_image(icarus_run):
         assert result["accuracy"] > 0.8
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.cocotb
 def test_wrong_expectation_is_detected_with_waveform(icarus_run):
     model, root, _, _ = icarus_run
@@ -159,7 +158,7 @@ def test_wrong_expectation_is_detected_with_waveform(icarus_run):
     assert Path(result["waves_run"]).stat().st_size > 0
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.cocotb
 def test_bench_command_writes_json(tmp_path, capsys):
     path = small_model(1).save(tmp_path / "tiny.npz")
@@ -173,7 +172,7 @@ def test_bench_command_writes_json(tmp_path, capsys):
     assert default_output(path, "verilator") == Path("docs/sim_tiny_verilator.json")
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.cocotb
 @pytest.mark.slow
 def test_verilator_matches_reference_on_1000_images(tmp_path):
@@ -186,7 +185,7 @@ def test_verilator_matches_reference_on_1000_images(tmp_path):
     assert result["protocol_violations"] == 0
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.cocotb
 def test_conv_model_on_icarus_from_the_cli(capsys):
     """cnv-micro (two 3x3 conv + pool blocks) through ``bnnhw sim`` on 60 MNIST test images."""

@@ -1,15 +1,12 @@
 """An 8-bit-first-layer model through the exported Verilog on Icarus (cocotb)."""
 
-import os
 
 import pytest
 from bnnhw.sim import run_sim
 from bnnhw.train import train
 
-needs_data = pytest.mark.skipif(not os.environ.get("BNNHW_DATA"), reason="BNNHW_DATA is not set")
 
-
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.cocotb
 def test_trained_pixels8_tfc_on_icarus(tmp_path):
     """tfc with input kind pixels8 (1 epoch on 3,000 images), 40 MNIST test images, stalls."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from bnnhw.train import MLP, train
@@ -14,11 +12,6 @@ from bnnhw.train.optim import Adam, decayed_lr
 from bnnhw import datasets
 from bnnhw.model import load_model
 from bnnhw.reference import infer
-
-needs_data = pytest.mark.skipif(
-    not os.environ.get("BNNHW_DATA"),
-    reason="BNNHW_DATA is unset: no local MNIST (CI sets it to the data folder)",
-)
 
 
 def numeric_grad(f, x: np.ndarray, h: float = 1e-6) -> np.ndarray:
@@ -182,7 +175,7 @@ def test_get_loss_names_choices():
         get_loss("hinge")
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_training_is_deterministic():
     runs = [train("mnist", "tfc", 1, 7, None, progress=False, limit_train=3000)
             for _ in range(2)]
@@ -199,7 +192,7 @@ def test_training_is_deterministic():
     assert other.model.layers[0].weights.tobytes() != layers[0][0].weights.tobytes()
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_trained_model_equals_reference_on_all_test_images(tmp_path):
     out = tmp_path / "seed000.npz"
     result = train("mnist", "seed000", 1, 0, out, progress=False, limit_train=20_000)
@@ -218,7 +211,7 @@ def test_trained_model_equals_reference_on_all_test_images(tmp_path):
     assert result.curves_png.is_file() and result.curves_png.read_bytes()[:4] == b"\x89PNG"
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_thermometer_model_equals_reference(tmp_path):
     result = train("fashion-mnist", "tfc", 1, 0, None, progress=False, limit_train=4000,
                    thermometer_levels=3)
@@ -229,7 +222,7 @@ def test_thermometer_model_equals_reference(tmp_path):
                                   infer(result.model, test.images)[0])
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.parametrize("mode", ["W1A32", "FP32"])
 def test_other_modes_train(mode):
     result = train("mnist", "tfc", 1, 0, None, mode=mode, progress=False, limit_train=5000)
@@ -246,7 +239,7 @@ def test_seed000_rejects_bad_epochs(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.slow
 def test_seed000_table_one_epoch(tmp_path):
     import json

@@ -13,11 +13,6 @@ import pytest
 from bnnhw.train import train
 from bnnhw.train.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 
-needs_data = pytest.mark.skipif(
-    not os.environ.get("BNNHW_DATA"),
-    reason="BNNHW_DATA is unset: no local MNIST (CI sets it to the data folder)",
-)
-
 SMALL = {"limit_train": 1200, "progress": False, "threads": 1}
 
 
@@ -26,7 +21,7 @@ def same_weights(a, b) -> bool:
     return sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
 
 
-@needs_data
+@pytest.mark.needs_data
 @pytest.mark.parametrize("arch, recipe", [
     ("tfc", {}),
     ("cnv-micro", {"augment": "shift:2,flip", "input_kind": "pixels8"}),
@@ -48,7 +43,7 @@ def test_two_plus_two_epochs_equal_four(tmp_path, arch, recipe):
         [h["test_accuracy"] for h in rest.history]
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_checkpoint_refusals(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         train("mnist", "tfc", 2, 0, None, checkpoint=tmp_path / "none", resume=True, **SMALL)
@@ -73,7 +68,7 @@ def test_checkpoint_refusals(tmp_path):
         train("mnist", "tfc", 2, 0, None, stop_after=1, **SMALL)
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_cli_train_stops_and_resumes(tmp_path):
     base = [sys.executable, "-m", "bnnhw.cli", "train", "--arch", "tfc", "--epochs", "2",
             "--threads", "1", "--checkpoint", str(tmp_path / "ck"), "--out",

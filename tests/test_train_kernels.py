@@ -3,8 +3,6 @@ conv-block path against the separate layers, and the augmentation."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from bnnhw.train import kernels
@@ -209,8 +207,7 @@ def test_dropout_layer_keeps_scales_and_routes_the_gradient():
     assert layer.forward(x, False) is x
 
 
-@pytest.mark.skipif(not os.environ.get("BNNHW_DATA"),
-                    reason="BNNHW_DATA is unset: no local MNIST")
+@pytest.mark.needs_data
 def test_efficiency_bench_reports_a_ratio_per_arch_and_thread_count(tmp_path):
     from bnnhw.train.bench import efficiency, format_efficiency
 

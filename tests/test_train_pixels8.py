@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from bnnhw.train import MLP, train
@@ -14,11 +12,6 @@ from bnnhw.cli import _parser
 from bnnhw.model import PixelInput, load_model
 from bnnhw.passes import pixel_preactivation
 from bnnhw.reference import infer
-
-needs_data = pytest.mark.skipif(
-    not os.environ.get("BNNHW_DATA"),
-    reason="BNNHW_DATA is unset: no local MNIST (CI sets it to the data folder)",
-)
 
 
 def test_pixel_mlp_reads_raw_pixels_and_scales_after_the_first_layer():
@@ -56,7 +49,7 @@ def test_cli_train_accepts_input_pixels8(tmp_path):
         _parser().parse_args(["train", "--input", "pixels4", "--out", "m.npz"])
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_pixels8_tfc_equals_reference_on_all_test_images(tmp_path):
     out = tmp_path / "tfc_pixels8.npz"
     result = train("mnist", "tfc", 1, 0, out, progress=False, limit_train=5000,
@@ -75,7 +68,7 @@ def test_pixels8_tfc_equals_reference_on_all_test_images(tmp_path):
     assert accuracy > 0.8
 
 
-@needs_data
+@pytest.mark.needs_data
 def test_pixels8_cnn_equals_reference(tmp_path):
     result = train("mnist", "cnv-micro", 1, 0, None, progress=False, limit_train=600,
                    input_kind="pixels8")
