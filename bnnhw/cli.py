@@ -17,23 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .boards.pll import clock_arg
 from .datasets import DATASETS, DatasetError
 from .evaluate import TEST_IMAGES, check_limit, evaluate
 from .model import ModelError
-
-
-def clock_arg(text: str) -> float | str:
-    """``--clock-mhz``: a positive finite frequency in MHz, or ``auto``."""
-    if text.strip() == "auto":
-        return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(
-            f"clock must be a positive finite number of MHz or 'auto' (got {text!r})")
-    return value
 
 
 def limit_arg(text: str) -> int:

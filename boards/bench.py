@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bnnhw.cli import clock_arg
 from bnnhw.evaluate import evaluate
 from bnnhw.model import load_model, write_atomic
 
 from .build import build, format_report
+from .pll import clock_arg
 
 
 def run_benchmark(model_path: Path, board: str, fold: str | None = None,

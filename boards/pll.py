@@ -30,6 +30,7 @@ above it, or one that is not a positive finite number, before anything is synthe
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 
@@ -50,6 +51,20 @@ ICE40_FILTER_STEPS_MHZ = (17, 26, 44, 66, 101)
 
 
 FABRIC_MAX_MHZ = {"ice40": 133.0, "ecp5": 400.0}
+
+
+def clock_arg(text: str) -> float | str:
+    """``--clock-mhz`` of the command lines: a positive finite frequency in MHz, or ``auto``."""
+    if text.strip() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"clock must be a positive finite number of MHz or 'auto' (got {text!r})")
+    return value
 
 
 def check_clock(family: str, clock_mhz: float) -> float:

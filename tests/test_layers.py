@@ -26,8 +26,6 @@ KNOWN = {
     ("bnnhw.estimate", "bnnhw.boards.platforms"),
     ("bnnhw.estimate", "bnnhw.boards.spram"),
     ("bnnhw.estimate", "bnnhw.boards.build"),
-    # The board bench reuses the CLI's --clock-mhz parser.
-    ("bnnhw.boards.bench", "bnnhw.cli"),
 }
 
 
