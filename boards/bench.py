@@ -61,7 +61,7 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
         f"accuracy     {100 * accuracy:.2f} % on the {dataset} test set "
         f"(bit-exact reference model)\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{board}_{model_path.stem.split('_')[0]}"
+    stem = f"{board}_{model_path.stem.split('_')[0]}" + ("" if dataset == "mnist" else f"_{dataset}")
     write_atomic(out_dir / f"{stem}.json", (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(out_dir / f"{stem}.txt", text.encode())
     print(text, end="")
