@@ -73,6 +73,7 @@ def test_mvtu_rejects_bad_folding():
 @pytest.mark.parametrize(("mh", "mw", "pe", "simd", "in_width", "vectors", "banks"), [
     (4, 9, 2, 3, 3, 5, 2), (4, 9, 4, 9, 9, 6, 2), (6, 8, 1, 2, 8, 4, 2), (2, 4, 2, 1, 1, 3, 2),
     (4, 9, 2, 3, 9, 5, 3), (2, 4, 1, 1, 4, 7, 5),
+    (8, 64, 8, 64, 64, 6, 2),  # SF = 1 behind a 6-level popcount: the output queue's worst case
 ])
 def test_mvtu_over_many_vectors_keeps_the_frame_contract(mh, mw, pe, simd, in_width, vectors,
                                                          banks):

@@ -3,6 +3,7 @@
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from ..packing import check_folding, mvtu_thresholds, mvtu_weight_words, words_to_ints
@@ -47,7 +48,12 @@ class MVTU(wiring.Component):
       accumulates. After ``sf = SF - 1`` the result word is registered. Each input vector is
       read once from the stream and reused from the buffer for all ``NF`` folds. The bank is
       released right after its last read, so the next vector starts without a gap.
-    * **Back-pressure.** The pipeline stalls as a whole while the output word waits.
+    * **Back-pressure by credits.** Result words go into an output queue of
+      ``Q = ceil((popcount_latency + 1) / SF) + 2`` words (``queue_depth``). The read stage and
+      the popcount pipeline never stall, so no enable fans out to their registers or to the
+      memories' read ports; instead a fold's last beat is issued only while the queued words
+      plus the words still in the pipeline leave the queue a free entry. ``Q`` covers the
+      words a ready consumer can have in flight, so it never blocks the issue.
 
     A frame is ``V`` input vectors (``vectors``): 1 for a dense layer, the ``OH * OW`` windows
     of a convolution, which the unit computes one after another; its output words then come
@@ -111,6 +117,10 @@ class MVTU(wiring.Component):
         self.lane_bits = 1 if self.thresholds is not None else self.score_bits
         self.out_width = pe * self.lane_bits
         self.popcount_latency = popcount_latency(simd)
+        # A word is queued popcount_latency + 2 cycles after its last beat issues; with one
+        # fold per SF cycles that many are in flight, and two more entries keep a ready
+        # consumer from ever blocking the issue.
+        self.queue_depth = -(-(self.popcount_latency + 1) // self.sf) + 2
         self.cycles_per_frame = vectors * self.nf * self.sf
         self.latency = self.depth + self.sf + self.popcount_latency + 1
         super().__init__({
@@ -197,30 +207,39 @@ class MVTU(wiring.Component):
                 shape=unsigned(self.pe * tbits), depth=nf_n, init=init)
             tread = tmem.read_port(domain="comb")
 
-        # Popcount pipeline; its input readiness stalls the issue and read stages.
+        # Popcount pipeline. It never stalls: its consumer (the accumulator) is always ready,
+        # so no enable fans out to its registers or to the weight memories' read ports.
         nf_bits = (nf_n - 1).bit_length()
         if self.pixels8:
             m.submodules.pixeldot = pc = PixelDot(self.simd, self.pe, nf_bits + 2)
         else:
             m.submodules.popcount = pc = Popcount(self.simd, self.pe, nf_bits + 2)
-        en = pc.i_stream.ready
+        m.d.comb += pc.o_stream.ready.eq(1)
+
+        # Output queue with credits: a fold's last beat issues only while the words already
+        # queued plus those still in the pipeline leave it a free entry.
+        m.submodules.out_queue = queue = SyncFIFO(width=self.out_width, depth=self.queue_depth)
+        in_flight = Signal(range(self.queue_depth + 1))
 
         # Issue stage.
         rbank = Signal(range(b_n))
         nf, sf, part, entry = (Signal(range(nf_n)), Signal(range(sf_n)), Signal(range(r)),
                                Signal(range(d)))
         waddr = Signal(range(nf_n * sf_n))
-        active = full.bit_select(rbank, 1)
-        m.d.comb += [read.en.eq(en), read.addr.eq(rbank * d + entry)]
+        last_beat = sf == sf_n - 1
+        go = Signal()
+        m.d.comb += go.eq(full.bit_select(rbank, 1)
+                          & (~last_beat | (queue.level + in_flight < self.queue_depth)))
+        m.d.comb += [read.en.eq(1), read.addr.eq(rbank * d + entry)]
         for port in weight_ports:
-            m.d.comb += [port.en.eq(en), port.addr.eq(waddr)]
-        with m.If(active & en):
+            m.d.comb += [port.en.eq(1), port.addr.eq(waddr)]
+        with m.If(go):
             m.d.sync += waddr.eq(Mux(waddr == nf_n * sf_n - 1, 0, waddr + 1))
             with m.If(part == r - 1):
                 m.d.sync += [part.eq(0), entry.eq(Mux(entry == d - 1, 0, entry + 1))]
             with m.Else():
                 m.d.sync += part.eq(part + 1)
-            with m.If(sf == sf_n - 1):
+            with m.If(last_beat):
                 m.d.sync += sf.eq(0)
                 with m.If(nf == nf_n - 1):
                     m.d.sync += [nf.eq(0), full.bit_select(rbank, 1).eq(0),
@@ -232,9 +251,7 @@ class MVTU(wiring.Component):
 
         # Read stage: XNOR of the buffered slice with each PE's weight word.
         valid1, part1, tag1 = Signal(), Signal(range(r)), Signal(nf_bits + 2)
-        with m.If(en):
-            m.d.sync += [valid1.eq(active), part1.eq(part),
-                         tag1.eq(Cat(nf, sf == 0, sf == sf_n - 1))]
+        m.d.sync += [valid1.eq(go), part1.eq(part), tag1.eq(Cat(nf, sf == 0, last_beat))]
         x = read.data.word_select(part1, e * self.simd)
         if self.pixels8:  # the pixels once, then each PE's weight bits
             lanes_in = Cat(x, *(port.data for port in weight_ports), tag1)
@@ -242,11 +259,10 @@ class MVTU(wiring.Component):
             lanes_in = Cat(*(~(x ^ port.data) for port in weight_ports), tag1)
         m.d.comb += [pc.i_stream.valid.eq(valid1), pc.i_stream.payload.eq(lanes_in)]
 
-        # Accumulate and emit.
+        # Accumulate and queue.
         cw = pc.count_width
         tag2 = pc.o_stream.payload[self.pe * cw:]
         nf2, first2, last2 = tag2[:nf_bits], tag2[nf_bits], tag2[nf_bits + 1]
-        m.d.comb += pc.o_stream.ready.eq(~o.valid | o.ready)
         lanes = []
         acc_shape = (signed((255 * self.mw).bit_length() + 1) if self.pixels8
                      else unsigned(self.score_bits))
@@ -257,7 +273,7 @@ class MVTU(wiring.Component):
             if self.pixels8:
                 part, threshold = part.as_signed(), threshold.as_signed()
             total = Mux(first2, 0, acc) + part
-            with m.If(pc.o_stream.valid & pc.o_stream.ready):
+            with m.If(pc.o_stream.valid):
                 m.d.sync += acc.eq(total)
             if self.thresholds is None:
                 lanes.append(total[:self.score_bits])
@@ -265,8 +281,9 @@ class MVTU(wiring.Component):
                 lanes.append(total >= threshold)
         if self.thresholds is not None:
             m.d.comb += tread.addr.eq(nf2)
-        with m.If(o.valid & o.ready):
-            m.d.sync += o.valid.eq(0)
-        with m.If(pc.o_stream.valid & pc.o_stream.ready & last2):
-            m.d.sync += [o.valid.eq(1), o.payload.eq(Cat(*lanes))]
+        push = pc.o_stream.valid & last2
+        m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(Cat(*lanes))]
+        m.d.sync += in_flight.eq(in_flight + (go & last_beat) - push)
+        m.d.comb += [o.valid.eq(queue.r_rdy), o.payload.eq(queue.r_data),
+                     queue.r_en.eq(o.ready)]
         return m
