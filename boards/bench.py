@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from typing import Any
 from bnnhw.evaluate import evaluate
 from bnnhw.model import load_model, write_atomic
 
-from .build import build, format_report
+from .build import BuildError, build, format_report
 from .pll import clock_arg
 
 
@@ -45,8 +46,9 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
     request = fold
     if fold is not None:
         fold = resolve_fold(fold, model, board, target_fps).spec
-    with tempfile.TemporaryDirectory(prefix="bnnhw-board-") as tmp:
-        report = build(model, board, tmp, fold=fold, clock_mhz=clock_mhz)
+    tmp = Path(tempfile.mkdtemp(prefix="bnnhw-board-"))
+    report = build(model, board, tmp, fold=fold, clock_mhz=clock_mhz)  # a failure keeps its logs
+    shutil.rmtree(tmp)
     if request is not None and request.strip() == "auto":
         report["fold_request"] = {"fold": "auto", "target_fps": target_fps or "max"}
     accuracy = evaluate(model_path, dataset, None, data_dir)["accuracy"]
@@ -61,7 +63,9 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
         f"accuracy     {100 * accuracy:.2f} % on the {dataset} test set "
         f"(bit-exact reference model)\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{board}_{model_path.stem.split('_')[0]}" + ("" if dataset == "mnist" else f"_{dataset}")
+    stem = f"{board}_{model_path.stem.split('_')[0]}"
+    if dataset != "mnist":
+        stem += f"_{dataset}"
     write_atomic(out_dir / f"{stem}.json", (json.dumps(report, indent=2) + "\n").encode())
     write_atomic(out_dir / f"{stem}.txt", text.encode())
     print(text, end="")
@@ -81,8 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clock-mhz", type=clock_arg,
                         help="run from a PLL at up to this clock (MHz), or 'auto'")
     args = parser.parse_args(argv)
-    run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir, args.out_dir,
-                  args.target_fps, args.clock_mhz)
+    try:
+        run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir,
+                      args.out_dir, args.target_fps, args.clock_mhz)
+    except BuildError as exc:
+        print(f"bnnhw: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

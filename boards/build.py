@@ -306,6 +306,21 @@ def parse_critical_path(text: str) -> dict[str, Any] | None:
             "steps": [{k: s[k] for k in ("type", "delay_ns", "name")} for s in steps]}
 
 
+def timing_failure(text: str) -> str | None:
+    """What a nextpnr log that missed its clock says, or None if it did not miss.
+
+    Names the achieved fmax, the clock asked for, a clock that would pass, and the critical
+    path (:func:`parse_critical_path`) with its stages.
+    """
+    missed = _FMAX_FAIL.findall(text)
+    if not missed:
+        return None
+    fmax, wanted = missed[-1]
+    path = "".join(f"\n{line}" for line in _critical_path_lines(parse_critical_path(text)))
+    return (f"timing not met, fmax {fmax} MHz is below the {wanted} MHz clock; ask for a "
+            f"slower clock (--clock-mhz {float(fmax):.0f}){path}")
+
+
 def _yosys_ffs(text: str) -> int | None:
     """Sum of ``SB_DFF*`` cells in the last ``stat`` table of a yosys log."""
     starts = list(_YOSYS_STAT.finditer(text))
@@ -433,13 +448,9 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         shutil.rmtree(failed, ignore_errors=True)
         work.rename(failed)
         tim = failed / f"{NAME}.tim"
-        missed = _FMAX_FAIL.findall(tim.read_text(errors="replace")) if tim.is_file() else []
+        missed = timing_failure(tim.read_text(errors="replace") if tim.is_file() else "")
         if missed:
-            fmax, wanted = missed[-1]
-            raise BuildError(
-                f"{info.name}: timing not met, fmax {fmax} MHz is below the {wanted} MHz clock; "
-                f"ask for a slower clock (--clock-mhz {float(fmax):.0f}); logs kept in "
-                f"{failed}") from exc
+            raise BuildError(f"{info.name}: {missed}; logs kept in {failed}") from exc
         raise BuildError(f"{info.name} build failed ({exc}); logs kept in {failed}\n"
                          f"{_tail(failed / (NAME + '.tim'))}") from exc
     seconds = time.perf_counter() - start

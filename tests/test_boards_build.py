@@ -220,3 +220,18 @@ def test_critical_path_is_parsed_from_the_nextpnr_log():
     assert build_mod.path_stage("core.accelerator.i_stream__payload$24_SB_DFF") == "accelerator"
     assert build_mod.path_stage("$nextpnr_ICESTORM_LC_31") is None
     assert build_mod.path_stage("core.accelerator.labelselect.l0n1_value") == "labelselect"
+
+
+def test_a_missed_clock_names_fmax_a_clock_that_passes_and_the_critical_path():
+    log = (Path(__file__).parent / "data" / "nextpnr_ecp5_timing.log").read_text()
+    assert build_mod.timing_failure(log) is None
+    failed = log.replace("Info: Max frequency for clock '$glbnet$clocks.clk': 147.32 MHz "
+                         "(PASS at 60.00 MHz)",
+                         "ERROR: Max frequency for clock '$glbnet$clocks.clk': 147.32 MHz "
+                         "(FAIL at 160.00 MHz)")
+    assert failed != log
+    message = build_mod.timing_failure(failed)
+    assert message.startswith("timing not met, fmax 147.32 MHz is below the 160.00 MHz clock; "
+                              "ask for a slower clock (--clock-mhz 147)\n")
+    assert "6.78 ns (4.62 logic, 2.16 routing) through layer0" in message
+    assert "to   core.accelerator.layer0.popcount.l0_s0_1_TRELLIS_FF_Q" in message
