@@ -450,7 +450,9 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         tim = failed / f"{NAME}.tim"
         missed = timing_failure(tim.read_text(errors="replace") if tim.is_file() else "")
         if missed:
-            raise BuildError(f"{info.name}: {missed}; logs kept in {failed}") from exc
+            summary, _, path = missed.partition("\n")
+            raise BuildError(f"{info.name}: {summary}; logs kept in {failed}\n{path}"
+                             .rstrip()) from exc
         raise BuildError(f"{info.name} build failed ({exc}); logs kept in {failed}\n"
                          f"{_tail(failed / (NAME + '.tim'))}") from exc
     seconds = time.perf_counter() - start

@@ -45,11 +45,13 @@ class MVTU(wiring.Component):
     * **Compute.** For ``nf`` in ``0..NF-1`` and ``sf`` in ``0..SF-1``, one cycle each, it reads
       slice ``sf % r`` of buffer word ``sf // r`` and weight word ``nf * SF + sf`` of every PE
       (synchronous reads), XNORs them, counts with a pipelined :class:`Popcount`, and
-      accumulates. After ``sf = SF - 1`` the result word is registered. Each input vector is
+      accumulates. The cycle after ``sf = SF - 1`` the accumulators hold the fold's sums and a
+      synchronous threshold read has the fold's thresholds: they are compared and the result
+      word is queued, so the adder and the compare sit in different cycles. Each input vector is
       read once from the stream and reused from the buffer for all ``NF`` folds. The bank is
       released right after its last read, so the next vector starts without a gap.
     * **Back-pressure by credits.** Result words go into an output queue of
-      ``Q = ceil((popcount_latency + 1) / SF) + 2`` words (``queue_depth``). The read stage and
+      ``Q = ceil((popcount_latency + 2) / SF) + 2`` words (``queue_depth``). The read stage and
       the popcount pipeline never stall, so no enable fans out to their registers or to the
       memories' read ports; instead a fold's last beat is issued only while the queued words
       plus the words still in the pipeline leave the queue a free entry. ``Q`` covers the
@@ -62,9 +64,10 @@ class MVTU(wiring.Component):
     Timing
     ------
     latency : int
-        ``D + SF + popcount_latency(SIMD) + 1``: the first vector is collected in ``D``
+        ``D + SF + popcount_latency(SIMD) + 2``: the first vector is collected in ``D``
         cycles, issue starts the cycle after, the first fold takes ``SF`` issue cycles, one
-        cycle of memory read, the popcount pipeline, and the output register.
+        cycle of memory read, the popcount pipeline, the accumulator, and the compare into the
+        output queue.
     cycles_per_frame : int
         ``V * NF * SF`` (the collector needs only ``D <= SF`` cycles per vector).
 
@@ -120,9 +123,9 @@ class MVTU(wiring.Component):
         # A word is queued popcount_latency + 2 cycles after its last beat issues; with one
         # fold per SF cycles that many are in flight, and two more entries keep a ready
         # consumer from ever blocking the issue.
-        self.queue_depth = -(-(self.popcount_latency + 1) // self.sf) + 2
+        self.queue_depth = -(-(self.popcount_latency + 2) // self.sf) + 2
         self.cycles_per_frame = vectors * self.nf * self.sf
-        self.latency = self.depth + self.sf + self.popcount_latency + 1
+        self.latency = self.depth + self.sf + self.popcount_latency + 2
         super().__init__({
             "i_stream": In(stream.Signature(in_width)),
             "o_stream": Out(stream.Signature(self.out_width)),
@@ -135,8 +138,8 @@ class MVTU(wiring.Component):
         ``a = max(in_time, a_prev + 1, free_v)`` where ``free_v = s_{v-B} + NF * SF`` is the
         cycle bank ``v % B`` is released (0 for ``v < B``); vector ``v`` issues from
         ``s_v = max(a_last(v) + 1, s_{v-1} + NF * SF)``; its output word ``nf`` leaves at
-        ``s_v + (nf + 1) * SF + popcount_latency + 1``. For one vector: ``in_times[-1] + 1 +
-        (nf + 1) * SF + popcount_latency + 1``.
+        ``s_v + (nf + 1) * SF + popcount_latency + 2``. For one vector: ``in_times[-1] + 1 +
+        (nf + 1) * SF + popcount_latency + 2``.
         """
         in_times = list(in_times)
         work = self.nf * self.sf
@@ -147,7 +150,7 @@ class MVTU(wiring.Component):
                 taken = max(t, taken + 1, free)
             start = taken + 1 if v == 0 else max(taken + 1, starts[v - 1] + work)
             starts.append(start)
-            out.extend(start + (nf + 1) * self.sf + self.popcount_latency + 1
+            out.extend(start + (nf + 1) * self.sf + self.popcount_latency + 2
                        for nf in range(self.nf))
         return out
 
@@ -203,9 +206,11 @@ class MVTU(wiring.Component):
             slots = mvtu_thresholds(self.thresholds, self.pe) & ((1 << tbits) - 1)
             init = [sum(int(slots[pe, nf]) << (pe * tbits) for pe in range(self.pe))
                     for nf in range(nf_n)]
+            # Logic, not block RAM: a few words, read synchronously into registers.
             m.submodules.thresholds = tmem = memory.Memory(
-                shape=unsigned(self.pe * tbits), depth=nf_n, init=init)
-            tread = tmem.read_port(domain="comb")
+                shape=unsigned(self.pe * tbits), depth=nf_n, init=init,
+                attrs={"rom_style": "logic"})
+            tread = tmem.read_port()
 
         # Popcount pipeline. It never stalls: its consumer (the accumulator) is always ready,
         # so no enable fans out to its registers or to the weight memories' read ports.
@@ -272,16 +277,17 @@ class MVTU(wiring.Component):
             threshold = None if self.thresholds is None else tread.data[pe * tbits:(pe + 1) * tbits]
             if self.pixels8:
                 part, threshold = part.as_signed(), threshold.as_signed()
-            total = Mux(first2, 0, acc) + part
             with m.If(pc.o_stream.valid):
-                m.d.sync += acc.eq(total)
+                m.d.sync += acc.eq(Mux(first2, 0, acc) + part)
             if self.thresholds is None:
-                lanes.append(total[:self.score_bits])
+                lanes.append(acc[:self.score_bits])
             else:
-                lanes.append(total >= threshold)
+                lanes.append(acc >= threshold)
         if self.thresholds is not None:
             m.d.comb += tread.addr.eq(nf2)
-        push = pc.o_stream.valid & last2
+        # The cycle after a fold's last count: its sums in the accumulators, its thresholds read.
+        push = Signal()
+        m.d.sync += push.eq(pc.o_stream.valid & last2)
         m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(Cat(*lanes))]
         m.d.sync += in_flight.eq(in_flight + (go & last_beat) - push)
         m.d.comb += [o.valid.eq(queue.r_rdy), o.payload.eq(queue.r_data),
