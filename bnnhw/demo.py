@@ -46,7 +46,7 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
     data_dir : path or None
         Dataset folder (default ``BNNHW_DATA`` or the download cache).
     board : str or None
-        Board to build for (:data:`bnnhw.boards.platforms.BOARDS`); None skips the build.
+        Board to build for (:data:`bnnhw.devices.BOARDS`); None skips the build.
         Checked before training, so a wrong name costs nothing.
 
     Returns
@@ -57,7 +57,7 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
         (the human summary).
     """
     from .boards.build import build
-    from .boards.platforms import get_board
+    from .devices import get_board
     from .export import generate
     from .folding import parse_fold
     from .model import load_model, write_atomic

@@ -8,7 +8,7 @@ and ``latency``; only resources are modelled here.
 Memories (exact rules, checked against yosys' ``memory_libmap`` on both families)
 --------------------------------------------------------------------------------
 Every memory of depth ``D`` and width ``W`` (``D * W`` bits) goes to one of: block RAM, the
-UP5K's SPRAM (only where :mod:`bnnhw.boards.spram` puts a layer, as ``boards/build.py`` does),
+UP5K's SPRAM (only where :func:`bnnhw.devices.plan_spram` puts a layer, as the build does),
 ECP5 distributed RAM (``DPR16X4``: 16 words of 4 bits), or soft logic.
 
 * Block RAM count for a shape: ``B(D, W) = min_c ceil(D / d_c) * ceil(W / w_c)`` over the
@@ -85,12 +85,20 @@ from math import ceil
 from pathlib import Path
 from typing import Any
 
-from .boards.platforms import Board, get_board
+from .devices import (
+    SPRAM_EBR_SHARE,
+    SPRAM_MAX_LANES,
+    Board,
+    check_fits,
+    get_board,
+    plan_spram,
+    spram_folding,
+)
 from .folding import (
     Folding,
     FoldingError,
     _default_pixels_per_word,
-    _divisors,
+    divisors,
     matrix_shape,
     parse_fold,
     vectors,
@@ -383,15 +391,15 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
     ----------
     model : Model
     board : str or Board
-        A key of :data:`bnnhw.boards.platforms.BOARDS`.
+        A key of :data:`bnnhw.devices.BOARDS`.
     folding : Folding, str or None
         A folding, or a spec for :func:`bnnhw.folding.parse_fold`. None: the folding
         ``boards/build.py`` takes by default (balanced, or
-        :func:`bnnhw.boards.spram.spram_folding` when weights go to SPRAM).
+        :func:`bnnhw.devices.spram_folding` when weights go to SPRAM).
     coefficients : dict or None
         Default: :func:`load_coefficients`.
     spram_layers : tuple of int or None
-        Layers in SPRAM; None places them as ``bnnhw.boards.build.check_fits`` does.
+        Layers in SPRAM; None places them as :func:`bnnhw.devices.check_fits` does.
 
     Returns
     -------
@@ -401,10 +409,8 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
     ------
     ValueError
         Unknown board, bad folding, or weights that fit no memory of the board (the
-        messages of :func:`bnnhw.boards.build.check_fits`).
+        messages of :func:`bnnhw.devices.check_fits`).
     """
-    from .boards.build import SPRAM_EBR_SHARE, SPRAM_MAX_LANES, check_fits
-    from .boards.spram import plan_spram, spram_folding
     from .gateware.dataflow import Accelerator
 
     info = board if isinstance(board, Board) else get_board(board)
@@ -537,8 +543,8 @@ def _balanced_candidates(model: Model) -> list[Folding]:
             options.append(None)
             continue
         (mh, mw), v = matrix_shape(layer), vectors(layer)
-        options.append([(v * (mh // pe) * (mw // simd), pe, simd) for pe in _divisors(mh)
-                        for simd in _divisors(mw)])
+        options.append([(v * (mh // pe) * (mw // simd), pe, simd) for pe in divisors(mh)
+                        for simd in divisors(mw)])
     computing = [opts for opts in options if opts is not None]
     floor = max(min(c for c, _, _ in opts) for opts in computing)
     targets = sorted({c for opts in computing for c, _, _ in opts if c >= floor})
@@ -587,7 +593,7 @@ def auto_folding(model: Model, board: str | Board, target_fps: float | str | Non
     candidate fits when the estimate has ``LUT <= lut_share * device LUTs`` (default: the
     family's :data:`AUTO_LUT_SHARE`), block RAMs and
     SPRAMs within the device, and its weights placed as the build places them (block RAM, or
-    SPRAM on the UP5K with a valid :func:`bnnhw.boards.spram.plan_spram`). Its rate is
+    SPRAM on the UP5K with a valid :func:`bnnhw.devices.plan_spram`). Its rate is
     ``safe_clock_mhz / cycles_per_frame``, the frame rate at the clock ``--clock-mhz auto``
     builds it for (:func:`estimate_fmax`): a design built before, whose fmax is measured, needs
     a smaller margin than one the model has to predict.

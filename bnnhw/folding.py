@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from .model import ConvLayer, Layer, Model
 from .packing import check_folding
 
-__all__ = ["DEFAULT_LANES", "Folding", "FoldingError", "balanced_folding", "matrix_shape",
-           "parse_fold", "vectors"]
+__all__ = ["DEFAULT_LANES", "Folding", "FoldingError", "balanced_folding", "divisors",
+           "matrix_shape", "parse_fold", "vectors"]
 
 DEFAULT_LANES = 256
 """XNOR lanes (PE * SIMD) given to the largest layer by the default balanced folding."""
@@ -133,13 +133,14 @@ def vectors(layer: Layer) -> int:
     return 1
 
 
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n``, ascending: the PE (of ``MH``) and SIMD (of ``MW``) choices."""
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def _default_pixels_per_word(pixels: int, cycles: int) -> int:
     """Smallest ``P`` dividing ``pixels`` with ``pixels / P <= cycles``."""
-    return next(p for p in _divisors(pixels) if pixels // p <= cycles)
+    return next(p for p in divisors(pixels) if pixels // p <= cycles)
 
 
 def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
@@ -174,7 +175,7 @@ def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
             layers.append(None)
             continue
         (mh, mw), v = matrix_shape(layer), vectors(layer)
-        pairs = [(pe, simd) for pe in _divisors(mh) for simd in _divisors(mw)
+        pairs = [(pe, simd) for pe in divisors(mh) for simd in divisors(mw)
                  if v * (mh // pe) * (mw // simd) <= target] or [(mh, mw)]
         layers.append(min(pairs, key=lambda p: (p[0] * p[1], -p[1])))
     cycles = max(Folding(tuple(layers), 1).layer_cycles(model))

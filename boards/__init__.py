@@ -4,7 +4,8 @@
 * :mod:`.protocol`: the frame format shared by host, benches and gateware
   (``docs/host-link.md``).
 * :mod:`.link`: the gateware protocol engine between the UART and the accelerator.
-* :mod:`.platforms` / :mod:`.top`: :data:`~.platforms.BOARDS` and the board tops.
+* :mod:`.platforms` / :mod:`.top`: the amaranth-boards platform of each board of
+  :data:`bnnhw.devices.BOARDS`, and the board tops.
 * :mod:`.spram`: weights in the UP5K's SPRAM, loaded at run time with LOAD_WEIGHTS.
 * :mod:`.build`: :func:`~.build.build`, a YoWASP build with a resource/fmax report.
 * :mod:`.simulate`: :func:`~.simulate.simulate_board`, the UART-level cocotb bench.

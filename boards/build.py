@@ -25,7 +25,7 @@ Weights live in block RAM ROMs (``amaranth.lib.memory.Memory`` with init data). 
 iCEBreaker, a model whose weights exceed the block RAM gets its largest layers placed in the
 UP5K's SPRAM (:mod:`bnnhw.boards.spram`), which the host fills over the link with LOAD_WEIGHTS
 after configuration (``bnnhw.boards.client.run`` does it when given the model file);
-:func:`check_fits` rejects, before synthesis, what fits neither way.
+:func:`bnnhw.devices.check_fits` rejects, before synthesis, what fits neither way.
 """
 
 from __future__ import annotations
@@ -42,11 +42,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bnnhw.devices import (
+    SPRAM_EBR_SHARE,
+    SPRAM_MAX_LANES,
+    Board,
+    check_fits,
+    get_board,
+    spram_folding,
+)
 from bnnhw.model import Model, write_atomic
 
-from .platforms import Board, get_board
+from .platforms import make_platform
 
-__all__ = ["BuildError", "build", "check_fits", "parse_nextpnr_log", "toolchain_env"]
+__all__ = ["BuildError", "build", "parse_nextpnr_log", "toolchain_env"]
 
 NAME = "bnnhw_top"
 
@@ -67,91 +75,6 @@ _YOSYS_DFF = re.compile(r"^\s+(\d+)\s+(?:[\d.]+\s+)?SB_DFF\w*\s*$|^\s+SB_DFF\w*\
 
 class BuildError(RuntimeError):
     """The toolchain ran but failed; the message names the step and ends with the log tail."""
-
-
-SPRAM_EBR_SHARE = 0.75
-"""Share of the block RAM the weights may take when the rest goes to SPRAM (the other
-block RAMs hold input buffers and FIFOs)."""
-
-SPRAM_MAX_LANES = 96
-"""Lanes (sum of PE * SIMD) the default SPRAM folding may use: the UP5K build of SFC folded
-``1x49,1x16,1x16,1x4`` (82 lanes) took 64 % of the LUTs."""
-
-
-def check_fits(model: Model, board: Board, folding: Any = None,
-               spram_layers: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """Fail fast when the weights fit neither the block RAM nor block RAM + SPRAM.
-
-    A model whose weights fit the block RAM keeps them all there. Otherwise, on a device with
-    SPRAM, ``spram_layers`` (default: :func:`bnnhw.boards.spram.auto_spram_layers`, the
-    largest layers until the rest takes at most ``SPRAM_EBR_SHARE`` of the block RAM) go to
-    SPRAM.
-
-    Parameters
-    ----------
-    model : Model
-    board : Board
-    folding : bnnhw.folding.Folding or None
-        If given, the SPRAM placement is checked too (:func:`bnnhw.boards.spram.plan_spram`:
-        at most four SPRAMs of 16,384 words).
-    spram_layers : tuple of int or None
-        Layers to place in SPRAM; None chooses them.
-
-    Returns
-    -------
-    tuple of int
-        The layers placed in SPRAM (empty when all weights are in block RAM).
-
-    Raises
-    ------
-    ValueError
-        Naming the figures: weights above block RAM on a device without SPRAM, above block
-        RAM + SPRAM, the block RAM part still too large, or an SPRAM placement that does not
-        fit.
-    """
-    from .spram import auto_spram_layers, plan_spram
-
-    bits = model.weight_bits
-    ebr = (f"{board.bram_bits} bits of block RAM ({board.bram_blocks} x "
-           f"{board.bram_block_bits})")
-    if spram_layers is None:
-        if bits <= board.bram_bits:
-            return ()
-        if not board.spram_bits:
-            raise ValueError(
-                f"model {model.topology} has {bits} weight bits but the {board.device} on "
-                f"{board.name} has {ebr} and no SPRAM: choose a smaller model or a larger "
-                f"board")
-        if bits > board.bram_bits + board.spram_bits:
-            raise ValueError(
-                f"model {model.topology} has {bits} weight bits but the {board.device} on "
-                f"{board.name} has {ebr} + {board.spram_bits} bits of SPRAM: choose a smaller "
-                f"model or a larger board")
-        maps = [i for i, layer in enumerate(model.layers) if layer.kind in ("conv", "maxpool")]
-        if maps:
-            raise ValueError(
-                f"model {model.topology} has {bits} weight bits but the {board.device} on "
-                f"{board.name} has {ebr}; SPRAM holds dense layers of dense-only models, and "
-                f"layer {maps[0]} is a {model.layers[maps[0]].kind} layer: choose a smaller "
-                f"model or a larger board")
-        spram_layers = auto_spram_layers(model, int(SPRAM_EBR_SHARE * board.bram_bits))
-    spram_layers = tuple(sorted(set(spram_layers)))
-    for i in spram_layers:
-        if not 0 <= i < len(model.layers) or model.layers[i].kind not in ("dense", "output"):
-            raise ValueError(f"spram_layers={spram_layers}: layer {i} is not a dense layer of "
-                             f"{model.topology}")
-    if spram_layers and not board.spram_bits:
-        raise ValueError(f"the {board.device} on {board.name} has no SPRAM "
-                         f"(spram_layers={spram_layers})")
-    rest = sum(layer.weight_bits for i, layer in enumerate(model.layers)
-               if i not in spram_layers)
-    if rest > board.bram_bits:
-        raise ValueError(
-            f"model {model.topology}: the layers outside SPRAM (spram_layers={spram_layers}) "
-            f"have {rest} weight bits but the {board.device} on {board.name} has {ebr}")
-    if folding is not None:
-        plan_spram(model, folding, spram_layers)
-    return spram_layers
 
 
 def toolchain_env(board: Board, program: bool) -> dict[str, str]:
@@ -368,19 +291,19 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     ----------
     model : Model
     board : str
-        A key of :data:`bnnhw.boards.platforms.BOARDS`.
+        A key of :data:`bnnhw.devices.BOARDS`.
     out_dir : path
         Receives ``<bnnhw_top>.bin|bit``, ``report.json``, ``report.txt`` and ``build/``.
     fold : str or None
         Folding spec for :func:`bnnhw.folding.parse_fold`. Default: balanced, or, when
-        weights go to SPRAM, :func:`bnnhw.boards.spram.spram_folding` (the fastest folding
+        weights go to SPRAM, :func:`bnnhw.devices.spram_folding` (the fastest folding
         whose SPRAM layers fit, at most ``SPRAM_MAX_LANES`` lanes).
     program : bool
         Program the board after building (needs the board's programmer on PATH).
     baud : int or None
         Host link rate (default: the board's ``default_baud``).
     spram_layers : tuple of int or None
-        Layers whose weights go to SPRAM (see :func:`check_fits`; None: automatic).
+        Layers whose weights go to SPRAM (see :func:`bnnhw.devices.check_fits`; None: automatic).
     clock_mhz : float, "auto" or None
         Run ``sync`` from a PLL at the highest frequency it can make up to this value
         (:func:`bnnhw.boards.pll.pll_settings`), constrained for nextpnr; None: the board's
@@ -407,7 +330,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
 
     from . import protocol
     from .pll import check_clock, pll_settings
-    from .spram import spram_folding, weight_image
+    from .spram import weight_image
     from .top import BoardTop
 
     info = get_board(board)
@@ -438,7 +361,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
-    platform = info.make_platform()
+    platform = make_platform(info)
     start = time.perf_counter()
     try:
         with _environ(env), tool_output_to_stderr():

@@ -151,9 +151,10 @@ def load_weights(link: Transport, model: Any, ident: Identity, timeout: float = 
     """
     from tqdm import tqdm
 
+    from bnnhw.devices import plan_spram
     from bnnhw.folding import parse_fold
 
-    from .spram import plan_spram, weight_image
+    from .spram import weight_image
 
     plan = plan_spram(model, parse_fold(ident.folding, model), ident.spram_layers)
     frames = protocol.load_weight_frames(weight_image(model, plan))

@@ -28,141 +28,16 @@ bits per cycle to the layers placed there; the other layers keep their block RAM
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from math import ceil
-
 import numpy as np
 from amaranth.hdl import Cat, ClockSignal, Elaboratable, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import memory
 
+from bnnhw.devices import SPRAM_WIDTH, SPRAM_WORDS
 from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.gateware.mvtu import MVTU
 from bnnhw.packing import mvtu_weight_words, words_to_ints
 
-__all__ = ["SPRAM_BLOCKS", "SPRAM_WIDTH", "SPRAM_WORDS", "SpramAccelerator", "SpramLayer",
-           "WeightBus", "auto_spram_layers", "plan_spram", "spram_folding", "weight_image"]
-
-SPRAM_BLOCKS = 4
-SPRAM_WORDS = 16_384
-SPRAM_WIDTH = 16
-
-
-@dataclass(frozen=True)
-class SpramLayer:
-    """Where one layer's weights sit: SPRAMs ``first .. first + count - 1``, ``depth`` words,
-    and the top ``rom_bits`` bits of each wide word in a block RAM ROM."""
-
-    index: int
-    first: int
-    count: int
-    depth: int
-    pe: int
-    simd: int
-    rom_bits: int = 0
-
-
-def auto_spram_layers(model, ebr_weight_bits: int) -> tuple[int, ...]:
-    """Layers to move to SPRAM: the largest first, until the rest has ``<= ebr_weight_bits``.
-
-    Parameters
-    ----------
-    model : bnnhw.model.Model
-    ebr_weight_bits : int
-        Weight bits the block RAM may hold.
-    """
-    sizes = [layer.weights.size for layer in model.layers]
-    rest = sum(sizes)
-    chosen = []
-    for index in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
-        if rest <= ebr_weight_bits:
-            break
-        chosen.append(index)
-        rest -= sizes[index]
-    return tuple(sorted(chosen))
-
-
-def spram_folding(model, layers, ebr_weight_bits: int, max_lanes: int):
-    """The fastest folding whose ``layers`` fit the SPRAMs, found by a sweep over the target.
-
-    For each target ``T`` (every ``NF * SF`` any layer can take, ascending) each layer gets
-    the ``(PE, SIMD)`` with ``NF * SF <= T`` and the fewest lanes (ties: larger SIMD), as
-    :func:`bnnhw.folding.balanced_folding` does. The first ``T`` is taken whose folding has
-    a valid :func:`plan_spram`, at most ``ebr_weight_bits`` weight bits in block RAM (the other
-    layers plus the ROM tails) and at most ``max_lanes`` lanes in all. For SFC with layers 0
-    and 1 in SPRAM that is ``1x49,1x16,1x16,1x1`` at ``T = 4096``.
-
-    Raises
-    ------
-    ValueError
-        If no target fits, naming the limits.
-    """
-    from bnnhw.folding import parse_fold
-
-    def divisors(n):
-        return [d for d in range(1, n + 1) if n % d == 0]
-
-    sizes = [(layer.out_features, layer.in_features) for layer in model.layers]
-    options = [[(pe, simd, (mh // pe) * (mw // simd)) for pe in divisors(mh)
-                for simd in divisors(mw)] for mh, mw in sizes]
-    for target in sorted({c for opts in options for _, _, c in opts}):
-        if any(min(c for _, _, c in opts) > target for opts in options):
-            continue
-        pairs = [min(((pe, simd) for pe, simd, c in opts if c <= target),
-                     key=lambda p: (p[0] * p[1], -p[1])) for opts in options]
-        if sum(pe * simd for pe, simd in pairs) > max_lanes:
-            continue
-        folding = parse_fold(",".join(f"{pe}x{simd}" for pe, simd in pairs), model)
-        try:
-            plan = plan_spram(model, folding, layers)
-        except ValueError:
-            continue
-        ebr = sum(model.layers[i].weights.size for i in range(len(sizes)) if i not in layers)
-        if ebr + sum(p.rom_bits * p.depth for p in plan) <= ebr_weight_bits:
-            return folding
-    raise ValueError(f"no folding puts layers {tuple(layers)} of {model.topology} in the "
-                     f"{SPRAM_BLOCKS} SPRAMs with <= {ebr_weight_bits} weight bits in block RAM "
-                     f"and <= {max_lanes} lanes")
-
-
-def plan_spram(model, folding, layers) -> tuple[SpramLayer, ...]:
-    """Give each layer in ``layers`` its SPRAMs (see the module docs).
-
-    Raises
-    ------
-    ValueError
-        If a layer index is out of range, a layer needs more than 16,384 words, or the layers
-        need more than four SPRAMs even with their tails in ROM; the message names the layers
-        and figures.
-    """
-    wanted = []
-    for index in sorted(set(layers)):
-        if not 0 <= index < len(model.layers):
-            raise ValueError(f"SPRAM layer {index} does not exist (model has "
-                             f"{len(model.layers)} layers)")
-        layer = model.layers[index]
-        pe, simd = folding.layers[index]
-        depth = (layer.out_features // pe) * (layer.in_features // simd)
-        if depth > SPRAM_WORDS:
-            raise ValueError(f"layer {index}: NF*SF = {depth} words exceed the {SPRAM_WORDS} "
-                             f"words of an SPRAM (fold PE={pe}, SIMD={simd}; use more lanes)")
-        wanted.append([index, ceil(pe * simd / SPRAM_WIDTH), depth, pe, simd])
-    total = sum(w[1] for w in wanted)
-    for w in reversed(wanted):
-        if total > SPRAM_BLOCKS and w[1] * SPRAM_WIDTH > w[3] * w[4] and w[1] > 1:
-            w[1] -= 1
-            total -= 1
-    if total > SPRAM_BLOCKS:
-        need = ", ".join(f"layer {w[0]}: {w[1]} (PE*SIMD={w[3] * w[4]})" for w in wanted)
-        raise ValueError(f"SPRAM layers need {total} SPRAMs but the UP5K has {SPRAM_BLOCKS} "
-                         f"({need}; each SPRAM gives {SPRAM_WIDTH} weight bits per cycle)")
-    plan = []
-    first = 0
-    for index, count, depth, pe, simd in wanted:
-        rom = max(0, pe * simd - count * SPRAM_WIDTH)
-        plan.append(SpramLayer(index, first, count, depth, pe, simd, rom))
-        first += count
-    return tuple(plan)
-
+__all__ = ["SpramAccelerator", "WeightBus", "weight_image"]
 
 def _wide_words(weights, p) -> np.ndarray:
     """``(depth, PE * SIMD)`` bits: every PE's weight word at each address, PE 0 lowest."""
@@ -291,8 +166,8 @@ class SpramAccelerator(Accelerator):
     Parameters
     ----------
     model, folding
-    plan : tuple of SpramLayer
-        From :func:`plan_spram`.
+    plan : tuple of bnnhw.devices.SpramLayer
+        From :func:`bnnhw.devices.plan_spram`.
     bus : WeightBus
         Driven by the host link.
     behavioural : bool

@@ -2,7 +2,7 @@
 
 :class:`LinkTop` is the platform-free core with plain ports (``rx``, ``tx``, LED roles); its
 Verilog is what the cocotb bench drives. :class:`BoardTop` puts it on a board: pin buffers
-for the UART and the LEDs listed in :attr:`bnnhw.boards.platforms.Board.leds`.
+for the UART and the LEDs listed in :attr:`bnnhw.devices.Board.leds`.
 
 Data path::
 
@@ -17,13 +17,13 @@ from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from bnnhw.devices import get_board, plan_spram
 from bnnhw.model import PixelInput
 
 from .link import Link
-from .platforms import get_board
 from .pll import ClockGenerator
 from .protocol import Identity
-from .spram import SpramAccelerator, WeightBus, plan_spram
+from .spram import SpramAccelerator, WeightBus
 from .uart import UARTRx, UARTTx, uart_divisor
 
 __all__ = ["BoardTop", "LinkTop", "bits_pixel_values", "make_identity"]
@@ -78,7 +78,7 @@ class LinkTop(wiring.Component):
     ----------
     accelerator, link, divisor, identity
     spram_plan : tuple of SpramLayer
-        Where the SPRAM layers sit (:func:`bnnhw.boards.spram.plan_spram`).
+        Where the SPRAM layers sit (:func:`bnnhw.devices.plan_spram`).
     latency, cycles_per_frame : int
         Of the accelerator (the link adds the UART time, see ``link_cycles_per_frame``).
     link_cycles_per_frame : int
@@ -168,7 +168,7 @@ class LinkTop(wiring.Component):
 
 
 class BoardTop(Elaboratable):
-    """:class:`LinkTop` on a board from :data:`bnnhw.boards.platforms.BOARDS`.
+    """:class:`LinkTop` on a board from :data:`bnnhw.devices.BOARDS`.
 
     Parameters
     ----------

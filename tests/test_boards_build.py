@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from bnnhw.boards import build as build_mod
 from bnnhw.boards.build import build, parse_nextpnr_log
-from bnnhw.boards.platforms import BOARDS, get_board
+from bnnhw.boards.platforms import make_platform
 from bnnhw.boards.pll import pll_settings
 from bnnhw.boards.top import BoardTop
 
 from bnnhw import cli
+from bnnhw.devices import BOARDS, get_board
 from bnnhw.estimate import MEASURED_MARGIN
 from bnnhw.folding import parse_fold
 from bnnhw.model import DenseLayer, InputQuantizer, Model, load_model
@@ -84,7 +85,7 @@ def test_board_top_elaborates_on_each_platform(board):
     # prepare() elaborates the design and emits the build plan without running any tool.
     model = tiny_model()
     top = BoardTop(model, parse_fold("16x16,5x4@4", model), board)
-    plan = get_board(board).make_platform().prepare(top, name="t")
+    plan = make_platform(get_board(board)).prepare(top, name="t")
     files = plan.files
     assert "t.il" in files
     constraints = files.get("t.pcf") or files.get("t.lpf")

@@ -89,6 +89,7 @@ def pty_pair():
     os.close(board)
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize("mode", ["raw", "bits"])
 def test_client_accuracy_and_reference(tmp_path, pty_pair, mode):
     board_fd, port = pty_pair
@@ -101,6 +102,7 @@ def test_client_accuracy_and_reference(tmp_path, pty_pair, mode):
     assert 0 <= result["accuracy"] <= 1
 
 
+@pytest.mark.needs_data
 def test_client_resends_after_bad_crc_and_silence(tmp_path, pty_pair):
     board_fd, port = pty_pair
     model = model_784()
@@ -112,9 +114,11 @@ def test_client_resends_after_bad_crc_and_silence(tmp_path, pty_pair):
     assert seen["requests"] >= 10
 
 
+@pytest.mark.needs_data
 def test_client_loads_weights_first(tmp_path, pty_pair):
-    from bnnhw.boards.spram import plan_spram, weight_image
+    from bnnhw.boards.spram import weight_image
 
+    from bnnhw.devices import plan_spram
     from bnnhw.folding import parse_fold
 
     board_fd, port = pty_pair

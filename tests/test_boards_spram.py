@@ -4,20 +4,20 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 from bnnhw.boards import protocol
-from bnnhw.boards.build import check_fits
 from bnnhw.boards.link import Link
-from bnnhw.boards.platforms import get_board
 from bnnhw.boards.protocol import Command, FrameDecoder, Status
-from bnnhw.boards.spram import (
-    SPRAM_WORDS,
-    auto_spram_layers,
-    plan_spram,
-    spram_folding,
-    weight_image,
-)
+from bnnhw.boards.spram import weight_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bnnhw.devices import (
+    SPRAM_WORDS,
+    auto_spram_layers,
+    check_fits,
+    get_board,
+    plan_spram,
+    spram_folding,
+)
 from bnnhw.folding import parse_fold
 from bnnhw.model import DenseLayer, InputQuantizer, Model
 from bnnhw.packing import mvtu_weight_words
@@ -165,6 +165,7 @@ def test_link_ignores_load_with_odd_or_long_length():
     assert [protocol.decode_status(f, Command.LOAD_WEIGHTS) for f in replies] == [Status.OK]
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize("fold, layers", [("1x49,5x4@4", (0, 1)), ("2x16,10x4@4", (0,))])
 def test_spram_accelerator_timing_and_reference(fold, layers):
     # Behavioural SPRAMs (preloaded image) in Amaranth's simulator: same outputs as the

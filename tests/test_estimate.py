@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bnnhw.boards.platforms import get_board
 from gateware_helpers import random_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bnnhw import cli
+from bnnhw.devices import get_board
 from bnnhw.estimate import (
     AUTO_LUT_SHARE,
     DPR_COST,
