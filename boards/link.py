@@ -201,10 +201,10 @@ class Link(wiring.Component):
                 m.d.sync += count.eq(count + 1)
 
         # --- reply tokens ------------------------------------------------------------------
-        m.submodules.tokens = tokens = SyncFIFOBuffered(width=4, depth=TOKEN_DEPTH)
+        m.submodules.tokens = tokens = SyncFIFOBuffered(width=5, depth=TOKEN_DEPTH)
         tok_kind = Signal(2)
         tok_status = Signal(2)
-        m.d.comb += tokens.w_data.eq(Cat(tok_kind, tok_status))
+        m.d.comb += tokens.w_data.eq(Cat(tok_kind, tok_status, self.weights_loaded))
 
         # --- request parser ----------------------------------------------------------------
         cmd = Signal(8)
@@ -373,6 +373,7 @@ class Link(wiring.Component):
         result = Signal(8 * self.result_bytes)
         r_kind = Signal(2)
         r_status = Signal(2)
+        r_loaded = Signal()  # weights_loaded when the request was answered
         index = Signal(range(OVERHEAD_BYTES + 1 + max(len(self.identity), self.result_bytes)))
         out_crc = Signal(8)
         ident_rom = Array(Const(v, 8) for v in (self.identity or b"\0"))
@@ -405,13 +406,17 @@ class Link(wiring.Component):
                 with m.If(index == last):
                     m.d.comb += byte.eq(out_crc)
                 with m.Elif(is_ident):
-                    # Bit 2 of the flags byte is the live weights_loaded state.
+                    # Bit 2 of the flags byte: weights_loaded when the request was answered.
                     flags = index == 6 + IDENTITY_FLAGS_INDEX
-                    m.d.comb += byte.eq(ident_rom[index - 6]
-                                        | Mux(flags, self.weights_loaded << 2, 0))
+                    m.d.comb += byte.eq(ident_rom[index - 6] | Mux(flags, r_loaded << 2, 0))
                 with m.Else():
                     m.d.comb += byte.eq(result[:8])
-        m.d.comb += o.payload.eq(byte)
+        # The byte is registered before it leaves and before the CRC takes it, so the index
+        # decode and the CRC sit in different cycles; ``fresh`` holds o.valid low for the
+        # cycle after the index (or the reply) changes. A byte per UART frame leaves time.
+        byte_q, fresh = Signal(8), Signal()
+        m.d.sync += [byte_q.eq(byte), fresh.eq(1)]
+        m.d.comb += o.payload.eq(byte_q)
 
         # Bytes lost since the last reply left: the next reply says OVERRUN.
         lost = Signal()
@@ -427,8 +432,9 @@ class Link(wiring.Component):
                 with m.If(tokens.r_rdy):
                     m.d.sync += [r_kind.eq(tokens.r_data[:2]),
                                  r_status.eq(Mux(lost | self.rx_lost, Status.OVERRUN,
-                                                 tokens.r_data[2:])),
-                                 index.eq(0), out_crc.eq(0)]
+                                                 tokens.r_data[2:4])),
+                                 r_loaded.eq(tokens.r_data[4]),
+                                 index.eq(0), out_crc.eq(0), fresh.eq(0)]
                     with m.If(lost | self.rx_lost):
                         m.d.sync += [lost.eq(0), self.error.eq(1)]
                     with m.If((tokens.r_data[:2] == KIND_IDENTIFY)
@@ -439,7 +445,7 @@ class Link(wiring.Component):
             with m.State("RESULT"):
                 m.d.comb += self.acc_out.ready.eq(1)
                 with m.If(self.acc_out.valid):
-                    m.d.sync += result.eq(self.acc_out.payload)
+                    m.d.sync += [result.eq(self.acc_out.payload), fresh.eq(0)]
                     with m.If(r_status == Status.OK):
                         m.d.sync += [self.last_class_valid.eq(1),
                                      self.last_class.eq(self.acc_out.payload[:self.class_bits])]
@@ -447,11 +453,11 @@ class Link(wiring.Component):
                         m.d.sync += self.error.eq(1)
                     m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += o.valid.eq(1)
-                with m.If(o.ready):
-                    m.d.sync += index.eq(index + 1)
+                m.d.comb += o.valid.eq(fresh)
+                with m.If(fresh & o.ready):
+                    m.d.sync += [index.eq(index + 1), fresh.eq(0)]
                     with m.If(index >= 2):
-                        m.d.sync += out_crc.eq(crc8_next(out_crc, byte))
+                        m.d.sync += out_crc.eq(crc8_next(out_crc, byte_q))
                     with m.If((index > 5) & (r_kind != KIND_IDENTIFY)):
                         m.d.sync += result.eq(result >> 8)
                     with m.If(index == last):
