@@ -128,7 +128,7 @@ def test_pixel_ties_extremes_and_stage_widths():
     stage = {s.name: s.component for s in accel.stages}
     assert accel.i_stream.payload.shape().width == 24                    # 8 * P
     assert stage["layer0"].in_width == 24 and stage["layer0"].depth == 2  # 8 MW / in_width
-    assert stage["layer0"].latency == 2 + 2 + 2 + 2                     # D + SF + tree + 2
+    assert stage["layer0"].latency == 2 + 2 + 2 + 3                     # D + SF + tree + 3
     assert stage["layer0"].cycles_per_frame == 2 * 2                     # NF * SF
     accel, words = check_against_reference(model, folding, images, 0, 0.3, 0.3)
     assert measure(accel, words, len(images)) == (accel.latency, accel.cycles_per_frame)
@@ -182,7 +182,7 @@ def test_pixel_mvtu_checks_its_arguments():
     with pytest.raises(ValueError, match=r"multiple of 8\*SIMD dividing 8\*MW \(in_width=2"):
         MVTU(w, np.zeros(2), 1, 2, in_width=2, name="7", pixels8=True)
     mvtu = MVTU(w, np.array([-1020, 1021]), 2, 2, pixels8=True)
-    assert (mvtu.in_width, mvtu.depth, mvtu.latency) == (16, 2, 2 + 2 + 1 + 2)
+    assert (mvtu.in_width, mvtu.depth, mvtu.latency) == (16, 2, 2 + 2 + 1 + 3)
 
 
 def test_accelerator_refuses_an_mvtu_without_pixel_lanes():

@@ -44,14 +44,15 @@ class MVTU(wiring.Component):
       producer (a sliding-window unit between frames) run ahead by ``B - 1`` vectors.
     * **Compute.** For ``nf`` in ``0..NF-1`` and ``sf`` in ``0..SF-1``, one cycle each, it reads
       slice ``sf % r`` of buffer word ``sf // r`` and weight word ``nf * SF + sf`` of every PE
-      (synchronous reads), XNORs them, counts with a pipelined :class:`Popcount`, and
-      accumulates. The cycle after ``sf = SF - 1`` the accumulators hold the fold's sums and a
-      synchronous threshold read has the fold's thresholds: they are compared and the result
-      word is queued, so the adder and the compare sit in different cycles. Each input vector is
+      (synchronous reads), XNORs them into a register, counts with a pipelined
+      :class:`Popcount`, and accumulates. The cycle after ``sf = SF - 1`` the accumulators
+      hold the fold's sums and a synchronous threshold read has the fold's thresholds: they
+      are compared and the result word is queued, so the adder and the compare sit in
+      different cycles. Each input vector is
       read once from the stream and reused from the buffer for all ``NF`` folds. The bank is
       released right after its last read, so the next vector starts without a gap.
     * **Back-pressure by credits.** Result words go into an output queue of
-      ``Q = ceil((popcount_latency + 2) / SF) + 2`` words (``queue_depth``). The read stage and
+      ``Q = ceil((popcount_latency + 3) / SF) + 2`` words (``queue_depth``). The read stage and
       the popcount pipeline never stall, so no enable fans out to their registers or to the
       memories' read ports; instead a fold's last beat is issued only while the queued words
       plus the words still in the pipeline leave the queue a free entry. ``Q`` covers the
@@ -64,10 +65,10 @@ class MVTU(wiring.Component):
     Timing
     ------
     latency : int
-        ``D + SF + popcount_latency(SIMD) + 2``: the first vector is collected in ``D``
+        ``D + SF + popcount_latency(SIMD) + 3``: the first vector is collected in ``D``
         cycles, issue starts the cycle after, the first fold takes ``SF`` issue cycles, one
-        cycle of memory read, the popcount pipeline, the accumulator, and the compare into the
-        output queue.
+        cycle of memory read, one register after the XNOR, the popcount pipeline, the
+        accumulator, and the compare into the output queue.
     cycles_per_frame : int
         ``V * NF * SF`` (the collector needs only ``D <= SF`` cycles per vector).
 
@@ -120,12 +121,12 @@ class MVTU(wiring.Component):
         self.lane_bits = 1 if self.thresholds is not None else self.score_bits
         self.out_width = pe * self.lane_bits
         self.popcount_latency = popcount_latency(simd)
-        # A word is queued popcount_latency + 2 cycles after its last beat issues; with one
+        # A word is queued popcount_latency + 3 cycles after its last beat issues; with one
         # fold per SF cycles that many are in flight, and two more entries keep a ready
         # consumer from ever blocking the issue.
-        self.queue_depth = -(-(self.popcount_latency + 2) // self.sf) + 2
+        self.queue_depth = -(-(self.popcount_latency + 3) // self.sf) + 2
         self.cycles_per_frame = vectors * self.nf * self.sf
-        self.latency = self.depth + self.sf + self.popcount_latency + 2
+        self.latency = self.depth + self.sf + self.popcount_latency + 3
         super().__init__({
             "i_stream": In(stream.Signature(in_width)),
             "o_stream": Out(stream.Signature(self.out_width)),
@@ -138,8 +139,8 @@ class MVTU(wiring.Component):
         ``a = max(in_time, a_prev + 1, free_v)`` where ``free_v = s_{v-B} + NF * SF`` is the
         cycle bank ``v % B`` is released (0 for ``v < B``); vector ``v`` issues from
         ``s_v = max(a_last(v) + 1, s_{v-1} + NF * SF)``; its output word ``nf`` leaves at
-        ``s_v + (nf + 1) * SF + popcount_latency + 2``. For one vector: ``in_times[-1] + 1 +
-        (nf + 1) * SF + popcount_latency + 2``.
+        ``s_v + (nf + 1) * SF + popcount_latency + 3``. For one vector: ``in_times[-1] + 1 +
+        (nf + 1) * SF + popcount_latency + 3``.
         """
         in_times = list(in_times)
         work = self.nf * self.sf
@@ -150,7 +151,7 @@ class MVTU(wiring.Component):
                 taken = max(t, taken + 1, free)
             start = taken + 1 if v == 0 else max(taken + 1, starts[v - 1] + work)
             starts.append(start)
-            out.extend(start + (nf + 1) * self.sf + self.popcount_latency + 2
+            out.extend(start + (nf + 1) * self.sf + self.popcount_latency + 3
                        for nf in range(self.nf))
         return out
 
@@ -262,7 +263,11 @@ class MVTU(wiring.Component):
             lanes_in = Cat(x, *(port.data for port in weight_ports), tag1)
         else:
             lanes_in = Cat(*(~(x ^ port.data) for port in weight_ports), tag1)
-        m.d.comb += [pc.i_stream.valid.eq(valid1), pc.i_stream.payload.eq(lanes_in)]
+        # Registered before the popcount: the memories' clock-to-out and the routing from
+        # them end here, not in the popcount's first adders.
+        valid2, lanes2 = Signal(), Signal(len(lanes_in))
+        m.d.sync += [valid2.eq(valid1), lanes2.eq(lanes_in)]
+        m.d.comb += [pc.i_stream.valid.eq(valid2), pc.i_stream.payload.eq(lanes2)]
 
         # Accumulate and queue.
         cw = pc.count_width
