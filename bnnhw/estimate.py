@@ -342,7 +342,10 @@ def _stage_features(component: Any, family: str, spram: dict[int, Any],
         f["reg_bits"] = bits
         return f, mem, True
     if isinstance(component, LabelSelect):
-        f["pe_bits"] = component.pe * component.score_bits
+        # An output affine adds one product per lane, counted as its partial-product bits
+        # (no affine build is among the calibration builds yet).
+        f["pe_bits"] = component.pe * (component.score_bits
+                                       + component.in_bits * component.scale_bits)
         f["reg_bits"] = component.out_width + component.score_bits
         return f, mem, True
     if isinstance(component, SlidingWindowUnit):

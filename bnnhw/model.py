@@ -229,6 +229,35 @@ def _check_thresholds(thresholds: np.ndarray, shape: tuple[int, int],
     return t.astype(np.int64)
 
 
+SCALE_LIMIT = 1 << 41
+"""Output affine: every per-class scale lies in ``(-SCALE_LIMIT, SCALE_LIMIT)``."""
+SCORE_BITS_MAX = 60
+"""Output affine: every score ``scale_r * P + offset_r``, ``P`` in ``[0, MW]``, lies in
+``[0, 2**SCORE_BITS_MAX)``."""
+
+
+def _check_affine(scale: np.ndarray, offset: np.ndarray,
+                  shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    mh, mw = shape
+    arrays = []
+    for name, a in (("scale", scale), ("offset", offset)):
+        a = np.asarray(a)
+        if a.shape != (mh,) or not np.issubdtype(a.dtype, np.integer):
+            raise ModelError(f"the output {name} must be integers of shape ({mh},), got "
+                             f"{a.dtype} {a.shape}")
+        arrays.append(a.astype(np.int64))
+    scale, offset = arrays
+    if np.abs(scale).max() >= SCALE_LIMIT:
+        raise ModelError(f"output scales must lie in (-2**41, 2**41), got "
+                         f"{int(np.abs(scale).max())}")
+    ends = (offset, offset + scale * mw)
+    low, high = min(int(e.min()) for e in ends), max(int(e.max()) for e in ends)
+    if low < 0 or high >= 1 << SCORE_BITS_MAX:
+        raise ModelError(f"output scores scale*P + offset must lie in [0, 2**{SCORE_BITS_MAX}) "
+                         f"for P in [0, {mw}], got [{low}, {high}]")
+    return scale, offset
+
+
 def _check_shape(shape: tuple[int, ...], what: str) -> tuple[int, int, int]:
     try:
         h, w, c = (int(v) for v in shape)
@@ -259,6 +288,8 @@ class DenseLayer:
     weights: np.ndarray
     thresholds: np.ndarray | None = None
     pixels8: bool = False
+    scale: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         w = _check_weights(self.weights)
@@ -267,8 +298,36 @@ class DenseLayer:
         if self.thresholds is not None:
             object.__setattr__(self, "thresholds",
                                _check_thresholds(self.thresholds, w.shape, self.pixels8))
+            if self.scale is not None or self.offset is not None:
+                raise ModelError("only the output layer takes a score scale and offset")
         elif self.pixels8:
             raise ModelError("a pixels8 layer needs thresholds (the output layer reads bits)")
+        if (self.scale is None) != (self.offset is None):
+            raise ModelError("the output affine needs both a scale and an offset per class")
+        if self.scale is not None:
+            scale, offset = _check_affine(self.scale, self.offset, w.shape)
+            object.__setattr__(self, "scale", scale)
+            object.__setattr__(self, "offset", offset)
+
+    @property
+    def affine(self) -> bool:
+        """Whether the output scores are ``scale_r * P_r + offset_r`` instead of ``P_r``."""
+        return self.scale is not None
+
+    def scores(self, popcounts: np.ndarray) -> np.ndarray:
+        """The output layer's class scores for popcounts ``(N, MH)``: ``P`` itself, or
+        ``scale * P + offset`` (int64, in ``[0, 2**SCORE_BITS_MAX)``)."""
+        p = np.asarray(popcounts, dtype=np.int64)
+        if self.scale is None:
+            return p
+        return p * self.scale[None, :] + self.offset[None, :]
+
+    @property
+    def score_max(self) -> int:
+        """The largest score the output layer can produce (``MW`` for plain popcounts)."""
+        if self.scale is None:
+            return self.in_features
+        return int(np.maximum(self.offset, self.offset + self.scale * self.in_features).max())
 
     @property
     def kind(self) -> str:
@@ -550,6 +609,9 @@ class Model:
             arrays[f"layer{i}.weights"] = np.packbits(layer.weights, axis=1, bitorder="little")
             if layer.thresholds is not None:
                 arrays[f"layer{i}.thresholds"] = layer.thresholds.astype(np.int32)
+            if getattr(layer, "affine", False):
+                arrays[f"layer{i}.scale"] = layer.scale.astype(np.int64)
+                arrays[f"layer{i}.offset"] = layer.offset.astype(np.int64)
         return arrays
 
     def sha256(self) -> str:
@@ -587,6 +649,8 @@ def _layer_header(layer: Layer) -> dict[str, Any]:
                     out_channels=layer.out_shape[2])
     elif isinstance(layer, MaxPoolLayer):
         spec.update(in_shape=list(layer.in_shape), pool=layer.pool, stride=layer.pool)
+    elif layer.affine:
+        spec["affine"] = True
     return spec
 
 
@@ -605,7 +669,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-MEMBER_NAME = re.compile(r"(format|version|header|input_thresholds|layer\d+\.(weights|thresholds))")
+MEMBER_NAME = re.compile(
+    r"(format|version|header|input_thresholds|layer\d+\.(weights|thresholds|scale|offset))")
 """Names of the arrays a model file may hold; any other member is refused."""
 SMALL_MEMBER_BYTES = 1 << 20
 """Largest ``format``, ``version`` or ``header`` member accepted (the header is a few KiB)."""
@@ -812,13 +877,23 @@ def _load_layer(archive: dict[str, np.ndarray], i: int, kind: str, spec: dict[st
         bits = np.unpackbits(packed, axis=1, bitorder="little")
         if bits[:, cols:].any():
             raise ModelError(f"layer {i} has weight bits set past MW={cols}")
-        t = None
+        t = scale = offset = None
         if kind != "output":
             t = _array(archive, f"layer{i}.thresholds", "int32", (rows,), where)
+        elif spec.get("affine", False) is True:
+            scale = _array(archive, f"layer{i}.scale", "int64", (rows,), where)
+            offset = _array(archive, f"layer{i}.offset", "int64", (rows,), where)
+        elif "affine" in spec:
+            raise ModelError(f"layer {i}: 'affine' must be true when present, got "
+                             f"{spec['affine']!r}")
+        for name in ("scale", "offset"):
+            if (kind != "output" or scale is None) and f"layer{i}.{name}" in archive:
+                raise ModelError(f"layer {i} ({kind}) holds 'layer{i}.{name}' but its header "
+                                 f"entry has no \"affine\": true")
         if kind == "conv":
             layer = ConvLayer(bits[:, :cols], t, k, tuple(spec["in_shape"]), pixels8)
         else:
-            layer = DenseLayer(bits[:, :cols], t, pixels8)
+            layer = DenseLayer(bits[:, :cols], t, pixels8, scale, offset)
     if (layer.in_features, layer.out_features) != (mw, mh):
         raise ModelError(f"layer {i} ({kind}) header says {mw} -> {mh} bits but its shape gives "
                          f"{layer.in_features} -> {layer.out_features}")

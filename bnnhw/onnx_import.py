@@ -23,9 +23,12 @@ it into the integer form of :mod:`bnnhw.model`:
   1 for raw pixels); the least such ``p`` is the input threshold. Without an input quantizer the
   first layer reads the 8-bit pixels (input kind ``pixels8``) and its threshold is the least
   integer ``a = sum_k w_k p_k`` with ``f(a / D) >= 0``.
-* The output layer's affine must be one increasing function for every class, strictly
-  increasing on the accumulator's values, so that the argmax (lowest index on ties) of the
-  popcounts is the graph's argmax; a per-class affine is refused.
+* The output layer's affine: when it is one function for every class, strictly increasing on
+  the accumulator's values, the popcounts are the scores. Otherwise (a final batch norm or
+  TensorNorm with per-class scales of any sign, or per-class offsets) the scores become the
+  exact integer affine ``scale_c * P + offset_c`` of :func:`bnnhw.passes.fold_output_affine`,
+  fitted to the graph's affine evaluated in float64; the check on test images compares it with
+  the graph's own float32 execution.
 
 Anything else is refused with :class:`ImportRefused`, naming the node, its op type and why:
 other ops, quantizers wider than 1 bit, convolutions (not yet imported), a weight column with
@@ -43,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from .model import DenseLayer, InputQuantizer, Model, PixelInput
-from .passes import least_firing
+from .model import DenseLayer, InputQuantizer, Model, ModelError, PixelInput
+from .passes import fold_output_affine, least_firing
 
 __all__ = ["ImportRefused", "ImportedModel", "import_qonnx", "load_graph", "run_graph"]
 
@@ -131,13 +134,20 @@ def _quant_bits(node: _Node, constants: dict[str, np.ndarray]) -> None:
                                 f"(bit width {None if width is None else float(width)})")
 
 
-def _batchnorm(node: _Node, x: np.ndarray, c: dict[str, np.ndarray]) -> np.ndarray:
-    scale, bias, mean, var = (c[n].astype(np.float32) for n in node.inputs[1:5])
-    eps = np.float32(node.attrs.get("epsilon", 1e-5))
+def _batchnorm(node: _Node, x: np.ndarray, c: dict[str, np.ndarray],
+               dtype: type = np.float32) -> np.ndarray:
+    scale, bias, mean, var = (c[n].astype(dtype) for n in node.inputs[1:5])
+    eps = dtype(node.attrs.get("epsilon", 1e-5))
     shape = (1, -1) + (1,) * (x.ndim - 2)
     a = scale / np.sqrt(var + eps)
-    return ((x - mean.reshape(shape)) * a.reshape(shape) + bias.reshape(shape)).astype(
-        np.float32)
+    return ((x - mean.reshape(shape)) * a.reshape(shape) + bias.reshape(shape)).astype(dtype)
+
+
+def _arithmetic(op: str, x: np.ndarray, y: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """``Mul``/``Add``/``Sub``/``Div`` of two float operands, in ``dtype``."""
+    x, y = x.astype(dtype), y.astype(dtype)
+    return {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract,
+            "Div": np.divide}[op](x, y).astype(dtype)
 
 
 def _evaluate(node: _Node, values: list[np.ndarray], c: dict[str, np.ndarray]) -> np.ndarray:
@@ -152,9 +162,7 @@ def _evaluate(node: _Node, values: list[np.ndarray], c: dict[str, np.ndarray]) -
         if x.dtype.kind in "iu" and y.dtype.kind in "iu":
             return {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract,
                     "Div": np.floor_divide}[op](x, y)
-        x, y = x.astype(np.float32), y.astype(np.float32)
-        return {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract,
-                "Div": np.divide}[op](x, y).astype(np.float32)
+        return _arithmetic(op, x, y)
     if op == "MatMul":
         return np.matmul(x.astype(np.float32), values[1].astype(np.float32))
     if op == "Gemm":
@@ -226,16 +234,18 @@ class _Chain:
 
     ops: list[tuple[_Node, np.ndarray | None]] = field(default_factory=list)
 
-    def apply(self, c: np.ndarray, constants: dict[str, np.ndarray]) -> np.ndarray:
-        """``f(c)`` in float32 for ``c`` of shape (rows, columns) (one value per column)."""
-        v = c.astype(np.float32)
+    def apply(self, c: np.ndarray, constants: dict[str, np.ndarray],
+              dtype: type = np.float32) -> np.ndarray:
+        """``f(c)`` for ``c`` of shape (rows, columns) (one value per column), in float32 as
+        the graph computes it, or in ``dtype``."""
+        v = c.astype(dtype)
         for node, other in self.ops:
             if node.op == "BatchNormalization":
-                v = _batchnorm(node, v, constants)
+                v = _batchnorm(node, v, constants, dtype)
             elif node.op == "Gemm":
-                v = (np.float32(node.attrs.get("beta", 1.0)) * other + v).astype(np.float32)
+                v = (dtype(node.attrs.get("beta", 1.0)) * other.astype(dtype) + v).astype(dtype)
             else:
-                v = _evaluate(node, [v, other], constants)
+                v = _arithmetic(node.op, v, other, dtype)
         return v
 
 
@@ -402,9 +412,9 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
     if state != "acc" or pending is None:
         raise ImportRefused(f"{path}: the graph must end in the output layer's matrix product "
                             f"(optionally followed by an affine)")
-    layers.append(_output_layer(pending, chain, c, path))
-    rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s), one increasing "
-                                            f"function for all classes -> popcount argmax"})
+    output, how = _output_layer(pending, chain, c, path)
+    layers.append(output)
+    rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s), {how}"})
     if quantizer is None:
         raise ImportRefused(f"{path}: no input coding found")
     model = Model(quantizer, tuple(layers), {"imported_from": Path(path).name,
@@ -474,17 +484,25 @@ def _hidden_layer(node: _Node, pending: dict[str, Any], chain: _Chain,
 
 
 def _output_layer(pending: dict[str, Any], chain: _Chain, c: dict[str, np.ndarray],
-                  path: Any) -> DenseLayer:
+                  path: Any) -> tuple[DenseLayer, str]:
+    """The output layer and how its affine was folded: plain popcounts when one strictly
+    increasing function maps them to the graph's scores, else the exact per-class integer
+    affine of :func:`bnnhw.passes.fold_output_affine` on the scores evaluated in float64."""
     if pending["pixel_layer"]:
         raise ImportRefused(f"{path}: a single pixel layer cannot be the output layer")
-    direction, values = _direction(pending, chain, c, f"{path}: output layer")
-    strictly = (np.diff(values, axis=0) > 0).all()
-    same = (values == values[:, :1]).all()
-    if not (strictly and same and (direction == 1).all()):
-        raise ImportRefused(f"{path}: the output layer's affine must be one strictly "
-                            f"increasing function for every class (a per-class affine is not "
-                            f"supported yet)")
-    return DenseLayer(pending["bits"])
+    bits, k = pending["bits"], pending["k"]
+    acc = np.repeat((2 * np.arange(k + 1) - k)[:, None], bits.shape[0], axis=1)
+    values = chain.apply(acc, c)
+    if (np.diff(values, axis=0) > 0).all() and (values == values[:, :1]).all():
+        return DenseLayer(bits), "one increasing function for all classes -> popcount argmax"
+    try:
+        layer = fold_output_affine(2 * bits.astype(np.int64) - 1,
+                                   chain.apply(acc, c, np.float64))
+    except ModelError as exc:
+        raise ImportRefused(f"{path}: the output layer's affine per class: {exc}") from None
+    signs = f"{int((layer.scale > 0).sum())} +, {int((layer.scale < 0).sum())} -, " \
+            f"{int((layer.scale == 0).sum())} zero"
+    return layer, f"per-class affine -> integer scale*P + offset (scales {signs})"
 
 
 def _check(graph: Graph, model: Model, images: np.ndarray, divisor: np.float32,

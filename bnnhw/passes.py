@@ -244,6 +244,67 @@ def fold_output(weights_pm1: np.ndarray) -> DenseLayer:
     return DenseLayer(binarize(weights_pm1), None)
 
 
+AFFINE_BITS = 41
+"""The output affine's scales are searched with ``b = 0 .. AFFINE_BITS - 1`` fractional bits."""
+
+
+def fold_output_affine(weights_pm1: np.ndarray, table: np.ndarray) -> DenseLayer:
+    """The output layer with an exact integer affine on its popcounts.
+
+    The float network's score of class ``c`` is an affine function ``y_c(P) = a_c P + y_c(0)``
+    of its popcount ``P = (dot + K) / 2`` (a final batch norm, TensorNorm or ``Mul``/``Add``:
+    per-class scales of any sign, zero included, and per-class offsets). ``table[P, c]`` holds
+    ``y_c(P)`` for every ``P`` in ``0..K``, evaluated in float64 so that rounding does not bend
+    the lines. The integer scores are ``s_c(P) = m_c P + o_c`` with
+
+        m_c = round(2**b a_c / A),   o_c = round(2**b y_c(0) / A) - min_{c, P} (...),
+        a_c = (y_c(K) - y_c(0)) / K,  A = max_c |a_c|,
+
+    for the least ``b`` in ``0 .. AFFINE_BITS - 1`` at which the integer scores order every
+    pair ``(c, P)``, ``(d, Q)`` exactly as the table does, ties included (equal dense ranks
+    over the whole table). Then the argmax with the lowest index winning ties is the table's on
+    every input, not only on the images tried. Scores lie in ``[0, 2**SCORE_BITS_MAX)``.
+
+    A float32 network rounds its scores: two of them whose real values differ by less than a
+    float32 step can tie or swap there and not in the table. No integer form can follow that
+    rounding in general; the importer's check on test images reports any image where it
+    matters.
+
+    Raises
+    ------
+    ModelError
+        When no ``b`` orders the table exactly (the scores are not affine in ``P``), naming
+        the first class and popcount whose order differs.
+    """
+    bits = binarize(weights_pm1)
+    y = np.asarray(table, dtype=np.float64)
+    k = bits.shape[1]
+    if y.shape != (k + 1, bits.shape[0]) or not np.isfinite(y).all():
+        raise ModelError(f"the output score table must be finite with shape "
+                         f"{(k + 1, bits.shape[0])} (popcounts 0..K by classes), got {y.shape}")
+    truth = np.unique(y.ravel(), return_inverse=True)[1]
+    slope, base = (y[-1] - y[0]) / k, y[0]
+    norm = np.abs(slope).max()
+    if norm == 0:
+        norm = max(float(np.abs(base).max()), 1.0)
+    p = np.arange(k + 1, dtype=np.int64)[:, None]
+    for b in range(AFFINE_BITS):
+        m = np.round(slope / norm * 2.0 ** b).astype(np.int64)
+        o = np.round(base / norm * 2.0 ** b)
+        if np.abs(o).max() >= 2.0 ** 56:
+            break
+        scores = p * m + o.astype(np.int64)
+        got = np.unique(scores.ravel(), return_inverse=True)[1]
+        if np.array_equal(got, truth):
+            offset = o.astype(np.int64) - int(scores.min())
+            return DenseLayer(bits, None, scale=m, offset=offset)
+    bad = int(np.argmax(got != truth))
+    raise ModelError(f"the output scores have no exact integer affine form within "
+                     f"{AFFINE_BITS} bits: "
+                     f"class {bad % bits.shape[0]} at popcount {bad // bits.shape[0]} "
+                     f"(score {y.ravel()[bad]!r}) falls out of order")
+
+
 def fold_model(quantizer: InputQuantizer | PixelInput, hidden: list[dict],
                output_weights: np.ndarray, meta: dict) -> Model:
     """Fold a whole float network into an integer :class:`Model`.

@@ -6,8 +6,9 @@ Numpy only. A binary dense layer computes, for input bits ``x`` and weight row `
     P_r = popcount(XNOR(x, w_r)) = K - popcount(x XOR w_r)
     dot_r = 2 P_r - K                              # the +-1 dot product (seed 000, Alg. 2)
 
-Thresholded layers output bit ``P_r >= T_r``; the output layer's scores are ``P_r``; the class
-is the argmax of the scores, the lowest index winning ties.
+Thresholded layers output bit ``P_r >= T_r``; the output layer's scores are ``P_r``, or with an
+output affine ``scale_r * P_r + offset_r`` (integers, see :meth:`bnnhw.model.DenseLayer.scores`);
+the class is the argmax of the scores, the lowest index winning ties.
 
 A convolution (:class:`bnnhw.model.ConvLayer`) is the same test on every window: the input map
 ``(N, H, W, C)`` becomes, by :func:`im2col`, one ``K * K * C`` row per output position
@@ -130,7 +131,7 @@ def maxpool_bits(layer: MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
 def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
     """One layer on input bits ``(N, in_features)`` (a pixel layer: 8-bit values).
 
-    Returns the output bits (uint8) of a thresholded layer, or the popcounts (int64) of the
+    Returns the output bits (uint8) of a thresholded layer, or the scores (int64) of the
     output layer.
     """
     if isinstance(layer, ConvLayer):
@@ -142,7 +143,7 @@ def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) 
     else:
         p = popcounts(pack_bits(bits), pack_bits(layer.weights), layer.in_features)
     if layer.thresholds is None:
-        return p
+        return layer.scores(p)
     return (p >= layer.thresholds[None, :]).astype(np.uint8)
 
 

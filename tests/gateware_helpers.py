@@ -4,6 +4,7 @@ import numpy as np
 
 from bnnhw.folding import Folding, matrix_shape
 from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
+from bnnhw.passes import fold_output_affine
 
 
 def divisors(n):
@@ -75,3 +76,23 @@ def random_images(rng, model, n):
                    255)
     uniform = rng.integers(0, 256, (n, model.quantizer.pixels))
     return np.where(rng.random((n, model.quantizer.pixels)) < 0.5, near, uniform).astype(np.uint8)
+
+
+def batchnorm_table(rng, classes, k):
+    """Scores ``y_c(P)`` (float64, shape ``(K + 1, C)``) of a random final batch norm on the
+    +-1 dot product ``2P - K``: scales of both signs and zero, some classes identical."""
+    gamma = rng.normal(size=classes) * rng.choice([0.0, 1.0, 1.0, 1.0], classes)
+    beta, mean = rng.normal(size=classes), rng.normal(size=classes) * 2
+    var = rng.random(classes) + 0.1
+    twin = int(rng.integers(0, classes))
+    gamma[twin], beta[twin], mean[twin], var[twin] = gamma[0], beta[0], mean[0], var[0]
+    dot = (2 * np.arange(k + 1) - k)[:, None].astype(np.float64)
+    return (dot - mean) * (gamma / np.sqrt(var + 1e-5)) + beta
+
+
+def with_output_affine(rng, model):
+    """``model`` with its output layer given the exact affine of a random final batch norm."""
+    out = model.layers[-1]
+    table = batchnorm_table(rng, out.out_features, out.in_features)
+    layer = fold_output_affine(2 * out.weights.astype(np.int64) - 1, table)
+    return Model(model.quantizer, (*model.layers[:-1], layer), model.meta)

@@ -100,9 +100,11 @@ def build_graph(rng, sizes, spelling, path, side=6):
         spelling = {**spelling, "pixels8": False}
         k = m
     h = b.matmul(h, k, sizes[-1], 1.0)
-    if spelling["tensornorm"]:
+    if spelling["final"] == "scalar":   # a scalar TensorNorm: the popcounts stay the scores
         h = b.node("Mul", [h, b.const(np.float32(0.75))])
         h = b.node("Add", [h, b.const(np.float32(0.1))])
+    elif spelling["final"] == "per-class":  # a final batch norm: scales of both signs, zero
+        h = b.affine(h, sizes[-1], k)
     out = b.nodes[-1].output[0]
     inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, side, side])]
     if spelling["inits_as_inputs"]:
@@ -141,7 +143,8 @@ SPELLINGS = st.fixed_dictionaries({
     "quant": st.sampled_from(["BipolarQuant", "Quant"]),
     "gemm": st.booleans(), "affine": st.sampled_from(["bn", "ops"]),
     "old_domain": st.booleans(), "inits_as_inputs": st.booleans(),
-    "shape_subgraph": st.booleans(), "pixels8": st.booleans(), "tensornorm": st.booleans(),
+    "shape_subgraph": st.booleans(), "pixels8": st.booleans(),
+    "final": st.sampled_from(["none", "scalar", "per-class"]),
     "zero_gamma": st.booleans()})
 
 
@@ -167,6 +170,7 @@ def test_imported_model_equals_the_graph(tmp_path, spelling, seed, sizes):
     assert [layer.out_features for layer in model.layers] == list(sizes)
     assert (type(model.quantizer).__name__ == "PixelInput") == spelling["pixels8"]
     assert [r["layer"] for r in imported.rows][-1] == len(sizes) - 1
+    assert model.layers[-1].affine == (spelling["final"] == "per-class")
 
 
 def refused(tmp_path, nodes, inits, message):
@@ -195,11 +199,31 @@ def test_refusals_name_the_node_and_why(tmp_path):
     refused(tmp_path, [q("bw1", "image", "a"), helper.make_node("MatMul", ["a", "w2"], ["b"],
                                                                   name="mm")], consts,
             r"node 'mm' \(MatMul\): the weights are not 1-bit")
-    refused(tmp_path, [q("bw1", "image", "a"),
-                       helper.make_node("MatMul", ["a", "w"], ["b"], name="mm"),
-                       helper.make_node("Mul", ["b", "perclass"], ["c"], name="norm")],
-            {**consts, "perclass": np.array([1, 2, 3, 4], np.float32)},
-            r"one strictly increasing function for every class")
+
+
+def test_per_class_scales_become_the_integer_affine(tmp_path):
+    """A per-class Mul and Add after the last MatMul: scales 2, -1, 0, 2 and offsets."""
+    w = np.where(np.random.default_rng(0).random((36, 4)) < 0.5, -1, 1).astype(np.float32)
+    nodes = [helper.make_node("BipolarQuant", ["image", "s"], ["a"], domain=QDOMAIN),
+             helper.make_node("MatMul", ["a", "w"], ["b"]),
+             helper.make_node("Mul", ["b", "scale"], ["c"]),
+             helper.make_node("Add", ["c", "shift"], ["d"])]
+    consts = {"s": np.float32(1), "w": w, "scale": np.array([2, -1, 0, 2], np.float32),
+              "shift": np.array([0, 0.5, 3, 1], np.float32)}
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 36])],
+        [helper.make_tensor_value_info("d", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    path = tmp_path / "perclass.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    images = np.random.default_rng(1).integers(0, 256, (200, 36), dtype=np.uint8)
+    imported = import_qonnx(path, input_divisor=1.0, check_images=images)
+    out = imported.model.layers[-1]
+    # Scores 2 dot, -dot + 0.5, 3, 2 dot + 1 with dot = 2P - 36: slopes 4, -2, 0, 4 in P.
+    assert out.affine and out.scale[2] == 0 and out.scale[1] < 0
+    assert out.scale[0] == out.scale[3] == -2 * out.scale[1]
+    assert "per-class affine" in imported.rows[-1]["folded"]
+    assert imported.mismatches == 0
 
 
 def test_not_onnx_is_refused(tmp_path):
@@ -220,14 +244,14 @@ def test_import_command_checks_on_mnist_and_writes_the_model(tmp_path, capsys):
         pytest.skip("BNNHW_DATA is not set")
     spelling = {"quant": "BipolarQuant", "gemm": True, "affine": "bn", "old_domain": True,
                 "inits_as_inputs": False, "shape_subgraph": True, "pixels8": False,
-                "tensornorm": True, "zero_gamma": True}
+                "final": "per-class", "zero_gamma": True}
     path = build_graph(np.random.default_rng(7), (64, 10), spelling, tmp_path / "g.onnx", 28)
     out = tmp_path / "m.npz"
     assert main(["import", str(path), "--out", str(out), "--limit", "500", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["checked_images"] == 500 and result["mismatches"] == 0
     assert load_model(out).sha256() == result["model_sha256"]
-    assert result["topology"] == "784-64-10"
+    assert result["topology"] == "784-64-10" and load_model(out).layers[-1].affine
     assert main(["import", str(path), "--out", str(tmp_path / "m2.npz"), "--limit", "5"]) == 0
     text = capsys.readouterr().out
     assert "input coding: pixel >=" in text and "0 class differences" in text

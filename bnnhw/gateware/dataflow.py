@@ -142,8 +142,11 @@ class Accelerator(wiring.Component):
                                  f"(layer pixels8={layer.pixels8})")
             stages.append((f"layer{index}", mvtu))
             width = mvtu.out_width
-        self.score_bits = mvtu.score_bits
-        select = LabelSelect(model.classes, folding.layers[-1][0], self.score_bits)
+        output = model.layers[-1]
+        self.score_bits = max(1, output.score_max.bit_length())
+        affine = (output.scale, output.offset) if output.affine else (None, None)
+        select = LabelSelect(model.classes, folding.layers[-1][0], self.score_bits,
+                             mvtu.score_bits, *affine)
         stages.append(("labelselect", select))
         self.class_bits = select.class_bits
         self.out_width = select.out_width

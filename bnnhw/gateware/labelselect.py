@@ -1,10 +1,11 @@
 """Label select: the argmax of the class scores, plus the scores, as one word per frame."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["LabelSelect"]
+
 
 
 class LabelSelect(wiring.Component):
@@ -15,6 +16,12 @@ class LabelSelect(wiring.Component):
     ``[p*S, (p+1)*S)`` with ``S = score_bits``. The output payload holds the class in bits
     ``[0, class_bits)`` and score ``c`` in bits ``[class_bits + c*S, class_bits + (c+1)*S)``,
     ``class_bits = max(1, (C-1).bit_length())``.
+
+    With an output affine (``scale`` and ``offset`` given) the input lanes are popcounts of
+    ``in_bits`` bits and lane ``p`` of word ``w`` becomes the score ``s_c = scale_c * P +
+    offset_c`` of class ``c = w*PE + p`` before anything else (the per-class integers of
+    :meth:`bnnhw.model.DenseLayer.scores`, each score in ``[0, 2**S)``), a product by a
+    constant, or by one of ``C/PE`` constants chosen by the word count, in the same cycle.
 
     Each word's ``PE`` scores are reduced by a balanced tree of compare-select nodes
     (``ceil(log2 PE)`` levels), then compared with the running maximum of the earlier words.
@@ -39,22 +46,35 @@ class LabelSelect(wiring.Component):
         Scores per input word; must divide ``C``.
     score_bits : int
         Bits per score ``S``.
+    in_bits : int, optional
+        Bits per input lane (the popcount width); defaults to ``score_bits``.
+    scale, offset : sequence of int, optional
+        The output affine, one integer per class (both or neither); ``scale_bits`` is the
+        signed width of the scales (0 without an affine).
     """
 
-    def __init__(self, classes, pe, score_bits):
+    def __init__(self, classes, pe, score_bits, in_bits=None, scale=None, offset=None):
         if classes < 2 or pe < 1 or classes % pe:
             raise ValueError(
                 f"label select needs C >= 2 classes and PE dividing C (C={classes}, PE={pe})")
+        if (scale is None) != (offset is None) or (
+                scale is not None and not len(scale) == len(offset) == classes):
+            raise ValueError(f"the output affine needs {classes} scales and {classes} offsets")
         self.classes = classes
         self.pe = pe
         self.score_bits = score_bits
+        self.in_bits = score_bits if in_bits is None else in_bits
+        self.scale = None if scale is None else tuple(int(v) for v in scale)
+        self.offset = None if offset is None else tuple(int(v) for v in offset)
+        self.scale_bits = (0 if scale is None
+                           else max(abs(v) for v in self.scale).bit_length() + 1)
         self.class_bits = max(1, (classes - 1).bit_length())
         self.words = classes // pe
         self.latency = self.words
         self.cycles_per_frame = self.words
         self.out_width = self.class_bits + classes * score_bits
         super().__init__({
-            "i_stream": In(stream.Signature(pe * score_bits)),
+            "i_stream": In(stream.Signature(pe * self.in_bits)),
             "o_stream": Out(stream.Signature(self.out_width)),
         })
 
@@ -72,8 +92,9 @@ class LabelSelect(wiring.Component):
         scores = Signal(self.classes * s)
         m.d.comb += i.ready.eq(~o.valid | o.ready)
 
+        lanes = Cat(*self._lane_scores(m, count))
         # Tree over the word's scores: nodes are (value, index) pairs, lower indices on the left.
-        nodes = [(i.payload[p * s:(p + 1) * s], count * self.pe + p) for p in range(self.pe)]
+        nodes = [(lanes[p * s:(p + 1) * s], count * self.pe + p) for p in range(self.pe)]
         level = 0
         while len(nodes) > 1:
             merged = []
@@ -85,7 +106,7 @@ class LabelSelect(wiring.Component):
         word_value, word_index = nodes[0]
         take = (count == 0) | (word_value > best)
         value, index = Mux(take, word_value, best), Mux(take, word_index, best_index)
-        shifted = Cat(scores[self.pe * s:], i.payload)
+        shifted = Cat(scores[self.pe * s:], lanes)
 
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
@@ -100,6 +121,26 @@ class LabelSelect(wiring.Component):
             with m.Else():
                 m.d.sync += count.eq(count + 1)
         return m
+
+    def _lane_scores(self, m, count):
+        """The word's ``PE`` scores: the input lanes, or their per-class affine."""
+        b, s = self.in_bits, self.score_bits
+        lanes = [self.i_stream.payload[p * b:(p + 1) * b] for p in range(self.pe)]
+        if self.scale is None:
+            return lanes
+        scores = []
+        for p, popcount in enumerate(lanes):
+            # The class's constants, chosen by the word count through a chain of multiplexers
+            # (continuous assignments: defined from time zero in every simulator).
+            scale, offset = self.scale[p], self.offset[p]
+            for w in range(1, self.words):
+                c = w * self.pe + p
+                scale = Mux(count == w, Const(self.scale[c], signed(self.scale_bits)), scale)
+                offset = Mux(count == w, Const(self.offset[c], signed(s + 1)), offset)
+            score = Signal(s, name=f"lane{p}_score")
+            m.d.comb += score.eq(popcount * scale + offset)
+            scores.append(score)
+        return scores
 
     def _select(self, m, name, left, right):
         """The larger of two (value, index) nodes, the left one on ties, as named signals."""
