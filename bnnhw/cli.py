@@ -84,6 +84,55 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
+    source = args.source or ("finn-binparams" if args.model.is_dir() else "qonnx")
+    binparams = (args.layers, args.inputs, args.outputs, args.input_threshold)
+    if source == "finn-binparams":
+        return _import_binparams(args)
+    if any(v is not None for v in binparams):
+        raise ValueError("--layers, --inputs, --outputs and --input-threshold belong to "
+                         "--from finn-binparams")
+    return _import_qonnx(args)
+
+
+def _import_binparams(args: argparse.Namespace) -> dict[str, Any]:
+    from .datasets import load
+    from .finn_binparams import import_binparams, parse_layers
+    from .reference import infer
+
+    _output_file(args.out)
+    missing = [f"--{n}" for n in ("layers", "inputs", "outputs", "input-threshold")
+               if getattr(args, n.replace("-", "_")) is None]
+    if missing:
+        raise ValueError(f"--from finn-binparams needs {', '.join(missing)}")
+    model = import_binparams(args.model, parse_layers(args.layers), args.inputs, args.outputs,
+                             args.input_threshold)
+    split = load(args.dataset, "test", args.data_dir)
+    n = check_limit(args.limit)
+    if model.quantizer.pixels != split.images.shape[1]:
+        raise ValueError(f"--inputs {args.inputs} does not match the {split.images.shape[1]} "
+                         f"pixels of {args.dataset}")
+    classes, _ = infer(model, split.images[:n])
+    accuracy = round(100 * float((classes == split.labels[:n]).mean()), 2)
+    model.save(args.out)
+    rows = [{"layer": i, "op": "MVTU", "shape": [layer.out_features, layer.in_features],
+             "input": "bits", "folded": ("thresholds P > T -> P >= T - z + 1" if layer.kind ==
+                                         "dense" else "per-class offsets" if layer.affine
+                                         else "popcount argmax")}
+            for i, layer in enumerate(model.layers)]
+    result = {"model": str(args.out), "model_sha256": model.sha256(), "from": "finn-binparams",
+              "topology": model.topology, "layers": rows,
+              "input_coding": f"pixel >= {args.input_threshold}", "checked_images": n,
+              "accuracy": accuracy}
+    table = [f"{'layer':<6} {'shape':<12} folded",
+             *(f"{r['layer']:<6} {'x'.join(map(str, r['shape'])):<12} {r['folded']}"
+               for r in rows),
+             f"input coding: pixel >= {args.input_threshold}",
+             f"accuracy on {n} {args.dataset} test images: {accuracy} %; wrote {args.out} "
+             f"({model.topology}, sha256 {model.sha256()[:16]})"]
+    return result if args.json else result | {"table": "\n".join(table)}
+
+
+def _import_qonnx(args: argparse.Namespace) -> dict[str, Any]:
     from .datasets import load
     from .onnx_import import import_qonnx
 
@@ -269,10 +318,18 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop after N epochs of the schedule (resume later with --resume)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
-    p = command("import", _cmd_import, "import a QONNX (Brevitas/FINN) BNN as a model file, "
-                                       "checked against the graph on the test set "
-                                       "(bnnhw.onnx_import.import_qonnx)")
-    p.add_argument("model", type=Path, help="the .onnx graph")
+    p = command("import", _cmd_import, "import a QONNX (Brevitas/FINN) BNN, checked against "
+                                       "the graph on the test set, or a FINN/BNN-PYNQ "
+                                       "binparams folder, as a model file "
+                                       "(bnnhw.onnx_import, bnnhw.finn_binparams)")
+    p.add_argument("model", type=Path, help="the .onnx graph, or the binparams folder")
+    p.add_argument("--from", dest="source", choices=("qonnx", "finn-binparams"),
+                   help="input format (default: finn-binparams for a folder, else qonnx)")
+    p.add_argument("--layers", help="finn-binparams: MWxMH:SIMDxPE per layer, comma-separated")
+    p.add_argument("--inputs", type=int, help="finn-binparams: pixels before padding")
+    p.add_argument("--outputs", type=int, help="finn-binparams: classes before padding")
+    p.add_argument("--input-threshold", type=int,
+                   help="finn-binparams: a pixel at or above this is an input bit 1")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
     p.add_argument("--input-divisor", type=float, default=255.0,
                    help="the graph's input is pixel / this (255: images scaled to [0, 1])")

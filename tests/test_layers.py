@@ -14,7 +14,7 @@ LAYERS = [
     ("core", ("bnnhw", "bnnhw.model", "bnnhw.datasets", "bnnhw.packing", "bnnhw.reference",
               "bnnhw.passes", "bnnhw.folding", "bnnhw.devices", "bnnhw.evaluate")),
     ("hardware model", ("bnnhw.gateware", "bnnhw.export", "bnnhw.estimate",
-                        "bnnhw.onnx_import")),
+                        "bnnhw.onnx_import", "bnnhw.finn_binparams")),
     ("flows", ("bnnhw.train", "bnnhw.sim", "bnnhw.boards")),
     ("tools", ("bnnhw.cli", "bnnhw.demo", "bnnhw.demo_bench", "bnnhw.benchmarks",
                "bnnhw.report", "bnnhw.estimate_calibrate")),
