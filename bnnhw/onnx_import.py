@@ -30,11 +30,20 @@ it into the integer form of :mod:`bnnhw.model`:
   fitted to the graph's affine evaluated in float64; the check on test images compares it with
   the graph's own float32 execution.
 
+* Convolutions (``Conv``: square kernel, stride 1, no padding, one group) on NCHW maps become
+  conv layers: the weights ``(OC, C, K, K)`` are reordered into bnnhw's window order
+  ``(ky * K + kx) * C + c`` and fold per output channel like a dense layer's columns (a
+  per-channel affine ``(1, C, 1, 1)`` is one value per column). ``MaxPool`` 2x2 with stride 2
+  after an activation quantizer becomes a max-pool layer (the OR of bits). A ``Flatten`` or
+  ``Reshape`` of an NCHW map yields columns ``c * H * W + y * W + x``; the next matrix
+  product's columns are permuted into bnnhw's ``(y * W + x) * C + c`` (no permutation after a
+  ``Transpose`` to NHWC).
+
 Anything else is refused with :class:`ImportRefused`, naming the node, its op type and why:
-other ops, quantizers wider than 1 bit, convolutions (not yet imported), a weight column with
-two magnitudes, a non-monotone affine. :func:`run_graph` executes the same graphs in float32 with
-numpy, and :func:`import_qonnx` compares the imported model with it on test images before a
-model is returned.
+other ops, quantizers wider than 1 bit, padded or strided convolutions, max-pool before a
+quantizer, a weight column with two magnitudes, a non-monotone affine. :func:`run_graph`
+executes the same graphs in float32 with numpy, and :func:`import_qonnx` compares the imported
+model with it on test images before a model is returned.
 """
 
 from __future__ import annotations
@@ -46,7 +55,15 @@ from typing import Any
 
 import numpy as np
 
-from .model import DenseLayer, InputQuantizer, Model, ModelError, PixelInput
+from .model import (
+    ConvLayer,
+    DenseLayer,
+    InputQuantizer,
+    MaxPoolLayer,
+    Model,
+    ModelError,
+    PixelInput,
+)
 from .passes import fold_output_affine, least_firing
 
 __all__ = ["ImportRefused", "ImportedModel", "import_qonnx", "load_graph", "run_graph"]
@@ -58,6 +75,7 @@ AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
 SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Identity",
              "Constant")
 LAYOUT_OPS = ("Flatten", "Reshape", "Identity")
+"""Layout ops on activations; ``Transpose`` (NCHW <-> NHWC of a map) is handled apart."""
 
 
 class ImportRefused(ValueError):
@@ -150,6 +168,39 @@ def _arithmetic(op: str, x: np.ndarray, y: np.ndarray, dtype: type = np.float32)
             "Div": np.divide}[op](x, y).astype(dtype)
 
 
+def _conv_attributes(node: _Node, kernel: int) -> None:
+    """Refuse a ``Conv`` other than square, stride 1, no padding, no dilation, one group."""
+    a = node.attrs
+    ok = (list(a.get("strides", [1, 1])) == [1, 1] and not any(a.get("pads", [0] * 4))
+          and list(a.get("dilations", [1, 1])) == [1, 1] and a.get("group", 1) == 1
+          and list(a.get("kernel_shape", [kernel, kernel])) == [kernel, kernel]
+          and a.get("auto_pad", "NOTSET") in ("NOTSET", "VALID", b"NOTSET", b"VALID"))
+    if not ok:
+        raise ImportRefused(f"{node.where()}: only square convolutions with stride 1, no "
+                            f"padding, no dilation and one group can be imported ({a})")
+
+
+def _pool_attributes(node: _Node) -> None:
+    """Refuse a ``MaxPool`` other than 2 x 2 with stride 2 and no padding."""
+    a = node.attrs
+    if (list(a.get("kernel_shape", [])) != [2, 2] or list(a.get("strides", [1, 1])) != [2, 2]
+            or any(a.get("pads", [0] * 4)) or a.get("ceil_mode", 0)
+            or list(a.get("dilations", [1, 1])) != [1, 1]):
+        raise ImportRefused(f"{node.where()}: only 2x2 max-pool with stride 2 and no padding "
+                            f"can be imported ({a})")
+
+
+def _conv(node: _Node, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``Conv`` (NCHW, weights (OC, C, K, K)) in float32: valid, stride 1."""
+    k = w.shape[-1]
+    _conv_attributes(node, k)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+    y = np.einsum("ncyxij,ocij->noyx", windows, w, dtype=np.float32, optimize=True)
+    if bias is not None:
+        y = y + bias.reshape(1, -1, 1, 1)
+    return y.astype(np.float32)
+
+
 def _evaluate(node: _Node, values: list[np.ndarray], c: dict[str, np.ndarray]) -> np.ndarray:
     """One node in float32 (constants and activations alike)."""
     op, a = node.op, node.attrs
@@ -176,6 +227,14 @@ def _evaluate(node: _Node, values: list[np.ndarray], c: dict[str, np.ndarray]) -
         return y.astype(np.float32)
     if op == "BatchNormalization":
         return _batchnorm(node, x.astype(np.float32), c)
+    if op == "Conv":
+        return _conv(node, x.astype(np.float32), values[1].astype(np.float32),
+                     values[2].astype(np.float32) if len(values) > 2 else None)
+    if op == "MaxPool":
+        _pool_attributes(node)
+        n, ch, h, w = x.shape
+        return x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(n, ch, h // 2, 2, w // 2, 2).max(
+            axis=(3, 5))
     if op == "Flatten":
         axis = a.get("axis", 1)
         return x.reshape(int(np.prod(x.shape[:axis])), -1)
@@ -304,6 +363,8 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
     pending: dict[str, Any] | None = None   # the matrix product waiting for its quantizer
     act_scale = np.float32(1)
     divisor = np.float32(input_divisor)
+    layout = "NCHW"          # of the current 4-D map
+    flat_from: tuple[str, tuple[int, ...]] | None = None   # the map a flat tensor came from
     for node in graph.nodes:
         if node.domain and node.domain not in QUANT_DOMAINS and node.domain != "ai.onnx":
             raise ImportRefused(f"{node.where()}: unknown op domain {node.domain!r}")
@@ -331,9 +392,35 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
                 shapes[out] = (shape[0], int(np.prod(shape[1:])))
             else:
                 shapes[out] = shape
-            if len(shapes[out]) != 2 and state != "input":
+            if len(shapes[out]) == 4 and state == "input" and len(shape) != 4:
+                layout = "NCHW"            # the flat image reshaped into a map
+            elif len(shapes[out]) == 2 and len(shape) == 4:
+                if state == "acc":
+                    raise ImportRefused(f"{node.where()}: flatten the map after its quantizer")
+                flat_from = (layout, shape[1:])
+            elif len(shapes[out]) != 2 and shapes[out] != shape and state != "input":
                 raise ImportRefused(f"{node.where()}: only flat (N, features) activations "
-                                    f"can be imported (shape {shapes[out]})")
+                                    f"or unchanged (N, C, H, W) maps can be imported (shape "
+                                    f"{shapes[out]})")
+            continue
+        if node.op == "Transpose":
+            perm = list(node.attrs.get("perm", []))
+            if len(shape) != 4 or state == "acc" or perm not in ([0, 2, 3, 1], [0, 3, 1, 2]):
+                raise ImportRefused(f"{node.where()}: only NCHW <-> NHWC transposes of a map "
+                                    f"of bits can be imported (perm {perm})")
+            shapes[out] = tuple(shape[i] for i in perm)
+            layout = "NHWC" if (layout, perm) == ("NCHW", [0, 2, 3, 1]) else "NCHW"
+            continue
+        if node.op == "MaxPool":
+            _pool_attributes(node)
+            if state != "bits" or len(shape) != 4 or layout != "NCHW":
+                raise ImportRefused(f"{node.where()}: max-pool must follow an activation "
+                                    f"quantizer, on an NCHW map (pool after the quantizer)")
+            _, ch, h, w = shape
+            layers.append(MaxPoolLayer((h, w, ch)))
+            rows.append({"layer": len(layers) - 1, "op": "MaxPool", "shape": [h, w, ch],
+                         "input": "bits", "folded": "2x2 OR of bits"})
+            shapes[out] = (shape[0], ch, h // 2, w // 2)
             continue
         shapes[out] = shape
         if node.op in ("BipolarQuant", "Quant"):
@@ -348,7 +435,11 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
                              "folded": f"{len(chain.ops)} affine op(s) -> threshold "
                                        f"{quantizer.thresholds[0]}"})
             elif state == "acc":
-                layers.append(_hidden_layer(node, pending, chain, c, divisor))
+                hidden = _hidden_layer(node, pending, chain, c, divisor)
+                if pending["conv"] is not None:
+                    hidden = ConvLayer(hidden.weights, hidden.thresholds, *pending["conv"],
+                                       hidden.pixels8)
+                layers.append(hidden)
                 rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s) + "
                                                         f"sign -> thresholds"})
             else:
@@ -363,9 +454,32 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
                 if inputs.index(x) != 0 and node.op in ("Sub", "Div"):
                     raise ImportRefused(f"{node.where()}: the activation must be the first "
                                         f"operand of {node.op}")
-                chain.ops.append((node, c[others[0]].astype(np.float32)))
+                chain.ops.append((node, _per_column(node, c[others[0]], shape)))
             else:
                 chain.ops.append((node, None))
+            continue
+        if node.op == "Conv":
+            if state == "acc" or len(shape) != 4 or layout != "NCHW":
+                raise ImportRefused(f"{node.where()}: a convolution needs an NCHW map of bits "
+                                    f"from a 1-bit quantizer (or the input) in front of it")
+            w = c[others[0]].astype(np.float32)
+            oc, ch, kh, kw = w.shape
+            _conv_attributes(node, kw)
+            if kh != kw:
+                raise ImportRefused(f"{node.where()}: the kernel must be square ({kh}x{kw})")
+            _, _, h, width = shape
+            # bnnhw's window order: column (ky * K + kx) * C + c.
+            bits, magnitude = _weights(node, w.transpose(0, 2, 3, 1).reshape(oc, -1).T)
+            pending, chain = _matrix_product(
+                node, bits, magnitude, state, chain, c, act_scale, divisor, pixels, len(layers))
+            if pending["pixel_layer"]:
+                quantizer = PixelInput(pixels)
+            if len(others) > 1:
+                chain.ops.append((_Node("Add", "", f"{node.name}:bias", [], [""], {}),
+                                  c[others[1]].astype(np.float32)[None, :]))
+            pending["conv"] = (kw, (h, width, ch))
+            state = "acc"
+            shapes[out] = (shape[0], oc, h - kw + 1, width - kw + 1)
             continue
         if node.op in ("MatMul", "Gemm"):
             if state == "acc":
@@ -377,41 +491,28 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
             if node.op == "Gemm" and node.attrs.get("transB", 0):
                 w = w.T
             bits, magnitude = _weights(node, w)
-            k = bits.shape[1]
-            alpha = np.float32(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else None
-            pixel_layer = state == "input"
-            input_scale = np.float32(1)
-            if pixel_layer:
-                # Only a positive scaling of the input commutes with the weighted sum.
-                if any(op.op not in ("Mul", "Div") or other.size != 1 or float(other) <= 0
-                       for op, other in chain.ops):
-                    raise ImportRefused(f"{node.where()}: between the input and a pixel layer "
-                                        f"only Mul/Div by one positive constant are supported")
-                input_scale = chain.apply(np.ones((1, 1)), c)[0, 0]
+            if flat_from is not None:
+                bits = bits[:, _flat_order(*flat_from)]
+                flat_from = None
+            pending, chain = _matrix_product(
+                node, bits, magnitude, state, chain, c, act_scale, divisor, pixels, len(layers))
+            if pending["pixel_layer"]:
                 quantizer = PixelInput(pixels)
-            new = _Chain()
-            # Accumulator -> graph value: (sum of +-1 products) * act_scale * |w_j| [* alpha];
-            # for the pixel layer the accumulator is sum_k w_k p_k and the input p * scale / D.
-            factor = (magnitude * input_scale / divisor) if pixel_layer \
-                else (magnitude * act_scale)
-            mul = _Node("Mul", "", f"{node.name}:scale", [], [""], {})
-            new.ops.append((mul, factor.astype(np.float32)[None, :]))
+            alpha = np.float32(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else None
             if alpha is not None and alpha != 1:
-                new.ops.append((_Node("Mul", "", f"{node.name}:alpha", [], [""], {}),
-                                np.array(alpha, np.float32)))
+                chain.ops.append((_Node("Mul", "", f"{node.name}:alpha", [], [""], {}),
+                                  np.array(alpha, np.float32)))
             if node.op == "Gemm" and len(others) > 1:
-                new.ops.append((node, c[others[1]].astype(np.float32)))
-            pending = {"bits": bits, "k": k, "pixel_layer": pixel_layer,
-                       "row": {"layer": len(layers), "op": node.op,
-                               "shape": [int(bits.shape[0]), k],
-                               "input": "8-bit pixels" if pixel_layer else "bits"}}
-            state, chain = "acc", new
+                chain.ops.append((node, c[others[1]].astype(np.float32)))
+            state = "acc"
             shapes[out] = (shape[0], bits.shape[0])
             continue
         raise ImportRefused(f"{node.where()}: op {node.op} is not supported")
     if state != "acc" or pending is None:
         raise ImportRefused(f"{path}: the graph must end in the output layer's matrix product "
                             f"(optionally followed by an affine)")
+    if pending["conv"] is not None:
+        raise ImportRefused(f"{path}: the output layer must be a MatMul or Gemm, not a Conv")
     output, how = _output_layer(pending, chain, c, path)
     layers.append(output)
     rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s), {how}"})
@@ -425,6 +526,57 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
     if check_images is not None:
         _check(graph, model, check_images, divisor, result)
     return result
+
+
+def _matrix_product(node: _Node, bits: np.ndarray, magnitude: np.ndarray, state: str,
+                    chain: _Chain, c: dict[str, np.ndarray], act_scale: np.float32,
+                    divisor: np.float32, pixels: int, index: int) -> tuple[dict, _Chain]:
+    """The pending layer of a ``MatMul``/``Gemm``/``Conv`` with 1-bit ``bits`` (M, K), and
+    the chain that maps its integer accumulator to the graph's value.
+
+    Accumulator -> graph value: (sum of +-1 products) * act_scale * |w_j|; for a pixel layer
+    (``state == "input"``) the accumulator is ``sum_k w_k p_k`` and the input
+    ``p * scale / D``, where only a positive scaling of the input commutes with the sum.
+    """
+    pixel_layer = state == "input"
+    input_scale = np.float32(1)
+    if pixel_layer:
+        if any(op.op not in ("Mul", "Div") or other.size != 1 or float(other) <= 0
+               for op, other in chain.ops):
+            raise ImportRefused(f"{node.where()}: between the input and a pixel layer "
+                                f"only Mul/Div by one positive constant are supported")
+        input_scale = chain.apply(np.ones((1, 1)), c)[0, 0]
+    factor = (magnitude * input_scale / divisor) if pixel_layer else (magnitude * act_scale)
+    new = _Chain()
+    new.ops.append((_Node("Mul", "", f"{node.name}:scale", [], [""], {}),
+                    factor.astype(np.float32)[None, :]))
+    k = bits.shape[1]
+    pending = {"bits": bits, "k": k, "pixel_layer": pixel_layer, "conv": None,
+               "row": {"layer": index, "op": node.op, "shape": [int(bits.shape[0]), k],
+                       "input": "8-bit pixels" if pixel_layer else "bits"}}
+    return pending, new
+
+
+def _per_column(node: _Node, constant: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """An affine op's constant as one value or one per column: a map's per-channel constant
+    ``(C, 1, 1)`` or ``(1, C, 1, 1)`` becomes ``(1, C)``."""
+    constant = constant.astype(np.float32)
+    if len(shape) != 4 or constant.size == 1:
+        return constant
+    if constant.size == shape[1] and constant.squeeze().shape == (shape[1],) \
+            and constant.ndim >= 3 and constant.shape[-2:] == (1, 1):
+        return constant.reshape(1, -1)
+    raise ImportRefused(f"{node.where()}: on a map, an affine constant must be one value or "
+                        f"one per channel (shape {constant.shape})")
+
+
+def _flat_order(layout: str, shape: tuple[int, ...]) -> np.ndarray:
+    """For each bnnhw column ``(y * W + x) * C + c`` of a flattened map, the graph's column:
+    ``c * H * W + y * W + x`` after an NCHW flatten, the same column after NHWC."""
+    if layout == "NHWC":
+        return np.arange(int(np.prod(shape)))
+    ch, h, w = shape
+    return np.arange(ch * h * w).reshape(ch, h, w).transpose(1, 2, 0).ravel()
 
 
 def _input_quantizer(node: _Node, chain: _Chain, c: dict[str, np.ndarray], pixels: int,

@@ -58,7 +58,12 @@ class Builder:
             return self.node("Gemm", [x, wt], transB=1)
         return self.node("MatMul", [x, wq])
 
-    def affine(self, x, m, k):
+    def conv(self, x, oc, ch, k, magnitude):
+        w = self.rng.standard_normal((oc, ch, k, k)).astype(np.float32)
+        return self.node("Conv", [x, self.quant(self.const(w), magnitude)],
+                         kernel_shape=[k, k], strides=[1, 1], pads=[0, 0, 0, 0])
+
+    def affine(self, x, m, k, channels=False):
         # Centred near the accumulator's spread so that thresholds land inside [0, K].
         gamma = self.rng.uniform(0.5, 2.0, m).astype(np.float32)
         gamma *= self.rng.choice([-1, 1], m)
@@ -70,10 +75,12 @@ class Builder:
             return self.node("BatchNormalization",
                              [x, self.const(gamma), self.const(beta), self.const(mean),
                               self.const(var)], epsilon=1e-5)
-        y = self.node("Sub", [x, self.const(mean)])
-        y = self.node("Div", [y, self.const(np.sqrt(var + 1e-5).astype(np.float32))])
-        y = self.node("Mul", [y, self.const(gamma)])
-        return self.node("Add", [y, self.const(beta)])
+        shape = (1, m, 1, 1) if channels else (m,)   # a map's per-channel constants
+        y = self.node("Sub", [x, self.const(mean.reshape(shape))])
+        y = self.node("Div", [y, self.const(np.sqrt(var + 1e-5).astype(np.float32)
+                                            .reshape(shape))])
+        y = self.node("Mul", [y, self.const(gamma.reshape(shape))])
+        return self.node("Add", [y, self.const(beta.reshape(shape))])
 
 
 def build_graph(rng, sizes, spelling, path, side=6):
@@ -121,7 +128,45 @@ def build_graph(rng, sizes, spelling, path, side=6):
     return path
 
 
-def qonnx_outputs(path, images):
+def build_conv_graph(rng, spelling, path, side=8):
+    """A binarized CNN over 1 x 1 x side x side inputs: one or two 1-bit conv blocks (conv,
+    per-channel affine, quantizer, sometimes a 2x2 max-pool), an optional NHWC transpose, a
+    flatten, a hidden dense block and the output layer."""
+    b = Builder(rng, spelling)
+    h = "image"
+    if not spelling["pixels8"]:
+        h = b.quant(b.node("Sub", [h, b.const(np.float32(rng.uniform(0.2, 0.6)))]))
+    ch, size = 1, side
+    for _ in range(spelling["blocks"]):
+        k, oc = int(rng.integers(2, 4)), int(rng.integers(2, 5))
+        h = b.conv(h, oc, ch, k, rng.choice([1.0, 0.5]))
+        h = b.quant(b.affine(h, oc, k * k * ch, channels=True))
+        ch, size = oc, size - k + 1
+        if size >= 4 and rng.random() < 0.7:
+            h = b.node("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
+            size //= 2
+        spelling = {**spelling, "pixels8": False}
+    if spelling["nhwc"]:
+        h = b.node("Transpose", [h], perm=[0, 2, 3, 1])
+    h = b.node("Flatten", [h], axis=1)
+    k = ch * size * size
+    h = b.quant(b.affine(b.matmul(h, k, 6, 1.0), 6, k))
+    h = b.matmul(h, 6, 4, 1.0)
+    if spelling["final"] == "per-class":
+        h = b.affine(h, 4, 6)
+    out = b.nodes[-1].output[0]
+    graph = helper.make_graph(
+        b.nodes, "cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                       [1, 1, side, side])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                    helper.make_opsetid(QDOMAIN, 1),
+                                                    helper.make_opsetid(OLD_DOMAIN, 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def qonnx_outputs(path, images, side=6):
     """The graph's output for each image, executed by qonnx (the oracle)."""
     import onnx
     from qonnx.core.modelwrapper import ModelWrapper
@@ -135,8 +180,8 @@ def qonnx_outputs(path, images):
     wrapper = ModelWrapper(model).transform(InferShapes())
     out = wrapper.graph.output[0].name
     x = images.astype(np.float32) / np.float32(255)
-    return np.stack([execute_onnx(wrapper, {"image": x[i].reshape(1, 1, 6, 6)})[out].ravel()
-                     for i in range(len(images))])
+    return np.stack([execute_onnx(wrapper, {"image": x[i].reshape(1, 1, side, side)})[out]
+                     .ravel() for i in range(len(images))])
 
 
 SPELLINGS = st.fixed_dictionaries({
@@ -171,6 +216,33 @@ def test_imported_model_equals_the_graph(tmp_path, spelling, seed, sizes):
     assert (type(model.quantizer).__name__ == "PixelInput") == spelling["pixels8"]
     assert [r["layer"] for r in imported.rows][-1] == len(sizes) - 1
     assert model.layers[-1].affine == (spelling["final"] == "per-class")
+
+
+CONV_SPELLINGS = st.fixed_dictionaries({
+    "quant": st.sampled_from(["BipolarQuant", "Quant"]), "gemm": st.booleans(),
+    "affine": st.sampled_from(["bn", "ops"]), "old_domain": st.booleans(),
+    "pixels8": st.booleans(), "final": st.sampled_from(["none", "per-class"]),
+    "zero_gamma": st.booleans(), "blocks": st.integers(1, 2), "nhwc": st.booleans()})
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spelling=CONV_SPELLINGS, seed=st.integers(0, 2**31))
+def test_imported_cnn_equals_the_graph(tmp_path, spelling, seed):
+    rng = np.random.default_rng(seed)
+    path = build_conv_graph(rng, spelling, tmp_path / f"c{seed}.onnx")
+    images = rng.integers(0, 256, (24, 64), dtype=np.uint8)
+    images[0], images[1] = 0, 255
+    imported = import_qonnx(path, check_images=images)
+    assert imported.mismatches == 0
+    oracle = qonnx_outputs(path, images, side=8)
+    ours = run_graph(load_graph(path), images.reshape(-1, 1, 8, 8).astype(np.float32) / 255)
+    np.testing.assert_allclose(ours.reshape(oracle.shape), oracle, rtol=1e-5, atol=1e-5)
+    classes, _ = infer(imported.model, images)
+    assert (classes == argmax_lowest(oracle)).all()
+    kinds = [layer.kind for layer in imported.model.layers]
+    assert kinds.count("conv") == spelling["blocks"] and kinds[-2:] == ["dense", "output"]
+    assert imported.model.layers[0].pixels8 == spelling["pixels8"]
 
 
 def refused(tmp_path, nodes, inits, message):
@@ -255,3 +327,45 @@ def test_import_command_checks_on_mnist_and_writes_the_model(tmp_path, capsys):
     assert main(["import", str(path), "--out", str(tmp_path / "m2.npz"), "--limit", "5"]) == 0
     text = capsys.readouterr().out
     assert "input coding: pixel >=" in text and "0 class differences" in text
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("kind", ["dense", "cnn"])
+def test_no_class_differs_from_the_graph_on_all_mnist_test_images(kind, tmp_path):
+    """The acceptance run: a 28 x 28 network, folded, against the graph on 10,000 images."""
+    from bnnhw import datasets
+
+    spelling = {"quant": "Quant", "gemm": False, "affine": "ops", "old_domain": False,
+                "inits_as_inputs": False, "shape_subgraph": False, "pixels8": kind == "cnn",
+                "final": "per-class", "zero_gamma": True, "blocks": 2, "nhwc": False}
+    rng = np.random.default_rng(21)
+    path = (build_conv_graph(rng, spelling, tmp_path / "c.onnx", side=28) if kind == "cnn"
+            else build_graph(rng, (48, 10), spelling, tmp_path / "d.onnx", 28))
+    images = datasets.load("mnist", "test").images
+    imported = import_qonnx(path, check_images=images)
+    assert (imported.checked_images, imported.mismatches) == (10000, 0)
+
+
+def test_conv_refusals_name_the_node_and_why(tmp_path):
+    def graph(nodes, message):
+        consts = {"s": np.float32(1), "w": np.ones((2, 1, 3, 3), np.float32)}
+        g = helper.make_graph(
+            nodes, "bad", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                         [1, 1, 8, 8])],
+            [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(v, k) for k, v in consts.items()])
+        path = tmp_path / "bad.onnx"
+        path.write_bytes(helper.make_model(g).SerializeToString())
+        with pytest.raises(ImportRefused, match=message):
+            import_qonnx(path)
+
+    quant = helper.make_node("BipolarQuant", ["image", "s"], ["a"], domain=QDOMAIN)
+    graph([quant, helper.make_node("Conv", ["a", "w"], ["b"], name="padded", pads=[1, 1, 1, 1])],
+          r"node 'padded' \(Conv\): only square convolutions with stride 1, no padding")
+    graph([quant, helper.make_node("Conv", ["a", "w"], ["b"]),
+           helper.make_node("MaxPool", ["b"], ["c"], name="early", kernel_shape=[2, 2],
+                            strides=[2, 2])],
+          r"node 'early' \(MaxPool\): max-pool must follow an activation quantizer")
+    graph([quant, helper.make_node("MaxPool", ["a"], ["c"], name="big", kernel_shape=[3, 3],
+                                   strides=[3, 3])],
+          r"node 'big' \(MaxPool\): only 2x2 max-pool with stride 2")
