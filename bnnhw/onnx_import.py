@@ -351,181 +351,229 @@ def import_qonnx(path: str | os.PathLike, input_divisor: float = 255.0,
         images whose class differs (nothing is returned).
     """
     graph = load_graph(path)
-    c = dict(graph.constants)
-    pixels = int(np.prod(graph.input_shape[1:]))
-    dynamic = {graph.input}
-    shapes = {graph.input: graph.input_shape}
-    state = "input"          # input | bits | acc
-    chain = _Chain()
-    layers: list[DenseLayer] = []
-    rows: list[dict[str, Any]] = []
-    quantizer: InputQuantizer | PixelInput | None = None
-    pending: dict[str, Any] | None = None   # the matrix product waiting for its quantizer
-    act_scale = np.float32(1)
-    divisor = np.float32(input_divisor)
-    layout = "NCHW"          # of the current 4-D map
-    flat_from: tuple[str, tuple[int, ...]] | None = None   # the map a flat tensor came from
+    walk = _Walk(graph, np.float32(input_divisor))
     for node in graph.nodes:
-        if node.domain and node.domain not in QUANT_DOMAINS and node.domain != "ai.onnx":
-            raise ImportRefused(f"{node.where()}: unknown op domain {node.domain!r}")
-        inputs = [n for n in node.inputs if n]
-        if not any(n in dynamic for n in inputs):
-            if node.op in ("BipolarQuant", "Quant", *SHAPE_OPS, *AFFINE_OPS, "Reshape",
-                           "Flatten", "Transpose"):
-                c[node.outputs[0]] = _evaluate(node, [c[n] for n in inputs], c)
-                continue
-            raise ImportRefused(f"{node.where()}: op {node.op} is not supported")
-        out = node.outputs[0]
-        dynamic.add(out)
-        x = next(n for n in inputs if n in dynamic)
-        shape = shapes[x]
-        others = [n for n in inputs if n not in dynamic]
-        if node.op == "Shape":
-            c[out] = np.array(shape, dtype=np.int64)
-            dynamic.discard(out)
-            continue
-        if node.op in LAYOUT_OPS:
-            if node.op == "Reshape":
-                target = _evaluate(node, [np.zeros(shape, np.float32), c[others[0]]], c)
-                shapes[out] = target.shape
-            elif node.op == "Flatten":
-                shapes[out] = (shape[0], int(np.prod(shape[1:])))
-            else:
-                shapes[out] = shape
-            if len(shapes[out]) == 4 and state == "input" and len(shape) != 4:
-                layout = "NCHW"            # the flat image reshaped into a map
-            elif len(shapes[out]) == 2 and len(shape) == 4:
-                if state == "acc":
-                    raise ImportRefused(f"{node.where()}: flatten the map after its quantizer")
-                flat_from = (layout, shape[1:])
-            elif len(shapes[out]) != 2 and shapes[out] != shape and state != "input":
-                raise ImportRefused(f"{node.where()}: only flat (N, features) activations "
-                                    f"or unchanged (N, C, H, W) maps can be imported (shape "
-                                    f"{shapes[out]})")
-            continue
-        if node.op == "Transpose":
-            perm = list(node.attrs.get("perm", []))
-            if len(shape) != 4 or state == "acc" or perm not in ([0, 2, 3, 1], [0, 3, 1, 2]):
-                raise ImportRefused(f"{node.where()}: only NCHW <-> NHWC transposes of a map "
-                                    f"of bits can be imported (perm {perm})")
-            shapes[out] = tuple(shape[i] for i in perm)
-            layout = "NHWC" if (layout, perm) == ("NCHW", [0, 2, 3, 1]) else "NCHW"
-            continue
-        if node.op == "MaxPool":
-            _pool_attributes(node)
-            if state != "bits" or len(shape) != 4 or layout != "NCHW":
-                raise ImportRefused(f"{node.where()}: max-pool must follow an activation "
-                                    f"quantizer, on an NCHW map (pool after the quantizer)")
-            _, ch, h, w = shape
-            layers.append(MaxPoolLayer((h, w, ch)))
-            rows.append({"layer": len(layers) - 1, "op": "MaxPool", "shape": [h, w, ch],
-                         "input": "bits", "folded": "2x2 OR of bits"})
-            shapes[out] = (shape[0], ch, h // 2, w // 2)
-            continue
-        shapes[out] = shape
-        if node.op in ("BipolarQuant", "Quant"):
-            _quant_bits(node, c)
-            scale = c[node.inputs[1]].astype(np.float32)
-            if scale.size != 1 or float(scale) <= 0:
-                raise ImportRefused(f"{node.where()}: an activation quantizer needs one "
-                                    f"positive scale (got {scale.ravel()[:4]})")
-            if state == "input":
-                quantizer = _input_quantizer(node, chain, c, pixels, divisor)
-                rows.append({"layer": "input", "op": "BipolarQuant", "shape": [pixels],
-                             "folded": f"{len(chain.ops)} affine op(s) -> threshold "
-                                       f"{quantizer.thresholds[0]}"})
-            elif state == "acc":
-                hidden = _hidden_layer(node, pending, chain, c, divisor)
-                if pending["conv"] is not None:
-                    hidden = ConvLayer(hidden.weights, hidden.thresholds, *pending["conv"],
-                                       hidden.pixels8)
-                layers.append(hidden)
-                rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s) + "
-                                                        f"sign -> thresholds"})
-            else:
-                raise ImportRefused(f"{node.where()}: two quantizers in a row")
-            state, chain, act_scale, pending = "bits", _Chain(), np.float32(scale), None
-            continue
-        if node.op in AFFINE_OPS or node.op == "BatchNormalization":
-            if state == "bits":
-                raise ImportRefused(f"{node.where()}: an affine op on binary activations is "
-                                    f"not supported")
-            if node.op in AFFINE_OPS:
-                if inputs.index(x) != 0 and node.op in ("Sub", "Div"):
-                    raise ImportRefused(f"{node.where()}: the activation must be the first "
-                                        f"operand of {node.op}")
-                chain.ops.append((node, _per_column(node, c[others[0]], shape)))
-            else:
-                chain.ops.append((node, None))
-            continue
-        if node.op == "Conv":
-            if state == "acc" or len(shape) != 4 or layout != "NCHW":
-                raise ImportRefused(f"{node.where()}: a convolution needs an NCHW map of bits "
-                                    f"from a 1-bit quantizer (or the input) in front of it")
-            w = c[others[0]].astype(np.float32)
-            oc, ch, kh, kw = w.shape
-            _conv_attributes(node, kw)
-            if kh != kw:
-                raise ImportRefused(f"{node.where()}: the kernel must be square ({kh}x{kw})")
-            _, _, h, width = shape
-            # bnnhw's window order: column (ky * K + kx) * C + c.
-            bits, magnitude = _weights(node, w.transpose(0, 2, 3, 1).reshape(oc, -1).T)
-            pending, chain = _matrix_product(
-                node, bits, magnitude, state, chain, c, act_scale, divisor, pixels, len(layers))
-            if pending["pixel_layer"]:
-                quantizer = PixelInput(pixels)
-            if len(others) > 1:
-                chain.ops.append((_Node("Add", "", f"{node.name}:bias", [], [""], {}),
-                                  c[others[1]].astype(np.float32)[None, :]))
-            pending["conv"] = (kw, (h, width, ch))
-            state = "acc"
-            shapes[out] = (shape[0], oc, h - kw + 1, width - kw + 1)
-            continue
-        if node.op in ("MatMul", "Gemm"):
-            if state == "acc":
-                raise ImportRefused(f"{node.where()}: a matrix product needs a 1-bit "
-                                    f"quantizer (or the input) in front of it")
-            if node.op == "Gemm" and node.attrs.get("transA", 0):
-                raise ImportRefused(f"{node.where()}: Gemm with transA is not supported")
-            w = c[others[0]].astype(np.float32)
-            if node.op == "Gemm" and node.attrs.get("transB", 0):
-                w = w.T
-            bits, magnitude = _weights(node, w)
-            if flat_from is not None:
-                bits = bits[:, _flat_order(*flat_from)]
-                flat_from = None
-            pending, chain = _matrix_product(
-                node, bits, magnitude, state, chain, c, act_scale, divisor, pixels, len(layers))
-            if pending["pixel_layer"]:
-                quantizer = PixelInput(pixels)
-            alpha = np.float32(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else None
-            if alpha is not None and alpha != 1:
-                chain.ops.append((_Node("Mul", "", f"{node.name}:alpha", [], [""], {}),
-                                  np.array(alpha, np.float32)))
-            if node.op == "Gemm" and len(others) > 1:
-                chain.ops.append((node, c[others[1]].astype(np.float32)))
-            state = "acc"
-            shapes[out] = (shape[0], bits.shape[0])
-            continue
-        raise ImportRefused(f"{node.where()}: op {node.op} is not supported")
-    if state != "acc" or pending is None:
-        raise ImportRefused(f"{path}: the graph must end in the output layer's matrix product "
-                            f"(optionally followed by an affine)")
-    if pending["conv"] is not None:
-        raise ImportRefused(f"{path}: the output layer must be a MatMul or Gemm, not a Conv")
-    output, how = _output_layer(pending, chain, c, path)
-    layers.append(output)
-    rows.append(pending["row"] | {"folded": f"{len(chain.ops)} affine op(s), {how}"})
-    if quantizer is None:
-        raise ImportRefused(f"{path}: no input coding found")
+        walk.step(node)
+    layers, rows, quantizer = walk.finish(path)
     model = Model(quantizer, tuple(layers), {"imported_from": Path(path).name,
                                              "input_divisor": float(input_divisor)})
     coding = ("8-bit pixels into the first layer" if isinstance(quantizer, PixelInput)
               else f"pixel >= {quantizer.thresholds[0]} (BipolarQuant of the scaled input)")
     result = ImportedModel(model, rows, coding)
     if check_images is not None:
-        _check(graph, model, check_images, divisor, result)
+        _check(graph, model, check_images, walk.divisor, result)
     return result
+
+
+class _Walk:
+    """The graph walked node by node, in order, with what has been recognised so far.
+
+    ``state`` is ``"input"`` (before the first quantizer or matrix product), ``"bits"`` (after
+    an activation quantizer) or ``"acc"`` (after a matrix product, collecting the affine ops
+    in ``chain`` until the next quantizer folds them into thresholds).
+    """
+
+    def __init__(self, graph: Graph, divisor: np.float32) -> None:
+        self.c = dict(graph.constants)
+        self.divisor = divisor
+        self.pixels = int(np.prod(graph.input_shape[1:]))
+        self.dynamic = {graph.input}
+        self.shapes: dict[str, tuple[int, ...]] = {graph.input: graph.input_shape}
+        self.state = "input"
+        self.chain = _Chain()
+        self.layers: list[DenseLayer | ConvLayer | MaxPoolLayer] = []
+        self.rows: list[dict[str, Any]] = []
+        self.quantizer: InputQuantizer | PixelInput | None = None
+        self.pending: dict[str, Any] | None = None   # the product waiting for its quantizer
+        self.act_scale = np.float32(1)
+        self.layout = "NCHW"                         # of the current 4-D map
+        self.flat_from: tuple[str, tuple[int, ...]] | None = None  # map a flat tensor came from
+
+    def step(self, node: _Node) -> None:
+        """Take one node: evaluate it if constant, else fold it into the model."""
+        if node.domain and node.domain not in QUANT_DOMAINS and node.domain != "ai.onnx":
+            raise ImportRefused(f"{node.where()}: unknown op domain {node.domain!r}")
+        inputs = [n for n in node.inputs if n]
+        if not any(n in self.dynamic for n in inputs):
+            if node.op in ("BipolarQuant", "Quant", *SHAPE_OPS, *AFFINE_OPS, "Reshape",
+                           "Flatten", "Transpose"):
+                self.c[node.outputs[0]] = _evaluate(node, [self.c[n] for n in inputs], self.c)
+                return
+            raise ImportRefused(f"{node.where()}: op {node.op} is not supported")
+        out = node.outputs[0]
+        self.dynamic.add(out)
+        x = next(n for n in inputs if n in self.dynamic)
+        shape = self.shapes[x]
+        others = [n for n in inputs if n not in self.dynamic]
+        if node.op == "Shape":
+            self.c[out] = np.array(shape, dtype=np.int64)
+            self.dynamic.discard(out)
+            return
+        handlers = {"Transpose": self.transpose, "MaxPool": self.maxpool,
+                    "BipolarQuant": self.quantize, "Quant": self.quantize,
+                    "BatchNormalization": self.affine, "Conv": self.conv,
+                    "MatMul": self.matmul, "Gemm": self.matmul,
+                    **dict.fromkeys(LAYOUT_OPS, self.relayout),
+                    **dict.fromkeys(AFFINE_OPS, self.affine)}
+        if node.op not in handlers:
+            raise ImportRefused(f"{node.where()}: op {node.op} is not supported")
+        self.shapes[out] = handlers[node.op](node, shape, others, inputs.index(x))
+
+    def relayout(self, node: _Node, shape: tuple[int, ...], others: list[str],
+                 _: int) -> tuple[int, ...]:
+        """``Flatten``/``Reshape``/``Identity``: remember the map a flat tensor came from."""
+        if node.op == "Reshape":
+            target = _evaluate(node, [np.zeros(shape, np.float32), self.c[others[0]]], self.c)
+            new = target.shape
+        elif node.op == "Flatten":
+            new = (shape[0], int(np.prod(shape[1:])))
+        else:
+            new = shape
+        if len(new) == 4 and self.state == "input" and len(shape) != 4:
+            self.layout = "NCHW"            # the flat image reshaped into a map
+        elif len(new) == 2 and len(shape) == 4:
+            if self.state == "acc":
+                raise ImportRefused(f"{node.where()}: flatten the map after its quantizer")
+            self.flat_from = (self.layout, shape[1:])
+        elif len(new) != 2 and new != shape and self.state != "input":
+            raise ImportRefused(f"{node.where()}: only flat (N, features) activations or "
+                                f"unchanged (N, C, H, W) maps can be imported (shape {new})")
+        return new
+
+    def transpose(self, node: _Node, shape: tuple[int, ...], *_: Any) -> tuple[int, ...]:
+        """NCHW <-> NHWC of a map of bits."""
+        perm = list(node.attrs.get("perm", []))
+        if len(shape) != 4 or self.state == "acc" or perm not in ([0, 2, 3, 1], [0, 3, 1, 2]):
+            raise ImportRefused(f"{node.where()}: only NCHW <-> NHWC transposes of a map of "
+                                f"bits can be imported (perm {perm})")
+        self.layout = "NHWC" if (self.layout, perm) == ("NCHW", [0, 2, 3, 1]) else "NCHW"
+        return tuple(shape[i] for i in perm)
+
+    def maxpool(self, node: _Node, shape: tuple[int, ...], *_: Any) -> tuple[int, ...]:
+        """2x2 max-pool of a map of bits: a max-pool layer."""
+        _pool_attributes(node)
+        if self.state != "bits" or len(shape) != 4 or self.layout != "NCHW":
+            raise ImportRefused(f"{node.where()}: max-pool must follow an activation "
+                                f"quantizer, on an NCHW map (pool after the quantizer)")
+        _, ch, h, w = shape
+        self.layers.append(MaxPoolLayer((h, w, ch)))
+        self.rows.append({"layer": len(self.layers) - 1, "op": "MaxPool", "shape": [h, w, ch],
+                          "input": "bits", "folded": "2x2 OR of bits"})
+        return (shape[0], ch, h // 2, w // 2)
+
+    def quantize(self, node: _Node, shape: tuple[int, ...], *_: Any) -> tuple[int, ...]:
+        """An activation quantizer: the input threshold, or the pending layer's thresholds."""
+        _quant_bits(node, self.c)
+        scale = self.c[node.inputs[1]].astype(np.float32)
+        if scale.size != 1 or float(scale) <= 0:
+            raise ImportRefused(f"{node.where()}: an activation quantizer needs one positive "
+                                f"scale (got {scale.ravel()[:4]})")
+        ops = len(self.chain.ops)
+        if self.state == "input":
+            self.quantizer = _input_quantizer(node, self.chain, self.c, self.pixels,
+                                              self.divisor)
+            self.rows.append({"layer": "input", "op": "BipolarQuant", "shape": [self.pixels],
+                              "folded": f"{ops} affine op(s) -> threshold "
+                                        f"{self.quantizer.thresholds[0]}"})
+        elif self.state == "acc":
+            pending = self.pending
+            hidden = _hidden_layer(node, pending, self.chain, self.c, self.divisor)
+            if pending["conv"] is not None:
+                hidden = ConvLayer(hidden.weights, hidden.thresholds, *pending["conv"],
+                                   hidden.pixels8)
+            self.layers.append(hidden)
+            self.rows.append(pending["row"] | {"folded": f"{ops} affine op(s) + sign -> "
+                                                         f"thresholds"})
+        else:
+            raise ImportRefused(f"{node.where()}: two quantizers in a row")
+        self.state, self.chain, self.pending = "bits", _Chain(), None
+        self.act_scale = np.float32(scale)
+        return shape
+
+    def affine(self, node: _Node, shape: tuple[int, ...], others: list[str],
+               position: int) -> tuple[int, ...]:
+        """``BatchNormalization`` or ``Mul``/``Add``/``Sub``/``Div`` by a constant: recorded."""
+        if self.state == "bits":
+            raise ImportRefused(f"{node.where()}: an affine op on binary activations is not "
+                                f"supported")
+        if node.op == "BatchNormalization":
+            self.chain.ops.append((node, None))
+            return shape
+        if position != 0 and node.op in ("Sub", "Div"):
+            raise ImportRefused(f"{node.where()}: the activation must be the first operand of "
+                                f"{node.op}")
+        self.chain.ops.append((node, _per_column(node, self.c[others[0]], shape)))
+        return shape
+
+    def conv(self, node: _Node, shape: tuple[int, ...], others: list[str],
+             _: int) -> tuple[int, ...]:
+        """A 1-bit convolution: the pending conv layer."""
+        if self.state == "acc" or len(shape) != 4 or self.layout != "NCHW":
+            raise ImportRefused(f"{node.where()}: a convolution needs an NCHW map of bits from "
+                                f"a 1-bit quantizer (or the input) in front of it")
+        w = self.c[others[0]].astype(np.float32)
+        oc, ch, kh, kw = w.shape
+        _conv_attributes(node, kw)
+        if kh != kw:
+            raise ImportRefused(f"{node.where()}: the kernel must be square ({kh}x{kw})")
+        _, _, h, width = shape
+        # bnnhw's window order: column (ky * K + kx) * C + c.
+        self.product(node, *_weights(node, w.transpose(0, 2, 3, 1).reshape(oc, -1).T))
+        if len(others) > 1:
+            self.chain.ops.append((_Node("Add", "", f"{node.name}:bias", [], [""], {}),
+                                   self.c[others[1]].astype(np.float32)[None, :]))
+        self.pending["conv"] = (kw, (h, width, ch))
+        return (shape[0], oc, h - kw + 1, width - kw + 1)
+
+    def matmul(self, node: _Node, shape: tuple[int, ...], others: list[str],
+               _: int) -> tuple[int, ...]:
+        """``MatMul``/``Gemm`` with 1-bit weights: the pending dense layer."""
+        if self.state == "acc":
+            raise ImportRefused(f"{node.where()}: a matrix product needs a 1-bit quantizer "
+                                f"(or the input) in front of it")
+        if node.op == "Gemm" and node.attrs.get("transA", 0):
+            raise ImportRefused(f"{node.where()}: Gemm with transA is not supported")
+        w = self.c[others[0]].astype(np.float32)
+        if node.op == "Gemm" and node.attrs.get("transB", 0):
+            w = w.T
+        bits, magnitude = _weights(node, w)
+        if self.flat_from is not None:
+            bits = bits[:, _flat_order(*self.flat_from)]
+            self.flat_from = None
+        self.product(node, bits, magnitude)
+        alpha = np.float32(node.attrs.get("alpha", 1.0)) if node.op == "Gemm" else None
+        if alpha is not None and alpha != 1:
+            self.chain.ops.append((_Node("Mul", "", f"{node.name}:alpha", [], [""], {}),
+                                   np.array(alpha, np.float32)))
+        if node.op == "Gemm" and len(others) > 1:
+            self.chain.ops.append((node, self.c[others[1]].astype(np.float32)))
+        return (shape[0], bits.shape[0])
+
+    def product(self, node: _Node, bits: np.ndarray, magnitude: np.ndarray) -> None:
+        """Start the pending layer of a matrix product or convolution."""
+        self.pending, self.chain = _matrix_product(
+            node, bits, magnitude, self.state, self.chain, self.c, self.act_scale,
+            self.divisor, self.pixels, len(self.layers))
+        if self.pending["pixel_layer"]:
+            self.quantizer = PixelInput(self.pixels)
+        self.state = "acc"
+
+    def finish(self, path: Any) -> tuple[list, list[dict[str, Any]],
+                                         InputQuantizer | PixelInput]:
+        """The layers with the output layer, the table rows and the input quantizer."""
+        if self.state != "acc" or self.pending is None:
+            raise ImportRefused(f"{path}: the graph must end in the output layer's matrix "
+                                f"product (optionally followed by an affine)")
+        if self.pending["conv"] is not None:
+            raise ImportRefused(f"{path}: the output layer must be a MatMul or Gemm, not a "
+                                f"Conv")
+        output, how = _output_layer(self.pending, self.chain, self.c, path)
+        self.layers.append(output)
+        self.rows.append(self.pending["row"] | {"folded": f"{len(self.chain.ops)} affine "
+                                                          f"op(s), {how}"})
+        if self.quantizer is None:
+            raise ImportRefused(f"{path}: no input coding found")
+        return self.layers, self.rows, self.quantizer
 
 
 def _matrix_product(node: _Node, bits: np.ndarray, magnitude: np.ndarray, state: str,
