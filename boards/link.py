@@ -51,6 +51,8 @@ per cycle is consumed in ``B`` cycles while the accelerator keeps ``acc_in.ready
 ``reply_latency = 1`` cycle after the edge that takes the accelerator's output word.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -180,241 +182,224 @@ class Link(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        P = self.pixels_per_word
-        b = self.i_bytes
+        n = SimpleNamespace(b=self.i_bytes)
+        self._packer(m, n)
+        # Reply tokens: (kind, status, weights_loaded) per reply, in request order.
+        m.submodules.tokens = n.tokens = SyncFIFOBuffered(width=5, depth=TOKEN_DEPTH)
+        n.tok_kind, n.tok_status = Signal(2, name="tok_kind"), Signal(2, name="tok_status")
+        m.d.comb += n.tokens.w_data.eq(Cat(n.tok_kind, n.tok_status, self.weights_loaded))
+        self._parser(m, n)
+        self._serialiser(m, n)
+        return m
 
-        # --- pixel packer: P pixels -> one accelerator word --------------------------------
-        pix_valid = Signal()
-        pix_data = Signal(8)
+    def _packer(self, m, n):
+        """Pixel packer: ``P`` pixels (``n.pix_valid``/``n.pix_data``) -> one accelerator
+        word; ``n.pix_ready`` is its ready."""
+        P = self.pixels_per_word
+        n.pix_valid, n.pix_data = Signal(name="pix_valid"), Signal(8, name="pix_data")
         word = Signal(8 * P)
         count = Signal(range(P + 1))
         full = Signal()
-        pix_ready = ~full | self.acc_in.ready
+        n.pix_ready = ~full | self.acc_in.ready
         m.d.comb += [self.acc_in.valid.eq(full), self.acc_in.payload.eq(word)]
         with m.If(full & self.acc_in.ready):
             m.d.sync += full.eq(0)
-        with m.If(pix_valid & pix_ready):
-            m.d.sync += word.eq((word >> 8) | (pix_data << (8 * (P - 1))))
+        with m.If(n.pix_valid & n.pix_ready):
+            m.d.sync += word.eq((word >> 8) | (n.pix_data << (8 * (P - 1))))
             with m.If(count == P - 1):
                 m.d.sync += [count.eq(0), full.eq(1)]
             with m.Else():
                 m.d.sync += count.eq(count + 1)
 
-        # --- reply tokens ------------------------------------------------------------------
-        m.submodules.tokens = tokens = SyncFIFOBuffered(width=5, depth=TOKEN_DEPTH)
-        tok_kind = Signal(2)
-        tok_status = Signal(2)
-        m.d.comb += tokens.w_data.eq(Cat(tok_kind, tok_status, self.weights_loaded))
-
-        # --- request parser ----------------------------------------------------------------
-        cmd = Signal(8)
-        length = Signal(16)
-        crc = Signal(8)
-        bytes_left = Signal(range(max(self.pixels, self.bits_bytes, 4 + MAX_WEIGHT_CHUNK) + 1))
-        pixels_left = Signal(range(self.pixels + 1))
+    def _parser(self, m, n):
+        """Request parser: its signals, the CRC, the idle timer and the FSM."""
+        b = n.b
+        n.cmd, n.length = Signal(8, name="cmd"), Signal(16, name="length")
+        n.crc = Signal(8, name="crc")
+        n.bytes_left = Signal(range(max(self.pixels, self.bits_bytes, 4 + MAX_WEIGHT_CHUNK)
+                                    + 1), name="bytes_left")
+        n.pixels_left = Signal(range(self.pixels + 1), name="pixels_left")
         idle = Signal(range(self.timeout_cycles + 1))
-        timeout = Signal()
-        kind = Signal(2)
-        m.d.comb += timeout.eq(idle == self.timeout_cycles)
+        n.timeout, n.kind = Signal(name="timeout"), Signal(2, name="kind")
+        m.d.comb += n.timeout.eq(idle == self.timeout_cycles)
 
         # CLASSIFY_BITS expander: one byte -> 8 / L pixels, one per cycle.
-        levels = max(self.levels, 1)
-        exp_bits = Signal(8)
-        exp_left = Signal(range(9))
+        n.levels = max(self.levels, 1)
+        n.exp_bits, n.exp_left = Signal(8, name="exp_bits"), Signal(range(9), name="exp_left")
         if self.bits_pixel_values is not None:
             lut = Array(Const(min(v, 255), 8) for v in self.bits_pixel_values)
-            ones = sum(exp_bits[i] for i in range(levels))
-            exp_pixel = lut[ones]
+            n.exp_pixel = lut[sum(n.exp_bits[i] for i in range(n.levels))]
         else:
-            exp_pixel = Const(0, 8)
+            n.exp_pixel = Const(0, 8)
 
         # LOAD_WEIGHTS: offset bytes 0-2 (byte 3 is beyond the 16-bit word address), the low
         # byte of the next word, the position in the request, and a commit (no data) flag.
-        offset = Signal(24)
-        low = Signal(8)
-        load_pos = Signal(range(6))
-        commit = Signal()
+        n.offset, n.low = Signal(24, name="offset"), Signal(8, name="low")
+        n.load_pos, n.commit = Signal(range(6), name="load_pos"), Signal(name="commit")
         m.d.sync += self.w_en.eq(0)
         with m.If(self.w_en):
             m.d.sync += self.w_addr.eq(self.w_addr + 1)
 
-        accept = Signal()
-        m.d.comb += b.ready.eq(accept)
-        taken = b.valid & accept
-        with m.If(taken):
-            m.d.sync += crc.eq(crc8_next(crc, b.payload))
+        n.accept = Signal(name="accept")
+        m.d.comb += b.ready.eq(n.accept)
+        n.taken = b.valid & n.accept
+        with m.If(n.taken):
+            m.d.sync += n.crc.eq(crc8_next(n.crc, b.payload))
 
         with m.FSM(name="parser"):
-            with m.State("HUNT"):
-                m.d.comb += accept.eq(1)
-                with m.If(taken & (b.payload == SYNC[0])):
-                    m.next = "SYNC1"
-            with m.State("SYNC1"):
-                m.d.comb += accept.eq(1)
-                with m.If(taken):
-                    with m.If(b.payload == SYNC[1]):
-                        m.d.sync += crc.eq(0)
-                        m.next = "CMD"
-                    with m.Elif(b.payload != SYNC[0]):
-                        m.next = "HUNT"
-                with m.Elif(timeout):
-                    m.next = "HUNT"
-            with m.State("CMD"):
-                m.d.comb += accept.eq(1)
-                with m.If(taken):
-                    m.d.sync += cmd.eq(b.payload)
-                    m.next = "LEN_LO"
-                with m.Elif(timeout):
-                    m.next = "HUNT"
-            with m.State("LEN_LO"):
-                m.d.comb += accept.eq(1)
-                with m.If(taken):
-                    m.d.sync += length[:8].eq(b.payload)
-                    m.next = "LEN_HI"
-                with m.Elif(timeout):
-                    m.next = "HUNT"
-            with m.State("LEN_HI"):
-                m.d.comb += accept.eq(1)
-                full_len = Cat(length[:8], b.payload)
-                with m.If(taken):
-                    with m.If((cmd == Command.IDENTIFY) & (full_len == 0)):
-                        m.d.sync += kind.eq(KIND_IDENTIFY)
-                        m.next = "CHECK"
-                    with m.Elif((cmd == Command.CLASSIFY_RAW) & (full_len == self.pixels)):
-                        m.d.sync += [kind.eq(KIND_RAW), bytes_left.eq(self.pixels),
-                                     pixels_left.eq(self.pixels)]
-                        m.next = "PAYLOAD_RAW"
-                    if self.bits_bytes:
-                        with m.Elif((cmd == Command.CLASSIFY_BITS)
-                                    & (full_len == self.bits_bytes)):
-                            m.d.sync += [kind.eq(KIND_BITS), bytes_left.eq(self.bits_bytes),
-                                         pixels_left.eq(self.pixels)]
-                            m.next = "PAYLOAD_BITS"
-                    if self.load_weights:
-                        with m.Elif((cmd == Command.LOAD_WEIGHTS) & (full_len >= 4)
-                                    & (full_len <= 4 + MAX_WEIGHT_CHUNK) & ~full_len[0]):
-                            m.d.sync += [kind.eq(KIND_LOAD), bytes_left.eq(full_len),
-                                         commit.eq(full_len == 4), load_pos.eq(0)]
-                            m.next = "PAYLOAD_LOAD"
-                    with m.Else():
-                        m.next = "HUNT"
-                with m.Elif(timeout):
-                    m.next = "HUNT"
-            with m.State("PAYLOAD_LOAD"):
-                m.d.comb += accept.eq(1)
-                with m.If(taken):
-                    m.d.sync += bytes_left.eq(bytes_left - 1)
-                    with m.If(load_pos < 3):
-                        m.d.sync += [load_pos.eq(load_pos + 1),
-                                     offset.eq(Cat(offset[8:], b.payload))]
-                    with m.Elif(load_pos == 3):
-                        # Bits 1-16 of the offset (bytes 0-2 now) are the word address.
-                        m.d.sync += [load_pos.eq(4), self.w_addr.eq(offset[1:17])]
-                    with m.Elif(load_pos == 4):
-                        m.d.sync += [load_pos.eq(5), low.eq(b.payload)]
-                    with m.Else():
-                        m.d.sync += [load_pos.eq(4), self.w_data.eq(Cat(low, b.payload)),
-                                     self.w_en.eq(1), self.weights_loaded.eq(0)]
-                    with m.If(bytes_left == 1):
-                        m.next = "CHECK"
-                with m.Elif(timeout):
-                    m.next = "CHECK"
-            with m.State("PAYLOAD_RAW"):
-                m.d.comb += [accept.eq(pix_ready), pix_valid.eq(b.valid),
-                             pix_data.eq(b.payload)]
-                with m.If(taken):
-                    m.d.sync += [bytes_left.eq(bytes_left - 1), pixels_left.eq(pixels_left - 1)]
-                    with m.If(bytes_left == 1):
-                        m.next = "CHECK"
-                with m.Elif(timeout):
-                    m.next = "PAD"
-            with m.State("PAYLOAD_BITS"):
-                expanding = exp_left != 0
-                m.d.comb += [pix_valid.eq(expanding), pix_data.eq(exp_pixel),
-                             accept.eq(~expanding & (bytes_left != 0))]
-                with m.If(expanding & pix_ready):
-                    m.d.sync += [exp_bits.eq(exp_bits >> levels), exp_left.eq(exp_left - 1),
-                                 pixels_left.eq(pixels_left - 1)]
-                with m.If(taken):
-                    m.d.sync += [exp_bits.eq(b.payload), exp_left.eq(8 // levels),
-                                 bytes_left.eq(bytes_left - 1)]
-                with m.If((bytes_left == 0) & ~expanding):
-                    m.next = "CHECK"
-                with m.Elif(timeout & ~expanding):
-                    m.next = "PAD"
-            with m.State("PAD"):
-                m.d.comb += [pix_valid.eq(pixels_left != 0), pix_data.eq(0)]
-                with m.If((pixels_left != 0) & pix_ready):
-                    m.d.sync += pixels_left.eq(pixels_left - 1)
-                with m.If((pixels_left == 0) & tokens.w_rdy):
-                    m.d.comb += [tokens.w_en.eq(1), tok_kind.eq(kind),
-                                 tok_status.eq(Status.TIMEOUT)]
-                    m.next = "HUNT"
-            with m.State("CHECK"):
-                m.d.comb += [accept.eq(tokens.w_rdy), tok_kind.eq(kind)]
-                with m.If(taken):
-                    good = b.payload == crc
-                    m.d.comb += tok_status.eq(Mux(good, Status.OK, Status.BAD_CRC))
-                    m.d.comb += tokens.w_en.eq((kind != KIND_IDENTIFY) | good)
-                    with m.If((kind == KIND_LOAD) & commit & good):
-                        m.d.sync += self.weights_loaded.eq(1)
-                    m.next = "HUNT"
-                with m.Elif(timeout & tokens.w_rdy):
-                    m.d.comb += [tokens.w_en.eq(kind != KIND_IDENTIFY),
-                                 tok_status.eq(Status.TIMEOUT)]
-                    m.next = "HUNT"
+            self._header_states(m, n)
+            self._payload_states(m, n)
+            self._end_states(m, n)
 
         with m.If(b.valid):
             m.d.sync += idle.eq(0)
-        with m.Elif(~timeout):
+        with m.Elif(~n.timeout):
             m.d.sync += idle.eq(idle + 1)
 
-        # --- reply serialiser --------------------------------------------------------------
-        result = Signal(8 * self.result_bytes)
-        r_kind = Signal(2)
-        r_status = Signal(2)
-        r_loaded = Signal()  # weights_loaded when the request was answered
-        index = Signal(range(OVERHEAD_BYTES + 1 + max(len(self.identity), self.result_bytes)))
-        out_crc = Signal(8)
-        ident_rom = Array(Const(v, 8) for v in (self.identity or b"\0"))
-        ident_len, result_len = len(self.identity) + 1, self.result_bytes + 1
-        is_ident = r_kind == KIND_IDENTIFY
-        is_load = r_kind == KIND_LOAD
-        last = Mux(is_ident, OVERHEAD_BYTES + ident_len - 1,
-                   Mux(is_load, OVERHEAD_BYTES, OVERHEAD_BYTES + result_len - 1))
-        o = self.o_bytes
-        byte = Signal(8)
-        with m.Switch(index):
-            with m.Case(0):
-                m.d.comb += byte.eq(SYNC[0])
-            with m.Case(1):
-                m.d.comb += byte.eq(SYNC[1])
-            with m.Case(2):
-                m.d.comb += byte.eq(Mux(is_ident, Command.IDENTIFY,
-                                        Mux(r_kind == KIND_RAW, Command.CLASSIFY_RAW,
-                                            Mux(is_load, Command.LOAD_WEIGHTS,
-                                                Command.CLASSIFY_BITS))) | REPLY)
-            with m.Case(3):
-                m.d.comb += byte.eq(Mux(is_ident, ident_len & 0xFF,
-                                        Mux(is_load, 1, result_len & 0xFF)))
-            with m.Case(4):
-                m.d.comb += byte.eq(Mux(is_ident, ident_len >> 8,
-                                        Mux(is_load, 0, result_len >> 8)))
-            with m.Case(5):
-                m.d.comb += byte.eq(r_status)
-            with m.Default():
-                with m.If(index == last):
-                    m.d.comb += byte.eq(out_crc)
-                with m.Elif(is_ident):
-                    # Bit 2 of the flags byte: weights_loaded when the request was answered.
-                    flags = index == 6 + IDENTITY_FLAGS_INDEX
-                    m.d.comb += byte.eq(ident_rom[index - 6] | Mux(flags, r_loaded << 2, 0))
+    def _header_states(self, m, n):
+        """HUNT, SYNC1, CMD, LEN_LO, LEN_HI: find a frame and check its (CMD, LEN)."""
+        b, taken, timeout = n.b, n.taken, n.timeout
+        with m.State("HUNT"):
+            m.d.comb += n.accept.eq(1)
+            with m.If(taken & (b.payload == SYNC[0])):
+                m.next = "SYNC1"
+        with m.State("SYNC1"):
+            m.d.comb += n.accept.eq(1)
+            with m.If(taken):
+                with m.If(b.payload == SYNC[1]):
+                    m.d.sync += n.crc.eq(0)
+                    m.next = "CMD"
+                with m.Elif(b.payload != SYNC[0]):
+                    m.next = "HUNT"
+            with m.Elif(timeout):
+                m.next = "HUNT"
+        for state, target, following in (("CMD", n.cmd, "LEN_LO"),
+                                         ("LEN_LO", n.length[:8], "LEN_HI")):
+            with m.State(state):
+                m.d.comb += n.accept.eq(1)
+                with m.If(taken):
+                    m.d.sync += target.eq(b.payload)
+                    m.next = following
+                with m.Elif(timeout):
+                    m.next = "HUNT"
+        with m.State("LEN_HI"):
+            m.d.comb += n.accept.eq(1)
+            full_len = Cat(n.length[:8], b.payload)
+            cmd = n.cmd
+            with m.If(taken):
+                with m.If((cmd == Command.IDENTIFY) & (full_len == 0)):
+                    m.d.sync += n.kind.eq(KIND_IDENTIFY)
+                    m.next = "CHECK"
+                with m.Elif((cmd == Command.CLASSIFY_RAW) & (full_len == self.pixels)):
+                    m.d.sync += [n.kind.eq(KIND_RAW), n.bytes_left.eq(self.pixels),
+                                 n.pixels_left.eq(self.pixels)]
+                    m.next = "PAYLOAD_RAW"
+                if self.bits_bytes:
+                    with m.Elif((cmd == Command.CLASSIFY_BITS) & (full_len == self.bits_bytes)):
+                        m.d.sync += [n.kind.eq(KIND_BITS), n.bytes_left.eq(self.bits_bytes),
+                                     n.pixels_left.eq(self.pixels)]
+                        m.next = "PAYLOAD_BITS"
+                if self.load_weights:
+                    with m.Elif((cmd == Command.LOAD_WEIGHTS) & (full_len >= 4)
+                                & (full_len <= 4 + MAX_WEIGHT_CHUNK) & ~full_len[0]):
+                        m.d.sync += [n.kind.eq(KIND_LOAD), n.bytes_left.eq(full_len),
+                                     n.commit.eq(full_len == 4), n.load_pos.eq(0)]
+                        m.next = "PAYLOAD_LOAD"
                 with m.Else():
-                    m.d.comb += byte.eq(result[:8])
+                    m.next = "HUNT"
+            with m.Elif(timeout):
+                m.next = "HUNT"
+
+    def _payload_states(self, m, n):
+        """PAYLOAD_LOAD, PAYLOAD_RAW, PAYLOAD_BITS: take the payload bytes."""
+        b, taken, timeout = n.b, n.taken, n.timeout
+        bytes_left, pixels_left, load_pos = n.bytes_left, n.pixels_left, n.load_pos
+        with m.State("PAYLOAD_LOAD"):
+            m.d.comb += n.accept.eq(1)
+            with m.If(taken):
+                m.d.sync += bytes_left.eq(bytes_left - 1)
+                with m.If(load_pos < 3):
+                    m.d.sync += [load_pos.eq(load_pos + 1),
+                                 n.offset.eq(Cat(n.offset[8:], b.payload))]
+                with m.Elif(load_pos == 3):
+                    # Bits 1-16 of the offset (bytes 0-2 now) are the word address.
+                    m.d.sync += [load_pos.eq(4), self.w_addr.eq(n.offset[1:17])]
+                with m.Elif(load_pos == 4):
+                    m.d.sync += [load_pos.eq(5), n.low.eq(b.payload)]
+                with m.Else():
+                    m.d.sync += [load_pos.eq(4), self.w_data.eq(Cat(n.low, b.payload)),
+                                 self.w_en.eq(1), self.weights_loaded.eq(0)]
+                with m.If(bytes_left == 1):
+                    m.next = "CHECK"
+            with m.Elif(timeout):
+                m.next = "CHECK"
+        with m.State("PAYLOAD_RAW"):
+            m.d.comb += [n.accept.eq(n.pix_ready), n.pix_valid.eq(b.valid),
+                         n.pix_data.eq(b.payload)]
+            with m.If(taken):
+                m.d.sync += [bytes_left.eq(bytes_left - 1), pixels_left.eq(pixels_left - 1)]
+                with m.If(bytes_left == 1):
+                    m.next = "CHECK"
+            with m.Elif(timeout):
+                m.next = "PAD"
+        with m.State("PAYLOAD_BITS"):
+            expanding = n.exp_left != 0
+            m.d.comb += [n.pix_valid.eq(expanding), n.pix_data.eq(n.exp_pixel),
+                         n.accept.eq(~expanding & (bytes_left != 0))]
+            with m.If(expanding & n.pix_ready):
+                m.d.sync += [n.exp_bits.eq(n.exp_bits >> n.levels),
+                             n.exp_left.eq(n.exp_left - 1), pixels_left.eq(pixels_left - 1)]
+            with m.If(taken):
+                m.d.sync += [n.exp_bits.eq(b.payload), n.exp_left.eq(8 // n.levels),
+                             bytes_left.eq(bytes_left - 1)]
+            with m.If((bytes_left == 0) & ~expanding):
+                m.next = "CHECK"
+            with m.Elif(timeout & ~expanding):
+                m.next = "PAD"
+
+    def _end_states(self, m, n):
+        """PAD (a timed-out classify completed with zero pixels) and CHECK (the CRC byte):
+        both queue the reply token."""
+        tokens, kind = n.tokens, n.kind
+        with m.State("PAD"):
+            m.d.comb += [n.pix_valid.eq(n.pixels_left != 0), n.pix_data.eq(0)]
+            with m.If((n.pixels_left != 0) & n.pix_ready):
+                m.d.sync += n.pixels_left.eq(n.pixels_left - 1)
+            with m.If((n.pixels_left == 0) & tokens.w_rdy):
+                m.d.comb += [tokens.w_en.eq(1), n.tok_kind.eq(kind),
+                             n.tok_status.eq(Status.TIMEOUT)]
+                m.next = "HUNT"
+        with m.State("CHECK"):
+            m.d.comb += [n.accept.eq(tokens.w_rdy), n.tok_kind.eq(kind)]
+            with m.If(n.taken):
+                good = n.b.payload == n.crc
+                m.d.comb += n.tok_status.eq(Mux(good, Status.OK, Status.BAD_CRC))
+                m.d.comb += tokens.w_en.eq((kind != KIND_IDENTIFY) | good)
+                with m.If((kind == KIND_LOAD) & n.commit & good):
+                    m.d.sync += self.weights_loaded.eq(1)
+                m.next = "HUNT"
+            with m.Elif(n.timeout & tokens.w_rdy):
+                m.d.comb += [tokens.w_en.eq(kind != KIND_IDENTIFY),
+                             n.tok_status.eq(Status.TIMEOUT)]
+                m.next = "HUNT"
+
+    def _serialiser(self, m, n):
+        """Reply serialiser: pairs each token with its reply (a classify one with the next
+        accelerator word) and sends the reply bytes, registered, with their CRC."""
+        tokens = n.tokens
+        n.result = Signal(8 * self.result_bytes, name="result")
+        n.r_kind, n.r_status = Signal(2, name="r_kind"), Signal(2, name="r_status")
+        n.r_loaded = Signal(name="r_loaded")  # weights_loaded when the request was answered
+        n.index = Signal(range(OVERHEAD_BYTES + 1 + max(len(self.identity),
+                                                        self.result_bytes)), name="index")
+        n.out_crc = Signal(8, name="out_crc")
+        byte, last = self._reply_byte(m, n)
+        o, index, result, r_kind, r_status = (self.o_bytes, n.index, n.result, n.r_kind,
+                                              n.r_status)
         # The byte is registered before it leaves and before the CRC takes it, so the index
         # decode and the CRC sit in different cycles; ``fresh`` holds o.valid low for the
         # cycle after the index (or the reply) changes. A byte per UART frame leaves time.
-        byte_q, fresh = Signal(8), Signal()
+        byte_q, fresh = Signal(8, name="byte_q"), Signal(name="fresh")
         m.d.sync += [byte_q.eq(byte), fresh.eq(1)]
         m.d.comb += o.payload.eq(byte_q)
 
@@ -433,8 +418,8 @@ class Link(wiring.Component):
                     m.d.sync += [r_kind.eq(tokens.r_data[:2]),
                                  r_status.eq(Mux(lost | self.rx_lost, Status.OVERRUN,
                                                  tokens.r_data[2:4])),
-                                 r_loaded.eq(tokens.r_data[4]),
-                                 index.eq(0), out_crc.eq(0), fresh.eq(0)]
+                                 n.r_loaded.eq(tokens.r_data[4]),
+                                 index.eq(0), n.out_crc.eq(0), fresh.eq(0)]
                     with m.If(lost | self.rx_lost):
                         m.d.sync += [lost.eq(0), self.error.eq(1)]
                     with m.If((tokens.r_data[:2] == KIND_IDENTIFY)
@@ -457,10 +442,48 @@ class Link(wiring.Component):
                 with m.If(fresh & o.ready):
                     m.d.sync += [index.eq(index + 1), fresh.eq(0)]
                     with m.If(index >= 2):
-                        m.d.sync += out_crc.eq(crc8_next(out_crc, byte_q))
+                        m.d.sync += n.out_crc.eq(crc8_next(n.out_crc, byte_q))
                     with m.If((index > 5) & (r_kind != KIND_IDENTIFY)):
                         m.d.sync += result.eq(result >> 8)
                     with m.If(index == last):
                         m.d.sync += self.activity.eq(1)
                         m.next = "IDLE"
-        return m
+
+    def _reply_byte(self, m, n):
+        """The reply byte at ``n.index`` (combinational), and the index of the last byte."""
+        r_kind, index = n.r_kind, n.index
+        ident_rom = Array(Const(v, 8) for v in (self.identity or b"\0"))
+        ident_len, result_len = len(self.identity) + 1, self.result_bytes + 1
+        is_ident = r_kind == KIND_IDENTIFY
+        is_load = r_kind == KIND_LOAD
+        last = Mux(is_ident, OVERHEAD_BYTES + ident_len - 1,
+                   Mux(is_load, OVERHEAD_BYTES, OVERHEAD_BYTES + result_len - 1))
+        byte = Signal(8)
+        with m.Switch(index):
+            with m.Case(0):
+                m.d.comb += byte.eq(SYNC[0])
+            with m.Case(1):
+                m.d.comb += byte.eq(SYNC[1])
+            with m.Case(2):
+                m.d.comb += byte.eq(Mux(is_ident, Command.IDENTIFY,
+                                        Mux(r_kind == KIND_RAW, Command.CLASSIFY_RAW,
+                                            Mux(is_load, Command.LOAD_WEIGHTS,
+                                                Command.CLASSIFY_BITS))) | REPLY)
+            with m.Case(3):
+                m.d.comb += byte.eq(Mux(is_ident, ident_len & 0xFF,
+                                        Mux(is_load, 1, result_len & 0xFF)))
+            with m.Case(4):
+                m.d.comb += byte.eq(Mux(is_ident, ident_len >> 8,
+                                        Mux(is_load, 0, result_len >> 8)))
+            with m.Case(5):
+                m.d.comb += byte.eq(n.r_status)
+            with m.Default():
+                with m.If(index == last):
+                    m.d.comb += byte.eq(n.out_crc)
+                with m.Elif(is_ident):
+                    # Bit 2 of the flags byte: weights_loaded when the request was answered.
+                    flags = index == 6 + IDENTITY_FLAGS_INDEX
+                    m.d.comb += byte.eq(ident_rom[index - 6] | Mux(flags, n.r_loaded << 2, 0))
+                with m.Else():
+                    m.d.comb += byte.eq(n.result[:8])
+        return byte, last
