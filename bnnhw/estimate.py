@@ -25,7 +25,7 @@ ECP5 distributed RAM (``DPR16X4``: 16 words of 4 bits), or soft logic.
   RAM, ``D * W`` flip-flops; a weight ROM of at most :data:`MERGED_ROM_DEPTH` words costs
   none, as yosys folds each of its bits into the LUT of the lane it feeds.
 
-Logic model (coefficients fitted on real builds, :mod:`bnnhw.estimate_calibrate`)
+Logic model (coefficients fitted on real builds, :mod:`bnnhw.tools.estimate_calibrate`)
 -------------------------------------------------------------------------------
 Each stage yields features: ``lanes`` (XNOR + popcount inputs, ``PE * SIMD`` for an MVTU),
 ``pe_bits`` (adder and comparator bits: ``PE * (S + T)`` with ``S`` score bits and ``T``
@@ -111,7 +111,7 @@ __all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "FEATURES", "FMAX_FEATURES", "
            "map_memory", "modelled_fmax", "resolve_fold"]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("estimate_coefficients.json")
-"""Fitted coefficients (written by ``python -m bnnhw.estimate_calibrate``)."""
+"""Fitted coefficients (written by ``python -m bnnhw.tools.estimate_calibrate``)."""
 
 FEATURES = ("lanes", "pe_bits", "mem_units", "reg_bits", "stages", "map_stages")
 LUT_FEATURES = ("lanes", "pe_bits", "mem_units", "stages", "map_stages")
@@ -285,7 +285,7 @@ def load_coefficients(path: str | Path | None = None) -> dict[str, Any]:
     path = Path(path) if path is not None else COEFFICIENTS_PATH
     if not path.is_file():
         raise FileNotFoundError(f"estimator coefficients {path} not found (run python -m "
-                                f"bnnhw.estimate_calibrate)")
+                                f"bnnhw.tools.estimate_calibrate)")
     return _load(str(path.resolve()))
 
 

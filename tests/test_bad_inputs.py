@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bnnhw.cli import main
 from bnnhw.model import DenseLayer, InputQuantizer, Model
+from bnnhw.tools.cli import main
 
 CASES: dict[str, Callable[[Path], list[str]]] = {}
 
@@ -349,7 +349,7 @@ def test_bad_input_is_one_clear_error(name, tmp_path, capsys, monkeypatch):
 
 
 def test_catalogue_covers_every_subcommand(tmp_path):
-    from bnnhw.cli import _parser
+    from bnnhw.tools.cli import _parser
 
     commands = set(_parser()._subparsers._group_actions[0].choices)
     covered = set()

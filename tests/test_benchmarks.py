@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bnnhw import cli
-from bnnhw.benchmarks import collect, parse_anchors, write_benchmarks
+from bnnhw.tools import cli
+from bnnhw.tools.benchmarks import collect, parse_anchors, write_benchmarks
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = """# Facts
@@ -90,7 +90,7 @@ def test_write_benchmarks_returns_the_table(repo):
 
 
 def test_demo_bench_record_is_shown(repo):
-    record = {"command": "python -m bnnhw.demo_bench --epochs 5 --board icebreaker",
+    record = {"command": "python -m bnnhw.tools.demo_bench --epochs 5 --board icebreaker",
               "install_seconds": 61.2, "demo_seconds": 170.4, "total_seconds": 231.6,
               "table": "stage  result  seconds\ntrain  sfc  20.0"}
     (repo / "docs" / "demo_bench.json").write_text(json.dumps(record))

@@ -11,11 +11,11 @@ from bnnhw.boards.platforms import make_platform
 from bnnhw.boards.pll import pll_settings
 from bnnhw.boards.top import BoardTop
 
-from bnnhw import cli
 from bnnhw.devices import BOARDS, get_board
 from bnnhw.estimate import MEASURED_MARGIN
 from bnnhw.folding import parse_fold
 from bnnhw.model import DenseLayer, InputQuantizer, Model, load_model
+from bnnhw.tools import cli
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

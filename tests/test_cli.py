@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from bnnhw.cli import main
 from bnnhw.model import DenseLayer, InputQuantizer, Model
+from bnnhw.tools.cli import main
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_demo_json_is_the_only_thing_on_stdout(tmp_path, capfd):
 
 
 def test_every_option_has_help_and_version_is_printed(capsys):
-    from bnnhw.cli import _parser
+    from bnnhw.tools.cli import _parser
 
     parser = _parser()
     commands = parser._subparsers._group_actions[0].choices

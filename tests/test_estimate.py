@@ -10,7 +10,6 @@ from gateware_helpers import random_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bnnhw import cli
 from bnnhw.devices import get_board
 from bnnhw.estimate import (
     AUTO_LUT_SHARE,
@@ -29,6 +28,7 @@ from bnnhw.estimate import (
 from bnnhw.folding import parse_fold
 from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.model import load_model
+from bnnhw.tools import cli
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 MODELS = {load_model(p).sha256(): p for p in sorted((DOCS / "models").glob("*.npz"))}

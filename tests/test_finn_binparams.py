@@ -130,7 +130,7 @@ def test_wrong_sizes_and_missing_files_are_named(tmp_path):
 @pytest.mark.needs_data
 def test_import_command_writes_a_checked_model(tmp_path, capsys):
     from bnnhw import datasets
-    from bnnhw.cli import main
+    from bnnhw.tools.cli import main
 
     rng = np.random.default_rng(5)
     layers, params = padded_network(rng, 784, [32], 10, True)

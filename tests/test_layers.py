@@ -16,9 +16,9 @@ LAYERS = [
     ("hardware model", ("bnnhw.gateware", "bnnhw.export", "bnnhw.estimate",
                         "bnnhw.onnx_import", "bnnhw.finn_binparams")),
     ("flows", ("bnnhw.train", "bnnhw.sim", "bnnhw.boards")),
-    ("tools", ("bnnhw.cli", "bnnhw.demo", "bnnhw.demo_bench", "bnnhw.benchmarks",
-               "bnnhw.report", "bnnhw.estimate_calibrate")),
+    ("tools", ("bnnhw.tools",)),
 ]
+
 def layer_of(module: str) -> int:
     best, rank = -1, None
     for index, (_, prefixes) in enumerate(LAYERS):

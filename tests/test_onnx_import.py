@@ -309,8 +309,8 @@ def test_import_command_checks_on_mnist_and_writes_the_model(tmp_path, capsys):
     import json
     import os
 
-    from bnnhw.cli import main
     from bnnhw.model import load_model
+    from bnnhw.tools.cli import main
 
     if not os.environ.get("BNNHW_DATA"):
         pytest.skip("BNNHW_DATA is not set")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bnnhw import cli
 from bnnhw.estimate import resolve_fold
 from bnnhw.model import load_model
-from bnnhw.report import find_training, write_report
+from bnnhw.tools import cli
+from bnnhw.tools.report import find_training, write_report
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 pytestmark = pytest.mark.needs_data

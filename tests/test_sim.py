@@ -189,7 +189,7 @@ def test_verilator_matches_reference_on_1000_images(tmp_path):
 @pytest.mark.cocotb
 def test_conv_model_on_icarus_from_the_cli(capsys):
     """cnv-micro (two 3x3 conv + pool blocks) through ``bnnhw sim`` on 60 MNIST test images."""
-    from bnnhw.cli import main
+    from bnnhw.tools.cli import main
 
     path = ROOT / "docs" / "models" / "cnv-micro_mnist.npz"
     assert main(["sim", str(path), "--limit", "60", "--simulator", "icarus", "--json"]) == 0
@@ -208,8 +208,8 @@ def test_own_images_from_pngs_and_npy(tmp_path, capsys):
     """``bnnhw sim --images``: a folder of grayscale PNGs and an .npy, against the reference."""
     from PIL import Image
 
-    from bnnhw.cli import main
     from bnnhw.datasets import DatasetError, load_images
+    from bnnhw.tools.cli import main
 
     model = small_model(1)
     path = model.save(tmp_path / "tiny.npz")

@@ -70,7 +70,7 @@ def test_checkpoint_refusals(tmp_path):
 
 @pytest.mark.needs_data
 def test_cli_train_stops_and_resumes(tmp_path):
-    base = [sys.executable, "-m", "bnnhw.cli", "train", "--arch", "tfc", "--epochs", "2",
+    base = [sys.executable, "-m", "bnnhw.tools.cli", "train", "--arch", "tfc", "--epochs", "2",
             "--threads", "1", "--checkpoint", str(tmp_path / "ck"), "--out",
             str(tmp_path / "m.npz"), "--json"]
     env = dict(os.environ)

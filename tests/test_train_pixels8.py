@@ -8,10 +8,10 @@ from bnnhw.train import MLP, train
 from bnnhw.train.layers import F32, BinaryDense, PixelScale
 
 from bnnhw import datasets
-from bnnhw.cli import _parser
 from bnnhw.model import PixelInput, load_model
 from bnnhw.passes import pixel_preactivation
 from bnnhw.reference import infer
+from bnnhw.tools.cli import _parser
 
 
 def test_pixel_mlp_reads_raw_pixels_and_scales_after_the_first_layer():

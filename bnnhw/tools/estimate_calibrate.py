@@ -1,6 +1,6 @@
 """Calibrate the estimator's LUT and flip-flop model on real builds.
 
-``python -m bnnhw.estimate_calibrate [--run] [--rebuild]``
+``python -m bnnhw.tools.estimate_calibrate [--run] [--rebuild]``
 
 1. With ``--run``, builds every configuration of :data:`CONFIGS` that has no report yet in
    ``docs/calibration/`` (``--rebuild``: all of them), one at a time, with
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .estimate import (
+from ..estimate import (
     COEFFICIENTS_PATH,
     FF_FEATURES,
     FMAX_FEATURES,
@@ -47,7 +47,7 @@ from .estimate import (
     estimate,
     modelled_fmax,
 )
-from .model import Model, load_model, write_atomic
+from ..model import Model, load_model, write_atomic
 
 __all__ = ["CONFIGS", "calibrate", "fit", "main", "nnls"]
 
@@ -265,7 +265,7 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
                                 if r["family"] == family), default=None),
                            "clock_margin_pct": 100 * coefs[family]["fmax"]["margin"],
                            "bram_max_abs_error_blocks": max(ram)}
-    result = {"command": "python -m bnnhw.estimate_calibrate", "coefficients": coefs,
+    result = {"command": "python -m bnnhw.tools.estimate_calibrate", "coefficients": coefs,
               "rows": rows, "held_out": held_rows, "summary": summary}
     write_atomic(coefficients_path, (json.dumps(coefs, indent=2) + "\n").encode())
     write_atomic(docs / "estimator-calibration.json",
@@ -328,7 +328,7 @@ def format_calibration(result: dict[str, Any]) -> str:
 
     lines = [
         "# Estimator calibration", "",
-        "Written by `python -m bnnhw.estimate_calibrate` from the build reports in "
+        "Written by `python -m bnnhw.tools.estimate_calibrate` from the build reports in "
         "`docs/calibration/` and `docs/boards/` (each a real yosys + nextpnr build). "
         "Estimated vs measured; error = (estimated - measured) / measured. "
         "\"LUT LOO\" is the LUT error when that build is left out of the fit "
@@ -362,7 +362,7 @@ def format_calibration(result: dict[str, Any]) -> str:
 
 def run_builds(docs: Path = Path("docs"), rebuild: bool = False) -> list[Path]:
     """Build the :data:`CONFIGS` without a report (all with ``rebuild``), one at a time."""
-    from .boards.build import build
+    from ..boards.build import build
 
     written = []
     out = docs / "calibration"
@@ -375,7 +375,7 @@ def run_builds(docs: Path = Path("docs"), rebuild: bool = False) -> list[Path]:
         model: Model = load_model(model_file)
         with tempfile.TemporaryDirectory(prefix="bnnhw-cal-") as tmp:
             report = build(model, board, tmp, fold=fold)
-        report["command"] = (f"python -m bnnhw.boards.build (via bnnhw.estimate_calibrate): "
+        report["command"] = (f"python -m bnnhw.boards.build (via bnnhw.tools.estimate_calibrate): "
                              f"{model_file} --board {board} --fold {fold}")
         write_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
         print(f"{path.name}: {report['utilisation']['luts']['used']} LUT, "
@@ -386,7 +386,7 @@ def run_builds(docs: Path = Path("docs"), rebuild: bool = False) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m bnnhw.estimate_calibrate",
+    parser = argparse.ArgumentParser(prog="python -m bnnhw.tools.estimate_calibrate",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="store_true", help="build the missing configurations")
     parser.add_argument("--rebuild", action="store_true", help="build every configuration")

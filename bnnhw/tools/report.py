@@ -21,8 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evaluate import evaluate
-from .model import load_model, write_atomic
+from ..evaluate import evaluate
+from ..model import load_model, write_atomic
 
 __all__ = ["find_training", "write_report"]
 
@@ -102,7 +102,7 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .estimate import estimate, resolve_fold
+    from ..estimate import estimate, resolve_fold
 
     model = load_model(model_path)
     if build_json is not None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .evaluate import evaluate
+from ..evaluate import evaluate
 
 
 def summary_table(rows: list[tuple[str, str, str]]) -> str:
@@ -56,14 +56,14 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
         results, ``report`` (path of the HTML page), ``seconds`` (wall time) and ``table``
         (the human summary).
     """
-    from .boards.build import build
-    from .devices import get_board
-    from .export import generate
-    from .folding import parse_fold
-    from .model import load_model, write_atomic
+    from ..boards.build import build
+    from ..devices import get_board
+    from ..export import generate
+    from ..folding import parse_fold
+    from ..model import load_model, write_atomic
+    from ..sim import run_sim
+    from ..train import train
     from .report import write_report
-    from .sim import run_sim
-    from .train import train
 
     if board is not None:
         get_board(board)

@@ -10,10 +10,10 @@ file                                        command
 ``docs/sim_*.json``                         ``python -m bnnhw.sim.bench``
 ``docs/boards/<board>_<model>.json``        ``python -m bnnhw.boards.bench``
 ``docs/boards/auto/<board>_<model>.json``   ``python -m bnnhw.boards.bench --fold auto``
-``docs/estimator-calibration.json``         ``python -m bnnhw.estimate_calibrate``
+``docs/estimator-calibration.json``         ``python -m bnnhw.tools.estimate_calibrate``
 ``docs/eval_<model>.json``                  ``bnnhw bench --run`` (reference on the test set)
 ``docs/anchors.json``                       ``bnnhw bench --anchors REFERENCE.md``
-``docs/demo_bench.json``                    ``python -m bnnhw.demo_bench`` (fresh venv)
+``docs/demo_bench.json``                    ``python -m bnnhw.tools.demo_bench`` (fresh venv)
 =========================================== ===============================================
 
 Board rows: ``cycles per frame`` is the accelerator's declared figure (equal to the one
@@ -31,8 +31,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .evaluate import evaluate
-from .model import load_model, write_atomic
+from ..evaluate import evaluate
+from ..model import load_model, write_atomic
 
 __all__ = ["collect", "parse_anchors", "run_cheap", "write_benchmarks"]
 
@@ -77,7 +77,7 @@ def _model_files(docs: Path) -> dict[str, Path]:
 
 
 def _board_rows(docs: Path, training: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    from .folding import parse_fold
+    from ..folding import parse_fold
 
     models = _model_files(docs)
     rows = []

@@ -1,6 +1,6 @@
 """Demo benchmark: the README's first command, timed from a fresh virtual environment.
 
-``python -m bnnhw.demo_bench [--epochs N] [--board B|none]`` creates a new venv in a temporary
+``python -m bnnhw.tools.demo_bench [--epochs N] [--board B|none]`` creates a new venv in a temporary
 folder, installs this checkout into it (``pip install -e '.[dev]'``, with whatever pip cache
 the machine has), runs ``bnnhw demo --json`` there, and writes ``docs/demo_bench.json``:
 ``install_seconds``, ``demo_seconds`` (wall time of the demo process), ``total_seconds``, the
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .model import write_atomic
+from ..model import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def demo_bench(epochs: int = 5, board: str = "icebreaker",
         done = time.perf_counter()
     demo = json.loads(proc.stdout)
     record = {
-        "command": "python -m bnnhw.demo_bench " + shlex.join(
+        "command": "python -m bnnhw.tools.demo_bench " + shlex.join(
             ["--epochs", str(epochs), "--board", board]),
         "install_seconds": installed - start, "demo_seconds": done - installed,
         "total_seconds": done - start, "epochs": epochs, "board": board,
@@ -60,7 +60,7 @@ def demo_bench(epochs: int = 5, board: str = "icebreaker",
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m bnnhw.demo_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bnnhw.tools.demo_bench", description=__doc__)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--board", default="icebreaker")
     parser.add_argument("--out", type=Path, default=Path("docs/demo_bench.json"))

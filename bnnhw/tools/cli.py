@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .boards.pll import clock_arg
-from .datasets import DATASETS, DatasetError
-from .evaluate import TEST_IMAGES, check_limit, evaluate
-from .model import ModelError
+from ..boards.pll import clock_arg
+from ..datasets import DATASETS, DatasetError
+from ..evaluate import TEST_IMAGES, check_limit, evaluate
+from ..model import ModelError
 
 
 def limit_arg(text: str) -> int:
@@ -66,7 +66,7 @@ def _writable_folder(folder: Path, output: Path) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from .train import train
+    from ..train import train
 
     _output_file(args.out)
     result = train(args.dataset, args.arch, args.epochs, args.seed, args.out,
@@ -95,9 +95,9 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _import_binparams(args: argparse.Namespace) -> dict[str, Any]:
-    from .datasets import load
-    from .finn_binparams import import_binparams, parse_layers
-    from .reference import infer
+    from ..datasets import load
+    from ..finn_binparams import import_binparams, parse_layers
+    from ..reference import infer
 
     _output_file(args.out)
     missing = [f"--{n}" for n in ("layers", "inputs", "outputs", "input-threshold")
@@ -133,8 +133,8 @@ def _import_binparams(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _import_qonnx(args: argparse.Namespace) -> dict[str, Any]:
-    from .datasets import load
-    from .onnx_import import import_qonnx
+    from ..datasets import load
+    from ..onnx_import import import_qonnx
 
     _output_file(args.out)
     if args.input_divisor <= 0 or not math.isfinite(args.input_divisor):
@@ -167,22 +167,22 @@ def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 def _folding(args: argparse.Namespace, model: Any) -> Any:
     """``--fold`` (with ``auto``, ``--board`` and ``--target-fps``) as a Folding."""
-    from .estimate import resolve_fold
+    from ..estimate import resolve_fold
 
     return resolve_fold(args.fold, model, args.board, args.target_fps)
 
 
 def _cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
-    from .export import generate
-    from .model import load_model
+    from ..export import generate
+    from ..model import load_model
 
     model = load_model(args.model)
     return generate(model, _output_folder(args.out), _folding(args, model))
 
 
 def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
-    from .model import load_model
-    from .sim import run_sim
+    from ..model import load_model
+    from ..sim import run_sim
 
     fold = (_folding(args, load_model(args.model)).spec if args.fold is not None or args.target_fps
             else None)
@@ -192,8 +192,8 @@ def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
-    from .boards.build import build
-    from .model import load_model
+    from ..boards.build import build
+    from ..model import load_model
 
     model = load_model(args.model)
     fold = _folding(args, model).spec if args.fold is not None or args.target_fps else None
@@ -202,8 +202,8 @@ def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
-    from .estimate import estimate, format_estimate
-    from .model import load_model
+    from ..estimate import estimate, format_estimate
+    from ..model import load_model
 
     model = load_model(args.model)
     folding = _folding(args, model) if args.fold is not None or args.target_fps else None
@@ -233,7 +233,7 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from .boards.client import run
+    from ..boards.client import run
 
     return run(args.port, args.dataset, args.limit, model=args.model, mode=args.mode,
                baud=args.baud, data_dir=args.data_dir, progress=not args.json)
@@ -383,7 +383,8 @@ def _parser() -> argparse.ArgumentParser:
     fold_options(p, board=False)
 
     p = command("bench", _cmd_bench, "regenerate BENCHMARKS.md, docs/benchmarks.json and the "
-                                     "plots from docs/*.json (bnnhw.benchmarks.write_benchmarks)")
+                                     "plots from docs/*.json "
+                                     "(bnnhw.tools.benchmarks.write_benchmarks)")
     p.add_argument("--root", type=Path, default=Path("."), help="repository root")
     p.add_argument("--run", action="store_true",
                    help="rerun the cheap measurements first (reference on the test set)")
@@ -391,7 +392,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="reference Markdown whose published table becomes docs/anchors.json")
 
     p = command("report", _cmd_report, "write a self-contained HTML report of a model "
-                                       "(bnnhw.report.write_report)")
+                                       "(bnnhw.tools.report.write_report)")
     p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
     fold_options(p, board=False)
@@ -415,7 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--baud", type=int, default=1_000_000, help="UART rate of the build")
 
     p = command("demo", _cmd_demo, "train, evaluate, generate, simulate and build a default "
-                                   "model (bnnhw.demo.run_demo)")
+                                   "model (bnnhw.tools.demo.run_demo)")
     p.add_argument("--out", type=Path, default=Path("bnnhw-demo"),
                    help="folder for everything the demo writes")
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="data set")
