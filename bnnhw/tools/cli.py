@@ -19,8 +19,10 @@ from typing import Any, NoReturn
 
 from ..boards.pll import clock_arg
 from ..datasets import DATASETS, DatasetError
+from ..devices import BOARDS
 from ..evaluate import TEST_IMAGES, check_limit, evaluate
 from ..model import ModelError
+from ..train.presets import PRESETS
 
 
 def limit_arg(text: str) -> int:
@@ -290,13 +292,12 @@ def _parser() -> argparse.ArgumentParser:
                                             "--clock-mhz auto picks, or 'max' (default)")
         if board:
             p.add_argument("--board", default="icebreaker",
-                           help="board --fold auto fits")
+                           help=f"board --fold auto fits: {', '.join(BOARDS)}")
 
     p = command("train", _cmd_train, "train a BNN in numpy and write a model file "
                                      "(bnnhw.train.train)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="training data set")
-    p.add_argument("--arch", default="sfc", help="preset: seed000, tfc, sfc, lfc, cbcnn, "
-                                                 "cnv-tiny, cnv-micro")
+    p.add_argument("--arch", default="sfc", help=f"preset: {', '.join(PRESETS)} (default: sfc)")
     p.add_argument("--epochs", type=int, default=10, help="epochs of the schedule")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the weights, batches and augmentation (same seed, same weights)")
@@ -367,7 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("build", _cmd_build, "build a bitstream for a board with yosys and nextpnr "
                                      "(bnnhw.boards.build.build)")
     p.add_argument("model", type=Path, help="model file (.npz)")
-    p.add_argument("--board", required=True, help="icebreaker, ulx3s-85f or orangecrab-25f")
+    p.add_argument("--board", required=True, help=", ".join(BOARDS))
     p.add_argument("--out", type=Path, required=True,
                    help="folder for the bitstream, report.json, report.txt and build/")
     fold_options(p, board=False)
@@ -379,7 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("estimate", _cmd_estimate, "per-layer cycles, LUTs, flip-flops and RAM blocks "
                                            "without synthesis (bnnhw.estimate.estimate)")
     p.add_argument("model", type=Path, help="model file (.npz)")
-    p.add_argument("--board", required=True, help="icebreaker, ulx3s-85f or orangecrab-25f")
+    p.add_argument("--board", required=True, help=", ".join(BOARDS))
     fold_options(p, board=False)
 
     p = command("bench", _cmd_bench, "regenerate BENCHMARKS.md, docs/benchmarks.json and the "
@@ -420,11 +421,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bnnhw-demo"),
                    help="folder for everything the demo writes")
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="data set")
-    p.add_argument("--arch", default="sfc", help="preset to train")
+    p.add_argument("--arch", default="sfc", help=f"preset to train: {', '.join(PRESETS)}")
     p.add_argument("--epochs", type=int, default=5, help="training epochs")
     p.add_argument("--sim-images", type=int, default=20, help="test images simulated")
     p.add_argument("--board", default="icebreaker",
-                   help="board to build for at the end, or 'none' to skip the build")
+                   help=f"board to build for at the end ({', '.join(BOARDS)}), or 'none' to "
+                        f"skip the build")
     return parser
 
 
