@@ -133,7 +133,7 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
                "mode": t.get("mode"), "epochs": t["epochs"], "accuracy_pct": t["accuracy"],
                "input": t.get("input"), "augment": recipe.get("augment"),
                "batch_size": recipe.get("batch_size"), "lr": recipe.get("lr"),
-               "lr_end": recipe.get("lr_end"),
+               "lr_end": recipe.get("lr_end"), "seed": t.get("seed"),
                "reference_accuracy_pct": t.get("reference_accuracy"),
                "seconds_per_epoch": t["seconds_per_epoch"], "weight_bits": t.get("weight_bits"),
                "command": t.get("command")}
@@ -213,15 +213,16 @@ def format_markdown(data: dict[str, Any]) -> str:
     out += ["## Training (numpy trainer, this machine)", "",
             "Recipe: input coding, augmentation, batch size and the learning rate's geometric "
             "sweep; the full command is in each JSON.", "",
-            "| arch | dataset | mode | epochs | recipe | float accuracy | reference accuracy "
-            "| s/epoch | weight bits |", "|---|---|---|---|---|---|---|---|---|"]
+            "| arch | dataset | mode | epochs | recipe | seed | float accuracy "
+            "| reference accuracy | s/epoch | weight bits |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for t in data["training"]:
         recipe = "-"
         if t.get("batch_size"):
             recipe = (f"{t.get('input') or 'bits'}, {t.get('augment') or 'none'}, batch "
                       f"{t['batch_size']}, lr {t['lr']:g}→{t['lr_end']:g}")
         out.append(f"| {t['arch']} | {t['dataset']} | {t['mode']} | {t['epochs']} | {recipe} | "
-                   f"{t['accuracy_pct']:.2f} % | {_fmt(t['reference_accuracy_pct'], '.2f')} % | "
+                   f"{_fmt(t.get('seed'))} | {t['accuracy_pct']:.2f} % | {_fmt(t['reference_accuracy_pct'], '.2f')} % | "
                    f"{t['seconds_per_epoch']:.1f} | {_fmt(t['weight_bits'])} |")
     out += ["", "![Seconds per epoch](docs/bench_training.png)", ""]
     efficiency = data.get("training_efficiency")
