@@ -431,7 +431,7 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
     accelerator = Accelerator(model, folding)
     rows = []
     for stage in accelerator.stages:
-        index = int(stage.name[5:]) if stage.name.startswith("layer") else None
+        index = stage.index if stage.kind in ("mvtu", "maxpool") else None
         f, mem, modelled = _stage_features(stage.component, info.family, spram, index)
         row = StageEstimate(
             stage.name, type(stage.component).__name__, stage.cycles_per_frame, stage.latency,

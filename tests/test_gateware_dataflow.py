@@ -110,6 +110,9 @@ def test_conv_stage_list_and_timing():
     names = [s.name for s in accel.stages]
     assert names == ["quantizer", "width0", "swu0", "layer0", "width1", "layer1", "layer2",
                      "width3", "layer3", "labelselect"]
+    assert [(s.index, s.kind) for s in accel.stages] == [
+        (None, "quantizer"), (0, "width"), (0, "swu"), (0, "mvtu"), (1, "width"),
+        (1, "maxpool"), (2, "mvtu"), (3, "width"), (3, "mvtu"), (None, "labelselect")]
     stage = {s.name: s.component for s in accel.stages}
     assert (stage["width0"].in_width, stage["width0"].out_width) == (6, 2)     # P*L -> C
     assert stage["swu0"].out_width == 3 and stage["layer0"].in_width == 3    # SIMD

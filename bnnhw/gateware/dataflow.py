@@ -33,12 +33,20 @@ class Stage:
     component : amaranth.lib.wiring.Component
     latency, cycles_per_frame : int
         Copied from the component.
+    index : int or None
+        The model layer the stage serves (the one a width converter or sliding-window unit
+        feeds); None for the quantizer and the label select.
+    kind : str
+        ``"quantizer"``, ``"width"``, ``"swu"``, ``"mvtu"``, ``"maxpool"`` or
+        ``"labelselect"``.
     """
 
     name: str
     component: object
     latency: int
     cycles_per_frame: int
+    index: int | None
+    kind: str
 
 
 class Accelerator(wiring.Component):
@@ -113,7 +121,8 @@ class Accelerator(wiring.Component):
             stages, width = [], PIXEL_BITS * folding.pixels_per_word
         else:
             stages = [("quantizer",
-                       InputQuantizer(q.thresholds, q.pixels, folding.pixels_per_word))]
+                       InputQuantizer(q.thresholds, q.pixels, folding.pixels_per_word), None,
+                       "quantizer")]
             width = folding.pixels_per_word * q.levels
         for index, (layer, entry) in enumerate(zip(model.layers, folding.layers, strict=True)):
             bits = PIXEL_BITS if layer.pixels8 else 1  # bits per input element
@@ -123,36 +132,39 @@ class Accelerator(wiring.Component):
                 in_width = lcm(width, bits * entry[1])
             if in_width != width:
                 stages.append((f"width{index}",
-                               WidthConverter(width, in_width, bits * layer.in_features)))
+                               WidthConverter(width, in_width, bits * layer.in_features),
+                               index, "width"))
             if layer.kind == "maxpool":
                 unit = MaxPool(layer.in_shape)
-                stages.append((f"layer{index}", unit))
+                stages.append((f"layer{index}", unit, index, "maxpool"))
                 width = unit.in_shape[2]
                 continue
             pe, simd = entry
             if layer.kind == "conv":
                 h, w, c = layer.in_shape  # a pixel map is a map of 8 bit-channels
                 stages.append((f"swu{index}",
-                               SlidingWindowUnit((h, w, bits * c), layer.kernel, bits * simd)))
+                               SlidingWindowUnit((h, w, bits * c), layer.kernel, bits * simd),
+                               index, "swu"))
                 in_width = bits * simd
             mvtu = self.make_mvtu(index, layer, pe, simd, in_width)
             if getattr(mvtu, "pixels8", False) != layer.pixels8:
                 raise ValueError(f"layer {index}: {type(mvtu).__name__} does not build the "
                                  f"8-bit first layer of input kind 'pixels8' "
                                  f"(layer pixels8={layer.pixels8})")
-            stages.append((f"layer{index}", mvtu))
+            stages.append((f"layer{index}", mvtu, index, "mvtu"))
             width = mvtu.out_width
         output = model.layers[-1]
         self.score_bits = max(1, output.score_max.bit_length())
         affine = (output.scale, output.offset) if output.affine else (None, None)
         select = LabelSelect(model.classes, folding.layers[-1][0], self.score_bits,
                              mvtu.score_bits, *affine)
-        stages.append(("labelselect", select))
+        stages.append(("labelselect", select, None, "labelselect"))
         self.class_bits = select.class_bits
         self.out_width = select.out_width
-        self.cycles_per_frame = max(c.cycles_per_frame for _, c in stages)
+        self.cycles_per_frame = max(c.cycles_per_frame for _, c, _, _ in stages)
         self._deepen_conv_buffers(stages)
-        self.stages = [Stage(name, c, c.latency, c.cycles_per_frame) for name, c in stages]
+        self.stages = [Stage(name, c, c.latency, c.cycles_per_frame, index, kind)
+                       for name, c, index, kind in stages]
         self.latency = self.frame_times(range(self.words_per_frame))[0]
         super().__init__({
             "i_stream": In(stream.Signature(8 * folding.pixels_per_word)),
@@ -178,20 +190,20 @@ class Accelerator(wiring.Component):
         windows, ``c = NF * SF`` cycles of work each, so it runs dry for ``G - B c`` cycles
         per frame when ``G > B c``. That matters only when its own ``V c`` cycles plus the gap
         exceed the pipeline's interval ``T``; then it gets ``B = ceil(G / c)`` banks, and the
-        pipeline keeps the interval ``T``. ``stages`` (name, component) is updated in place.
+        pipeline keeps the interval ``T``. ``stages`` (name, component, layer index, kind) is
+        updated in place.
         """
         for pos in range(len(stages) - 1):
-            swu, (name, mvtu) = stages[pos][1], stages[pos + 1]
+            swu, (name, mvtu, index, kind) = stages[pos][1], stages[pos + 1]
             if not isinstance(swu, SlidingWindowUnit):
                 continue
             gap = (swu.kernel - 1) * swu.in_shape[1] + swu.kernel
             work = mvtu.nf * mvtu.sf
             if gap <= 2 * work or mvtu.cycles_per_frame + gap - 2 * work <= self.cycles_per_frame:
                 continue
-            index = int(name.removeprefix("layer"))
             stages[pos + 1] = (name, self.make_mvtu(index, self.model.layers[index], mvtu.pe,
                                                     mvtu.simd, mvtu.in_width,
-                                                    banks=-(-gap // work)))
+                                                    banks=-(-gap // work)), index, kind)
 
     def frame_times(self, in_times):
         """Output time of one frame offered at ``in_times`` to the idle accelerator."""

@@ -222,7 +222,8 @@ def format_markdown(data: dict[str, Any]) -> str:
             recipe = (f"{t.get('input') or 'bits'}, {t.get('augment') or 'none'}, batch "
                       f"{t['batch_size']}, lr {t['lr']:g}→{t['lr_end']:g}")
         out.append(f"| {t['arch']} | {t['dataset']} | {t['mode']} | {t['epochs']} | {recipe} | "
-                   f"{_fmt(t.get('seed'))} | {t['accuracy_pct']:.2f} % | {_fmt(t['reference_accuracy_pct'], '.2f')} % | "
+                   f"{_fmt(t.get('seed'))} | {t['accuracy_pct']:.2f} % | "
+                   f"{_fmt(t['reference_accuracy_pct'], '.2f')} % | "
                    f"{t['seconds_per_epoch']:.1f} | {_fmt(t['weight_bits'])} |")
     out += ["", "![Seconds per epoch](docs/bench_training.png)", ""]
     efficiency = data.get("training_efficiency")
