@@ -306,7 +306,8 @@ def fold_output_affine(weights_pm1: np.ndarray, table: np.ndarray) -> DenseLayer
 
 
 def fold_model(quantizer: InputQuantizer | PixelInput, hidden: list[dict],
-               output_weights: np.ndarray, meta: dict) -> Model:
+               output_weights: np.ndarray, meta: dict,
+               output_table: np.ndarray | None = None) -> Model:
     """Fold a whole float network into an integer :class:`Model`.
 
     Parameters
@@ -322,6 +323,11 @@ def fold_model(quantizer: InputQuantizer | PixelInput, hidden: list[dict],
         ``in_shape`` (H, W, C). Max-pool (``kind="maxpool"``): ``in_shape``.
     output_weights : ndarray (C, MW)
     meta : dict
+    output_table : ndarray (MW + 1, C), optional
+        The float scores of every popcount when the network ends in a per-class affine (a
+        final batch norm): the output layer gets the exact integer affine of
+        :func:`fold_output_affine`. Without it the popcounts are the scores
+        (:func:`fold_output`).
     """
     layers: list[DenseLayer | ConvLayer | MaxPoolLayer] = []
     for i, h in enumerate(hidden):
@@ -341,5 +347,6 @@ def fold_model(quantizer: InputQuantizer | PixelInput, hidden: list[dict],
             layers.append(fold_pixels(h["weights"], *bn))
         else:
             layers.append(fold_batchnorm(h["weights"], *bn))
-    layers.append(fold_output(output_weights))
+    layers.append(fold_output(output_weights) if output_table is None
+                  else fold_output_affine(output_weights, output_table))
     return Model(quantizer, tuple(layers), meta)

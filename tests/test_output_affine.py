@@ -165,3 +165,49 @@ def test_icarus_runs_a_trained_network_with_a_final_batch_norm(tmp_path):
     assert (result["mismatches"], result["lost"], result["duplicated"]) == (0, 0, 0)
     assert result["latency_measured"] == result["latency_declared"]
     assert result["cycles_per_frame_measured"] == result["cycles_per_frame_declared"]
+
+
+@pytest.mark.needs_data
+def test_trainer_output_batch_norm_exports_the_exact_affine(tmp_path):
+    """``train(..., output_bn=True)``: a final batch norm per class, trained, folded into the
+    integer affine, float = reference on all 10,000 test images, scores in the same order."""
+    from bnnhw.train import train
+
+    from bnnhw import datasets
+
+    out = tmp_path / "tfc_bn.npz"
+    result = train("mnist", "tfc", 1, 0, out, progress=False, limit_train=5000, output_bn=True)
+    model = load_model(out)
+    assert model.layers[-1].affine and model.meta["recipe"]["output_bn"] is True
+    test = datasets.load("mnist", "test")
+    classes, scores = reference.infer(model, test.images)
+    logits = result.network.logits(test.images)
+    assert logits.dtype == np.float64
+    np.testing.assert_array_equal(classes, argmax_lowest(logits))
+    assert float((classes == test.labels).mean()) == result.float_test_accuracy
+    # The integer scores order every image's classes as the float scores do.
+    assert (np.sign(scores[:, :, None] - scores[:, None, :])
+            == np.sign(logits[:, :, None] - logits[:, None, :])).all()
+
+
+def test_cnn_with_output_batch_norm_exports_exactly():
+    from bnnhw.train.conv import CNN
+    from bnnhw.train.layers import F32, BatchNorm1d
+
+    from bnnhw.model import InputQuantizer
+
+    rng = np.random.default_rng(5)
+    net = CNN(((3, True),), (6,), 3, InputQuantizer.thermometer(2, 64), rng,
+              np.random.default_rng(6), output_bn=True)
+    images = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    for _ in range(3):
+        logits = net.forward(net.encode(images).astype(F32), training=True)
+        net.backward(np.sign(logits) / 64)
+    for layer in net.layers:
+        if isinstance(layer, BatchNorm1d):   # negative and zero scales, the output one too
+            layer.params["gamma"][::2] *= -1
+            layer.params["gamma"][1] = 0
+    model = net.export({"arch": "random"})
+    assert [layer.kind for layer in model.layers] == ["conv", "maxpool", "dense", "output"]
+    assert model.layers[-1].affine and model.layers[-1].scale[1] == 0
+    np.testing.assert_array_equal(reference.infer(model, images)[0], net.predict(images))

@@ -166,8 +166,8 @@ def bench(arch: str, dataset: str = "mnist", epochs: int = 10, seed: int = 0,
 
     ``recipe`` passes the trainer's options on (``input_kind``, ``augment``, ``lr``,
     ``lr_end``, ``batch_size``, ``loss``, ``threads``, ``checkpoint``, ``resume``,
-    ``stop_after``). A run that ``stop_after`` ends early writes no JSON and returns the
-    partial history.
+    ``stop_after``, ``output_bn``). A run that ``stop_after`` ends early writes no JSON and
+    returns the partial history.
 
     Returns
     -------
@@ -182,7 +182,8 @@ def bench(arch: str, dataset: str = "mnist", epochs: int = 10, seed: int = 0,
     if not result.finished:
         return {"arch": arch, "dataset": dataset, "finished": False, "history": result.history}
     flags = {"input_kind": "input"}
-    options = "".join(f" --{flags.get(k, k).replace('_', '-')} {v}" for k, v in recipe.items()
+    options = "".join(f" --{flags.get(k, k).replace('_', '-')}" + ("" if v is True else f" {v}")
+                      for k, v in recipe.items()
                       if v is not None and k not in ("checkpoint", "resume", "stop_after"))
     report = {
         "arch": arch, "dataset": dataset, "mode": mode, "seed": seed, "epochs": epochs,
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stop-after", type=int, default=None)
+    parser.add_argument("--output-bn", action="store_true",
+                        help="end in a batch norm per class (exact integer affine scores)")
     parser.add_argument("--steps", type=int, default=30, help="efficiency: timed steps")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-dir", default="docs")
@@ -268,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
               "lr_end": args.lr_end, "batch_size": args.batch_size, "loss": args.loss,
               "threads": args.threads[0] if args.threads else None,
               "checkpoint": args.checkpoint, "resume": args.resume or None,
-              "stop_after": args.stop_after}
+              "stop_after": args.stop_after, "output_bn": args.output_bn or None}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     report = bench(args.arch, args.dataset, args.epochs, args.seed, args.data_dir, args.out_dir,
                    args.save, args.mode, args.thermometer, not args.no_progress, **recipe)

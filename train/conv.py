@@ -26,12 +26,12 @@ from .layers import (
     BinaryDense,
     Dropout,
     Layer,
+    OutputBatchNorm,
     PixelScale,
-    Scale,
     SignActivation,
     sign,
 )
-from .network import PREDICT_CHUNK, LayerStack
+from .network import PREDICT_CHUNK, LayerStack, chunked_logits, output_head
 
 
 class BinaryConv2d(Layer):
@@ -217,6 +217,7 @@ class CNN(LayerStack):
         flatten (y, x, c)
         per dense block: x = sign(BN(x @ sign(W).T))
         logits = alpha * (x @ sign(W_out).T),  alpha = exp(s) > 0
+            (or, with ``output_bn``, a batch norm per class on x @ sign(W_out).T)
 
     :meth:`export` folds it into a :class:`bnnhw.model.Model` whose integer inference equals
     :meth:`predict` exactly (see the module docstring for the pool order).
@@ -236,6 +237,8 @@ class CNN(LayerStack):
     dropout_hidden : float
         Dropout before every dense layer (training only).
     bn_eps : float
+    output_bn : bool
+        End in a batch norm on the class scores instead of the scalar ``alpha``.
     """
 
     mode = "W1A1"
@@ -243,7 +246,8 @@ class CNN(LayerStack):
     def __init__(self, conv: tuple[tuple[int, bool], ...], hidden: tuple[int, ...], kernel: int,
                  quantizer: InputQuantizer | PixelInput, rng: np.random.Generator,
                  dropout_rng: np.random.Generator, classes: int = 10,
-                 dropout_hidden: float = 0.0, bn_eps: float = 1e-4) -> None:
+                 dropout_hidden: float = 0.0, bn_eps: float = 1e-4,
+                 output_bn: bool = False) -> None:
         side = int(round(np.sqrt(quantizer.pixels)))
         if side * side != quantizer.pixels:
             raise ValueError(f"a CNN needs square images, got {quantizer.pixels} pixels")
@@ -280,7 +284,7 @@ class CNN(LayerStack):
             width = h
         if dropout_hidden:
             self.layers.append(Dropout(dropout_hidden, dropout_rng))
-        self.layers += [BinaryDense(width, classes, rng), Scale(1 / np.sqrt(width))]
+        self.layers += output_head(width, classes, rng, output_bn, bn_eps)
         self.layers[0].need_input_grad = False
 
     def encode(self, images: np.ndarray) -> np.ndarray:
@@ -325,14 +329,9 @@ class CNN(LayerStack):
                 i -= 1
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """Eval-mode logits ``(N, classes)`` of uint8 images, in chunks."""
-        images = np.asarray(images)
-        out = np.empty((images.shape[0], self.classes), dtype=F32)
-        chunk = PREDICT_CHUNK // 8
-        for start in range(0, images.shape[0], chunk):
-            out[start:start + chunk] = self.forward(self.encode(images[start:start + chunk]),
-                                                    training=False)
-        return out
+        """Eval-mode logits ``(N, classes)`` of uint8 images, in chunks (float32, or float64
+        after an output batch norm)."""
+        return chunked_logits(self, images, PREDICT_CHUNK // 8)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Eval-mode classes: ``argmax`` of the float logits, lowest index on ties."""
@@ -349,11 +348,12 @@ class CNN(LayerStack):
                            "kernel": layer.kernel, "in_shape": layer.in_shape}
             elif isinstance(layer, BinaryDense) and layer is not binary[-1]:
                 pending = {"weights": layer.binary_weights()}
-            elif isinstance(layer, BatchNorm1d):
+            elif isinstance(layer, BatchNorm1d) and not isinstance(layer, OutputBatchNorm):
                 pending.update(mean=layer.running_mean, var=layer.running_var,
                                gamma=layer.params["gamma"], beta=layer.params["beta"],
                                eps=layer.eps)
                 hidden.append(pending)
             elif isinstance(layer, MaxPool2d):
                 hidden.append({"kind": "maxpool", "in_shape": layer.in_shape})
-        return fold_model(self.quantizer, hidden, binary[-1].binary_weights(), meta)
+        return fold_model(self.quantizer, hidden, binary[-1].binary_weights(), meta,
+                          self.output_table())

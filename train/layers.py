@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnnhw.model import PIXEL_MAX
-from bnnhw.passes import batchnorm_scale, pixel_preactivation
+from bnnhw.passes import batchnorm_eval, batchnorm_scale, pixel_preactivation
 
 from . import kernels
 
@@ -202,6 +202,31 @@ class BatchNorm1d(Layer):
         kernels.batchnorm_backward(grad, self._xhat, self.params["gamma"], self._sigma,
                                    self.grads["gamma"], self.grads["beta"])
         return grad
+
+
+class OutputBatchNorm(BatchNorm1d):
+    """Batch norm on the class scores (the output layer's ``dot``), as BNN recipes end.
+
+    Training is :class:`BatchNorm1d`'s. Eval computes
+    :func:`bnnhw.passes.batchnorm_eval` in **float64** and returns float64 scores: on the
+    integer ``dot`` the scores are then the affine lines ``a_c dot + b_c`` to float64
+    precision, which :func:`bnnhw.passes.fold_output_affine` turns into exact integer scores
+    from :meth:`table` (the same expression on every ``dot`` the layer can see), so the
+    exported model's argmax equals this network's on every input.
+    """
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if training:
+            return super().forward(x, training)
+        f64 = np.float64
+        return batchnorm_eval(np.asarray(x, dtype=f64), self.running_mean.astype(f64),
+                              self.running_var.astype(f64), self.params["gamma"].astype(f64),
+                              self.params["beta"].astype(f64), self.eps)
+
+    def table(self, fan_in: int) -> np.ndarray:
+        """Eval scores ``(K + 1, C)`` for the popcounts ``P = 0..K`` (``dot = 2P - K``)."""
+        dot = (2 * np.arange(fan_in + 1) - fan_in)[:, None]
+        return self.forward(np.repeat(dot, self.running_mean.size, axis=1), training=False)
 
 
 class SignActivation(Layer):

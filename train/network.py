@@ -39,6 +39,7 @@ from .layers import (
     Dropout,
     Hardtanh,
     Layer,
+    OutputBatchNorm,
     PixelScale,
     ReLU,
     Scale,
@@ -96,6 +97,14 @@ class LayerStack:
                 layer.running_mean = state[f"{i}.running_mean"].copy()
                 layer.running_var = state[f"{i}.running_var"].copy()
 
+    def output_table(self) -> np.ndarray | None:
+        """The final batch norm's scores for every output popcount (see
+        :class:`~bnnhw.train.layers.OutputBatchNorm`), or None for a scaled output layer."""
+        if not isinstance(self.layers[-1], OutputBatchNorm):
+            return None
+        dense = [layer for layer in self.layers if isinstance(layer, BinaryDense)][-1]
+        return self.layers[-1].table(dense.params["W"].shape[1])
+
     def param_groups(self) -> list[tuple[dict, dict, dict]]:
         """``(params, grads, bounds)`` of every layer that has parameters."""
         return [(layer.params, layer.grads, layer.bounds) for layer in self.layers
@@ -120,13 +129,16 @@ class MLP(LayerStack):
     classes, pixels : int
     dropout_input, dropout_hidden : float
     bn_eps : float
+    output_bn : bool
+        End in a batch norm on the class scores (:class:`~bnnhw.train.layers.OutputBatchNorm`)
+        instead of the scalar ``alpha`` (binary modes).
     """
 
     def __init__(self, hidden: tuple[int, ...], mode: str,
                  quantizer: InputQuantizer | PixelInput | None,
                  rng: np.random.Generator, dropout_rng: np.random.Generator, classes: int = 10,
                  pixels: int = 784, dropout_input: float = 0.0, dropout_hidden: float = 0.0,
-                 bn_eps: float = 1e-4) -> None:
+                 bn_eps: float = 1e-4, output_bn: bool = False) -> None:
         check_mode(mode)
         if mode == "W1A1" and quantizer is None:
             raise ValueError("mode W1A1 needs an input quantizer (fixed threshold or thermometer)")
@@ -158,7 +170,7 @@ class MLP(LayerStack):
         if mode == "FP32":
             self.layers.append(Dense(width, classes, rng))
         else:
-            self.layers += [BinaryDense(width, classes, rng), Scale(1 / np.sqrt(width))]
+            self.layers += output_head(width, classes, rng, output_bn, bn_eps)
         self._first = next(i for i, layer in enumerate(self.layers)
                            if isinstance(layer, BinaryDense | Dense))
         self.layers[self._first].need_input_grad = False
@@ -190,13 +202,9 @@ class MLP(LayerStack):
             grad = layer.backward(grad)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """Eval-mode logits ``(N, classes)`` of uint8 images, computed in chunks."""
-        images = np.asarray(images)
-        out = np.empty((images.shape[0], self.classes), dtype=F32)
-        for start in range(0, images.shape[0], PREDICT_CHUNK):
-            chunk = images[start:start + PREDICT_CHUNK]
-            out[start:start + PREDICT_CHUNK] = self.forward(self.encode(chunk), training=False)
-        return out
+        """Eval-mode logits ``(N, classes)`` of uint8 images, computed in chunks (float32, or
+        float64 after an output batch norm)."""
+        return chunked_logits(self, images, PREDICT_CHUNK)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Eval-mode classes: ``argmax`` of the float logits, lowest index on ties."""
@@ -233,9 +241,27 @@ class MLP(LayerStack):
         if self.mode != "W1A1":
             raise ValueError(f"only mode W1A1 exports to an integer model, not {self.mode!r}")
         dense = [layer for layer in self.layers if isinstance(layer, BinaryDense)]
-        norms = [layer for layer in self.layers if isinstance(layer, BatchNorm1d)]
+        norms = [layer for layer in self.layers
+                 if isinstance(layer, BatchNorm1d) and not isinstance(layer, OutputBatchNorm)]
         hidden = [{"weights": d.binary_weights(), "mean": bn.running_mean,
                    "var": bn.running_var, "gamma": bn.params["gamma"],
                    "beta": bn.params["beta"], "eps": bn.eps}
                   for d, bn in zip(dense[:-1], norms, strict=True)]
-        return fold_model(self.quantizer, hidden, dense[-1].binary_weights(), meta)
+        return fold_model(self.quantizer, hidden, dense[-1].binary_weights(), meta,
+                          self.output_table())
+
+
+def output_head(width: int, classes: int, rng: np.random.Generator, output_bn: bool,
+                bn_eps: float) -> list[Layer]:
+    """The binary output layer and what scales its ``dot``: a final batch norm, or the
+    learnable scalar ``alpha`` started at ``1 / sqrt(width)``."""
+    scale = OutputBatchNorm(classes, bn_eps) if output_bn else Scale(1 / np.sqrt(width))
+    return [BinaryDense(width, classes, rng), scale]
+
+
+def chunked_logits(net: LayerStack, images: np.ndarray, chunk: int) -> np.ndarray:
+    """Eval-mode logits of uint8 images, ``chunk`` images at a time."""
+    images = np.asarray(images)
+    parts = [net.forward(net.encode(images[start:start + chunk]), training=False)
+             for start in range(0, images.shape[0], chunk)]
+    return np.concatenate(parts) if parts else np.empty((0, net.classes), dtype=F32)

@@ -127,7 +127,8 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
           lr_end: float | None = None, batch_size: int | None = None,
           input_kind: str = "bits", augment: Augment | str | None = None,
           threads: int | None = None, checkpoint: str | Path | None = None,
-          resume: bool = False, stop_after: int | None = None) -> TrainResult:
+          resume: bool = False, stop_after: int | None = None,
+          output_bn: bool = False) -> TrainResult:
     """Train a preset and (W1A1) export the folded integer model.
 
     Parameters
@@ -173,6 +174,11 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     resume : bool
         Continue the run saved in ``checkpoint`` (same settings) from its last finished epoch.
         The result is bit-identical to an uninterrupted run on the same thread count.
+    output_bn : bool
+        End the network in a batch norm on the class scores
+        (:class:`~bnnhw.train.layers.OutputBatchNorm`) instead of a scalar scale; the model
+        file's output layer then carries the exact integer affine
+        (:func:`bnnhw.passes.fold_output_affine`).
     stop_after : int or None
         Stop once this many epochs of the schedule are done (a time slice of a long run); the
         checkpoint holds the state, and no model is exported until the last epoch.
@@ -227,6 +233,8 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
               "dropout_hidden": preset.dropout_hidden}
     if isinstance(quantizer, InputQuantizer):
         config["input_thresholds"] = [float(t) for t in quantizer.thresholds]
+    if output_bn:   # only when set, so that earlier checkpoints and model files stay valid
+        config["output_bn"] = True
     saved = None
     if checkpoint is not None:
         if resume:
@@ -251,11 +259,11 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     if preset.conv:
         net: MLP | CNN = CNN(preset.conv, preset.hidden, preset.kernel, quantizer,
                              np.random.default_rng(init_seq), rngs["dropout"],
-                             dropout_hidden=preset.dropout_hidden)
+                             dropout_hidden=preset.dropout_hidden, output_bn=output_bn)
     else:
         net = MLP(preset.hidden, mode, quantizer, np.random.default_rng(init_seq),
                   rngs["dropout"], dropout_input=preset.dropout_input,
-                  dropout_hidden=preset.dropout_hidden)
+                  dropout_hidden=preset.dropout_hidden, output_bn=output_bn)
     x_train = None if augment.active else net.encode(images)
     opt = Adam(net.param_groups(), lr=lr0)
     history: list[dict] = []
@@ -311,7 +319,7 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
                 "float_test_accuracy": result.float_test_accuracy,
                 "recipe": {k: config[k] for k in ("batch_size", "lr", "lr_end", "loss",
                                                   "augment", "dropout_input",
-                                                  "dropout_hidden")}}
+                                                  "dropout_hidden", "output_bn") if k in config}}
         if isinstance(quantizer, PixelInput):
             meta["input"] = quantizer.kind
         else:

@@ -77,7 +77,8 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                    thermometer_levels=args.thermometer, progress=not args.json,
                    input_kind=args.input, augment=args.augment, lr=args.lr,
                    lr_end=args.lr_end, batch_size=args.batch_size, threads=args.threads,
-                   checkpoint=args.checkpoint, resume=args.resume, stop_after=args.stop_after)
+                   checkpoint=args.checkpoint, resume=args.resume, stop_after=args.stop_after,
+                   output_bn=args.output_bn)
     return {"model": str(args.out) if result.finished else None, "dataset": args.dataset,
             "arch": args.arch, "mode": args.mode, "epochs": args.epochs, "seed": args.seed,
             "epochs_done": len(result.history), "finished": result.finished,
@@ -317,6 +318,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --checkpoint")
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="stop after N epochs of the schedule (resume later with --resume)")
+    p.add_argument("--output-bn", action="store_true",
+                   help="end in a batch norm per class (an exact integer affine in the model)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
     p = command("import", _cmd_import, "import a QONNX (Brevitas/FINN) BNN, checked against "
