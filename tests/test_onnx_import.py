@@ -305,15 +305,13 @@ def test_not_onnx_is_refused(tmp_path):
         import_qonnx(path)
 
 
+@pytest.mark.needs_data
 def test_import_command_checks_on_mnist_and_writes_the_model(tmp_path, capsys):
     import json
-    import os
 
     from bnnhw.model import load_model
     from bnnhw.tools.cli import main
 
-    if not os.environ.get("BNNHW_DATA"):
-        pytest.skip("BNNHW_DATA is not set")
     spelling = {"quant": "BipolarQuant", "gemm": True, "affine": "bn", "old_domain": True,
                 "inits_as_inputs": False, "shape_subgraph": True, "pixels8": False,
                 "final": "per-class", "zero_gamma": True}
