@@ -50,6 +50,7 @@ from bnnhw.devices import (
     get_board,
     spram_folding,
 )
+from bnnhw.folding import Folding, parse_fold
 from bnnhw.model import Model, write_atomic
 
 from .platforms import make_platform
@@ -281,7 +282,7 @@ def auto_clock(model: Model, info: Board, folding: Any, spram_layers: tuple[int,
     return est.safe_clock_mhz, request
 
 
-def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None = None,
+def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None,
           program: bool = False, *, baud: int | None = None,
           spram_layers: tuple[int, ...] | None = None,
           clock_mhz: float | str | None = None) -> dict[str, Any]:
@@ -294,10 +295,10 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         A key of :data:`bnnhw.devices.BOARDS`.
     out_dir : path
         Receives ``<bnnhw_top>.bin|bit``, ``report.json``, ``report.txt`` and ``build/``.
-    fold : str or None
-        Folding spec for :func:`bnnhw.folding.parse_fold`. Default: balanced, or, when
-        weights go to SPRAM, :func:`bnnhw.devices.spram_folding` (the fastest folding
-        whose SPRAM layers fit, at most ``SPRAM_MAX_LANES`` lanes).
+    fold : Folding, str or None
+        A :class:`bnnhw.folding.Folding` or a spec for :func:`bnnhw.folding.parse_fold`.
+        Default: balanced, or, when weights go to SPRAM, :func:`bnnhw.devices.spram_folding`
+        (the fastest folding whose SPRAM layers fit, at most ``SPRAM_MAX_LANES`` lanes).
     program : bool
         Program the board after building (needs the board's programmer on PATH).
     baud : int or None
@@ -326,8 +327,6 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
     BuildError
         A tool failed (message with the log tail); ``out_dir`` keeps no partial report.
     """
-    from bnnhw.folding import parse_fold
-
     from . import protocol
     from .pll import check_clock, pll_settings
     from .spram import weight_image
@@ -339,7 +338,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: str | None
         folding = spram_folding(model, spram_layers, int(SPRAM_EBR_SHARE * info.bram_bits),
                                 SPRAM_MAX_LANES)
     else:
-        folding = parse_fold(fold, model)
+        folding = fold if isinstance(fold, Folding) else parse_fold(fold, model)
     spram_layers = check_fits(model, info, folding, spram_layers)
     baud = baud or info.default_baud
     if program and shutil.which(info.programmer_path()) is None:

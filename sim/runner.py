@@ -286,7 +286,7 @@ def _simulate(verilog: Path, flat: dict[str, int], images: np.ndarray,
 
 
 def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int = 100,
-            simulator: str = "icarus", fold: str | None = None, waves: bool = False,
+            simulator: str = "icarus", fold: Any = None, waves: bool = False,
             data_dir: str | os.PathLike | None = None,
             build_dir: str | os.PathLike | None = None, seed: int = 0,
             stall: float = 0.2, images: str | os.PathLike | np.ndarray | None = None
@@ -301,8 +301,9 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
     limit : int
         The first ``limit`` test images (at least 1).
     simulator : {"icarus", "verilator"}
-    fold : str, optional
-        Folding spec for :func:`bnnhw.folding.parse_fold` (default: its balanced folding).
+    fold : Folding or str, optional
+        A :class:`bnnhw.folding.Folding`, or a spec for :func:`bnnhw.folding.parse_fold`
+        (default: its balanced folding).
     waves : bool
         Dump a waveform (see :func:`simulate`); its path is ``waves`` in the result.
     data_dir : path, optional
@@ -361,7 +362,7 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
         root.mkdir(parents=True, exist_ok=True)
         rtl = root / "rtl"
         staging = Path(tempfile.mkdtemp(prefix="rtl-", dir=root))
-        folded = folding.parse_fold(fold, model)
+        folded = fold if isinstance(fold, folding.Folding) else folding.parse_fold(fold, model)
         sidecar = export.generate(model, staging, folded)
         _keep_unchanged(staging, rtl)
         result = simulate(rtl / f"{TOPLEVEL}.v", sidecar, images, expected, simulator, root,

@@ -187,7 +187,7 @@ def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
     from ..model import load_model
     from ..sim import run_sim
 
-    fold = (_folding(args, load_model(args.model)).spec if args.fold is not None or args.target_fps
+    fold = (_folding(args, load_model(args.model)) if args.fold is not None or args.target_fps
             else None)
     return run_sim(args.model, dataset=args.dataset, limit=args.limit,
                    simulator=args.simulator, fold=fold, waves=args.waves,
@@ -199,7 +199,7 @@ def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     from ..model import load_model
 
     model = load_model(args.model)
-    fold = _folding(args, model).spec if args.fold is not None or args.target_fps else None
+    fold = _folding(args, model) if args.fold is not None or args.target_fps else None
     return build(model, args.board, _output_folder(args.out), fold=fold,
                  program=args.program, clock_mhz=args.clock_mhz)
 
