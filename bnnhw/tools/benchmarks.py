@@ -7,7 +7,8 @@ file                                        command
 =========================================== ===============================================
 ``docs/train_<arch>_<dataset>.json``        ``python -m bnnhw.train.bench --arch ...``
 ``docs/training_efficiency.json``           ``python -m bnnhw.train.bench``
-``docs/sim_*.json``                         ``python -m bnnhw.sim.bench``
+``docs/sim_<model>_<simulator>.json``       ``python -m bnnhw.sim.bench``
+``docs/sim_build_<model>_<simulator>.json`` ``python -m bnnhw.sim.build_bench``
 ``docs/boards/<board>_<model>.json``        ``python -m bnnhw.boards.bench``
 ``docs/boards/auto/<board>_<model>.json``   ``python -m bnnhw.boards.bench --fold auto``
 ``docs/estimator-calibration.json``         ``python -m bnnhw.tools.estimate_calibrate``
@@ -140,8 +141,14 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
         train_rows.append(row)
         if t.get("model_sha256"):
             training[t["model_sha256"]] = t
-    sims = []
-    for path in sorted(docs.glob("sim_*.json")):
+    sims, sim_builds = [], []
+    for path in sorted(docs.glob("sim_build_*.json")):
+        b = _read(path)
+        sim_builds.append({"source": str(path), "model": b["model"],
+                           "simulator": b["simulator"], "fold": b["fold"],
+                           "variants": b["variants"], "speedup": b["speedup"]})
+    for path in sorted(p for p in docs.glob("sim_*.json")
+                       if not p.name.startswith("sim_build_")):
         s = _read(path)
         sims.append({"source": str(path), "model": s["model"], "simulator": s["simulator"],
                      "images": s["images"], "mismatches": s["mismatches"],
@@ -165,7 +172,8 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
     demo_path = docs / "demo_bench.json"
     demo = dict(_read(demo_path), source=str(demo_path)) if demo_path.is_file() else None
     return {"boards": _board_rows(docs, training), "training": train_rows,
-            "simulation": sims, "evaluation": evals, "calibration": calibration,
+            "simulation": sims, "simulator_builds": sim_builds, "evaluation": evals,
+            "calibration": calibration,
             "anchors": anchors, "demo": demo, "training_efficiency": efficiency,
             "command": "bnnhw bench"}
 
@@ -250,6 +258,17 @@ def format_markdown(data: dict[str, Any]) -> str:
                        f"| {s['cycles_per_frame_measured']:g} / {s['cycles_per_frame_declared']}"
                        f" | {s['images_per_minute']:.0f} | {s['build_seconds']:.0f} | "
                        f"{s['sim_seconds']:.0f} | {s['accuracy_pct']:.2f} % |")
+        out.append("")
+    if data.get("simulator_builds"):
+        out += ["## Simulator build time (memories inline vs `$readmemh` files, one run)", "",
+                "| model | simulator | folding | variant | Verilog bytes | memory files | "
+                "build s | mismatches |", "|---|---|---|---|---|---|---|---|"]
+        for b in data["simulator_builds"]:
+            for name, v in b["variants"].items():
+                out.append(f"| {b['model']} | {b['simulator']} | `{b['fold']}` | {name} | "
+                           f"{v['verilog_bytes']:,} | {v['memory_files']} | "
+                           f"{v['build_seconds']:.0f} | {v['mismatches']} |")
+            out.append(f"| | | | inline / readmemh | | | {b['speedup']:.2f}x | |")
         out.append("")
     if data["evaluation"]:
         out += ["## Integer reference on the test set", "",
