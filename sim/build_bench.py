@@ -8,11 +8,13 @@ Usage::
 It generates the same design twice, once with every memory initialiser written inline as one
 assignment per word (how yosys writes it) and once with the initialisers of memories of more
 than :data:`bnnhw.export.INLINE_WORDS` words moved into ``$readmemh`` files
-(:func:`bnnhw.export.externalise_memories`, the default of :func:`bnnhw.export.generate`),
-builds both with the simulator one after the other in the same run, prints the seconds of each
-and their ratio, and writes ``docs/sim_build_<model stem>_<simulator>.json``. Both builds are
-then run on a few test images against the integer reference, so a faster build that simulated
-something else would show up as mismatches.
+(:func:`bnnhw.export.externalise_memories`, the default of :func:`bnnhw.export.generate`), and
+builds them with the simulator one after the other in the same run: both with the C++ at the
+default optimisation, and the ``$readmemh`` one also with ``-O0`` (what short runs use, see
+:data:`bnnhw.sim.runner.OPTIMIZE_CYCLES`). It prints the seconds of each and the ratios, and
+writes ``docs/sim_build_<model stem>_<simulator>.json``. Every build is then run on a few test
+images against the integer reference, so a faster build that simulated something else would
+show up as mismatches.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from bnnhw.model import load_model, write_atomic
 
 from .runner import SIMULATORS, TOPLEVEL, simulate
 
-VARIANTS = {"inline": 1 << 62, "readmemh": INLINE_WORDS}
+VARIANTS = {"inline": (1 << 62, True), "readmemh": (INLINE_WORDS, True),
+            "readmemh -O0": (INLINE_WORDS, False)}
+"""Variant name: (largest memory written inline, optimised C++ build)."""
 
 
 def run_build_bench(model_path: str | Path, simulator: str = "verilator",
@@ -49,7 +53,8 @@ def run_build_bench(model_path: str | Path, simulator: str = "verilator",
     dict
         ``{"model", "model_sha256", "simulator", "fold", "images", "variants": {name:
         {"verilog_bytes", "memory_files", "build_seconds", "mismatches", "lost"}},
-        "speedup"}`` where ``speedup`` = inline build seconds / readmemh build seconds.
+        "speedup", "speedup_O0"}`` where ``speedup`` = inline build seconds / readmemh build
+        seconds and ``speedup_O0`` = optimised / ``-O0`` build seconds (both readmemh).
     """
     model = load_model(model_path)
     folding = parse_fold(fold, model)
@@ -59,12 +64,13 @@ def run_build_bench(model_path: str | Path, simulator: str = "verilator",
     expected = np.concatenate([classes[:, None], scores], axis=1)
     variants: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bnnhw-build-bench-") as tmp:
-        for name, inline_words in VARIANTS.items():
+        for name, (inline_words, optimize) in VARIANTS.items():
             rtl = Path(tmp) / name / "rtl"
             info = generate(model, rtl, folding, inline_words=inline_words)
             start = time.perf_counter()
             result = simulate(rtl / f"{TOPLEVEL}.v", info, pixels, expected, simulator,
-                              Path(tmp) / name, stall=0.0)
+                              Path(tmp) / name.replace(" ", "_"), stall=0.0,
+                              optimize=optimize)
             variants[name] = {
                 "verilog_bytes": (rtl / f"{TOPLEVEL}.v").stat().st_size,
                 "memory_files": len(info["memory_files"]),
@@ -78,7 +84,9 @@ def run_build_bench(model_path: str | Path, simulator: str = "verilator",
               "simulator": simulator, "fold": folding.spec, "images": int(len(pixels)),
               "variants": variants,
               "speedup": variants["inline"]["build_seconds"]
-              / variants["readmemh"]["build_seconds"], "output": str(path)}
+              / variants["readmemh"]["build_seconds"],
+              "speedup_O0": variants["readmemh"]["build_seconds"]
+              / variants["readmemh -O0"]["build_seconds"], "output": str(path)}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (json.dumps(report, indent=1) + "\n").encode())
     return report
@@ -101,11 +109,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run_build_bench(args.model, args.simulator, args.fold, args.images, args.dataset,
                              args.data_dir, args.out)
     print(f"{report['model']} {report['simulator']} fold {report['fold']}")
-    print(f"{'variant':<10} {'verilog bytes':>14} {'files':>6} {'build s':>9} {'mismatches':>11}")
+    print(f"{'variant':<13} {'verilog bytes':>14} {'files':>6} {'build s':>9} "
+          f"{'mismatches':>11}")
     for name, row in report["variants"].items():
-        print(f"{name:<10} {row['verilog_bytes']:>14,} {row['memory_files']:>6} "
+        print(f"{name:<13} {row['verilog_bytes']:>14,} {row['memory_files']:>6} "
               f"{row['build_seconds']:>9.1f} {row['mismatches'] + row['lost']:>11}")
-    print(f"build speed-up (inline / readmemh): {report['speedup']:.2f}x -> {report['output']}")
+    print(f"build speed-up inline / readmemh: {report['speedup']:.2f}x; optimised / -O0: "
+          f"{report['speedup_O0']:.2f}x -> {report['output']}")
     bad = any(r["mismatches"] or r["lost"] for r in report["variants"].values())
     return 1 if bad else 0
 

@@ -146,7 +146,8 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
         b = _read(path)
         sim_builds.append({"source": str(path), "model": b["model"],
                            "simulator": b["simulator"], "fold": b["fold"],
-                           "variants": b["variants"], "speedup": b["speedup"]})
+                           "variants": b["variants"], "speedup": b["speedup"],
+                           "speedup_O0": b.get("speedup_O0")})
     for path in sorted(p for p in docs.glob("sim_*.json")
                        if not p.name.startswith("sim_build_")):
         s = _read(path)
@@ -260,7 +261,8 @@ def format_markdown(data: dict[str, Any]) -> str:
                        f"{s['sim_seconds']:.0f} | {s['accuracy_pct']:.2f} % |")
         out.append("")
     if data.get("simulator_builds"):
-        out += ["## Simulator build time (memories inline vs `$readmemh` files, one run)", "",
+        out += ["## Simulator build time (memories inline or in `$readmemh` files, C++ optimised "
+                "or -O0; one run)", "",
                 "| model | simulator | folding | variant | Verilog bytes | memory files | "
                 "build s | mismatches |", "|---|---|---|---|---|---|---|---|"]
         for b in data["simulator_builds"]:
@@ -269,6 +271,8 @@ def format_markdown(data: dict[str, Any]) -> str:
                            f"{v['verilog_bytes']:,} | {v['memory_files']} | "
                            f"{v['build_seconds']:.0f} | {v['mismatches']} |")
             out.append(f"| | | | inline / readmemh | | | {b['speedup']:.2f}x | |")
+            if b.get("speedup_O0"):
+                out.append(f"| | | | optimised / -O0 | | | {b['speedup_O0']:.2f}x | |")
         out.append("")
     if data["evaluation"]:
         out += ["## Integer reference on the test set", "",
