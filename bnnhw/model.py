@@ -609,7 +609,7 @@ class Model:
             arrays[f"layer{i}.weights"] = np.packbits(layer.weights, axis=1, bitorder="little")
             if layer.thresholds is not None:
                 arrays[f"layer{i}.thresholds"] = layer.thresholds.astype(np.int32)
-            if getattr(layer, "affine", False):
+            if isinstance(layer, DenseLayer) and layer.affine:
                 arrays[f"layer{i}.scale"] = layer.scale.astype(np.int64)
                 arrays[f"layer{i}.offset"] = layer.offset.astype(np.int64)
         return arrays

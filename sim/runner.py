@@ -98,8 +98,8 @@ def _tail(path: Path, lines: int = 30) -> str:
 OPTIMIZE_CYCLES = 5_000_000
 """Verilator compiles its C++ with the default optimisation only for runs of more simulated
 cycles than this (frames x cycles per frame); shorter runs compile with ``-O0``. Measured on
-the lfc accelerator (``16x98,16x128,16x128,2x16@2``): 17 s to verilate, then 416 s of C++
-compile at the default level and 25 s at ``-O0``."""
+the lfc accelerator (``16x98,16x128,16x128,2x16@2``, ``python -m bnnhw.sim.build_bench``):
+395 s to build at the default level, 41 s at ``-O0``."""
 
 
 def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool,
