@@ -9,7 +9,7 @@ from bnnhw.train import kernels
 from bnnhw.train.augment import Augment, AugmentError, parse_augment
 from bnnhw.train.bench import step_matmul_flops
 from bnnhw.train.conv import CNN
-from bnnhw.train.layers import F32, BatchNorm1d
+from bnnhw.train.layers import F32, BatchNorm1d, BinaryDense
 from bnnhw.train.losses import cross_entropy
 from bnnhw.train.network import MLP
 from bnnhw.train.trainer import make_quantizer
@@ -146,6 +146,77 @@ def test_fused_conv_blocks_equal_the_separate_layers(kind, conv):
                        + [np.asarray(getattr(layer, "running_mean", 0)) for layer in net.layers])
     for fused, plain in zip(*results, strict=True):
         np.testing.assert_allclose(fused, plain, rtol=2e-4, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 150), st.integers(1, 9),
+       st.integers(1, 3), st.sampled_from([1.0, 1.25, 1 / 0.7]), st.booleans(), st.data())
+def test_xnor_product_is_the_sign_product(n, size, channels, out_channels, kernel, magnitude,
+                                          dropped, data):
+    """Packed XNOR-popcount convolution = the float32 product with sign(W): exactly for
+    m = 1, and m times the exact integer (one rounding) after inverted dropout."""
+    kernel = min(kernel, size)
+    shape = (n, size, size, channels)
+    signs = data.draw(hnp.arrays(np.int8, shape, elements=st.sampled_from([-1, 1])))
+    keep = data.draw(hnp.arrays(np.bool_, shape)) if dropped else np.ones(shape, np.bool_)
+    x = (signs * keep).astype(F32) * F32(magnitude)
+    w = data.draw(hnp.arrays(F32, (out_channels, kernel * kernel * channels),
+                             elements=st.floats(-1, 1, width=32)))
+    words = -(-channels // kernels.WORD_BITS)
+    signs_w = np.where(w >= 0, F32(1), F32(-1))
+    packed_w = np.empty((kernel * kernel, words, out_channels), np.uint64)
+    kernels.pack_weight_signs(w, packed_w)
+    bits = np.empty((x.size // channels, words), np.uint64)
+    nonzero = np.empty_like(bits)
+    found = kernels.pack_uniform_signs(x.reshape(-1, channels), bits, nonzero)
+    assert found == (F32(magnitude) if keep.any() else 0)
+    out_size = size - kernel + 1
+    out = np.empty((n, out_size, out_size, out_channels), F32)
+    kernels.xnor_conv(bits.reshape(*shape[:3], words), nonzero.reshape(*shape[:3], words),
+                      found, packed_w, kernel, out)
+    cols = im2col((signs * keep).reshape(n, -1).astype(np.int64), shape[1:], kernel)
+    exact = (cols @ signs_w.astype(np.int64).T).reshape(out.shape)
+    assert np.array_equal(out, F32(found) * exact.astype(F32))
+    if magnitude == 1.0:
+        float_cols = im2col(x.reshape(n, -1), shape[1:], kernel)
+        assert np.array_equal(out.reshape(-1, out_channels), float_cols @ signs_w.T)
+
+
+def test_pack_refuses_mixed_magnitudes_and_the_layer_falls_back():
+    """Pixels, or one odd entry, make the packer return -1; the layer then multiplies in
+    float and its output is the float product."""
+    x = np.ones((2, 70), F32)
+    x[1, 69] = 0.5
+    words = np.empty((2, 2), np.uint64)
+    assert kernels.pack_uniform_signs(x, words, words.copy()) == -1
+    rng = np.random.default_rng(0)
+    layer = BinaryDense(70, 5, rng)
+    assert np.array_equal(layer.forward(x, training=True), x @ layer.binary_weights().T)
+    signs = np.where(rng.random((4, 70)) < 0.5, F32(-1), F32(1))
+    assert np.array_equal(layer.forward(signs, training=True),
+                          signs @ layer.binary_weights().T)
+
+
+@pytest.mark.parametrize("arch", ["cbcnn", "tfc"])
+def test_xnor_forward_leaves_training_bit_identical(arch, monkeypatch):
+    """The same seed and batches give the same weights and statistics with the XNOR forward
+    as with the float32 product (inputs of +-1: the products are the same integers)."""
+    from bnnhw.train import layers  # the module whose threshold the test moves
+    from bnnhw.train.bench import time_steps
+
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (300, 784)).astype(np.uint8)
+    labels = rng.integers(0, 10, 300)
+    states, packed = [], []
+    for threshold in (layers.XNOR_MIN_CHANNELS, 10**9):
+        monkeypatch.setattr(layers, "XNOR_MIN_CHANNELS", threshold)
+        net = time_steps(arch, images, labels, 2)[1]
+        states.append(net.state())
+        packed.append(sum("xbits" in layer._buffers for layer in net.layers))
+    assert packed[0] >= 2 and packed[1] == 0
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert np.array_equal(states[0][key], states[1][key]), key
 
 
 def test_matmul_flops_of_a_step():

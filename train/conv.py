@@ -29,6 +29,7 @@ from .layers import (
     OutputBatchNorm,
     PixelScale,
     SignActivation,
+    binary_product,
     sign,
 )
 from .network import PREDICT_CHUNK, LayerStack, chunked_logits, output_head
@@ -74,15 +75,14 @@ class BinaryConv2d(Layer):
         n = x.shape[0]
         w = self.params["W"]
         if training:
-            self._wb = self.buffer("wb", w.shape)
-            kernels.sign_into(w.reshape(-1), self._wb.reshape(-1))
-            oh, ow, _ = self.out_shape
+            oh, ow, oc = self.out_shape
             k, c = self.kernel, self.in_shape[2]
+            maps = np.ascontiguousarray(x, dtype=F32).reshape(n, *self.in_shape)
             self._cols = self.buffer("cols", (n * oh * ow, w.shape[1]))
-            kernels.im2col_into(np.ascontiguousarray(x, dtype=F32).reshape(n, *self.in_shape),
-                                k, self._cols.reshape(n, oh, ow, k, k, c))
-            out = self.buffer("out", (self._cols.shape[0], w.shape[0]))
-            np.matmul(self._cols, self._wb.T, out=out)
+            kernels.im2col_into(maps, k, self._cols.reshape(n, oh, ow, k, k, c))
+            out = self.buffer("out", (self._cols.shape[0], oc))
+            if not binary_product(self, maps, k, out.reshape(n, oh, ow, oc)):
+                np.matmul(self._cols, self._wb.T, out=out)
             return out.reshape(n, *self.out_shape)
         cols = im2col(x.reshape(n, -1), self.in_shape, self.kernel)
         return (cols @ self.binary_weights().T).reshape(n, *self.out_shape)

@@ -1,6 +1,8 @@
 """Compiled elementwise kernels of the trainer (numba, float32, one pass each where possible).
 
-The matrix products of a training step run in BLAS; everything between them (batch norm,
+The forward product of a binary layer whose inputs are signs runs on packed bits
+(:func:`xnor_conv`: XOR, AND and popcount, the same integers as the float32 product); the other
+matrix products of a training step run in BLAS. Everything between them (batch norm,
 max-pool, sign and its straight-through gradient, the scatter of convolution windows, the Adam
 update) is memory-bound. numpy spells each of those as several full-size temporaries; the
 kernels here read and write each array once and reuse the caller's buffers where the data flow
@@ -47,6 +49,124 @@ def sign_into(w, out):
     """``out = sign(w)`` as float32 ``+-1`` (flat arrays)."""
     for i in range(w.size):
         out[i] = np.float32(1.0) if w[i] >= 0 else np.float32(-1.0)
+
+
+WORD_BITS = 64
+
+
+@KERNEL
+def popcount64(word):
+    """Set bits of a uint64, as int64 (the shift-and-mask count; LLVM emits ``popcnt`` for it).
+
+    int64, not uint64: numba adds int64 and uint64 in float64."""
+    word = word - ((word >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    word = ((word & np.uint64(0x3333333333333333))
+            + ((word >> np.uint64(2)) & np.uint64(0x3333333333333333)))
+    word = (word + (word >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((word * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@KERNEL
+def pack_uniform_signs(x, bits, nonzero):
+    """Pack the rows of ``x`` (P, C), whose entries must all lie in ``{-m, 0, +m}``, into bits.
+
+    Bit ``j`` of word ``w`` stands for column ``64 w + j``: in ``bits`` it is set for
+    ``x > 0``, in ``nonzero`` for ``x != 0`` (``bits``, ``nonzero``: (P, ceil(C / 64)) uint64;
+    padding bits are 0). Returns ``m`` (0 for an all-zero ``x``), or -1 when an entry breaks
+    the pattern, with the arrays then only partly written: the caller falls back to a float
+    product. The binary layers' inputs are signs (``m = 1``), or signs after inverted dropout
+    (``m = 1 / (1 - rate)``, dropped entries 0).
+    """
+    p, c = x.shape
+    magnitude = np.float32(0.0)
+    for row in range(p):
+        for col in range(c):
+            if x[row, col] != 0:
+                magnitude = np.float32(abs(x[row, col]))
+                break
+        if magnitude != 0:
+            break
+    for row in range(p):
+        bad = False
+        for word in range(bits.shape[1]):
+            base = word * WORD_BITS
+            packed = np.uint64(0)
+            present = np.uint64(0)
+            for j in range(min(WORD_BITS, c - base)):
+                value = np.float32(x[row, base + j])
+                positive = value > 0
+                nonzero_value = positive or value < 0
+                packed |= np.uint64(positive) << np.uint64(j)
+                present |= np.uint64(nonzero_value) << np.uint64(j)
+                bad |= nonzero_value and abs(value) != magnitude
+            bits[row, word] = packed
+            nonzero[row, word] = present
+        if bad:
+            return np.float32(-1.0)
+    return magnitude
+
+
+@KERNEL
+def pack_weight_signs(w, bits):
+    """Pack ``sign(w)`` (``+1`` for ``w >= 0``) into bits for :func:`xnor_conv`.
+
+    ``w`` is (OC, G * C) with column ``g * C + c``; ``bits`` is (G, ceil(C / 64), OC) uint64
+    (output channel last, the order :func:`xnor_conv` walks), bit set for ``+1``, padding bits
+    0. A dense layer is ``G = 1``; a convolution has one group per window position
+    (``G = K * K``).
+    """
+    groups, words, oc = bits.shape
+    c = w.shape[1] // groups
+    for o in range(oc):
+        for g in range(groups):
+            for word in range(words):
+                base = g * c + word * WORD_BITS
+                packed = np.uint64(0)
+                if c - word * WORD_BITS >= WORD_BITS:  # a full word: a fixed count vectorises
+                    for j in range(WORD_BITS):
+                        packed |= np.uint64(w[o, base + j] >= 0) << np.uint64(j)
+                else:
+                    for j in range(c - word * WORD_BITS):
+                        packed |= np.uint64(w[o, base + j] >= 0) << np.uint64(j)
+                bits[g, word, o] = packed
+
+
+@KERNEL
+def xnor_conv(bits, nonzero, magnitude, weights, kernel, out):
+    """Binary convolution by XNOR and popcount, stride 1, no padding.
+
+    ``bits``, ``nonzero`` (N, H, W, Cw) are the packed input (:func:`pack_uniform_signs`, one
+    row per pixel), ``weights`` (K * K, Cw, OC) the packed ``sign(W)`` (:func:`pack_weight_signs`).
+    For each output position, with ``d`` the window's XOR of input and weight bits restricted
+    to the nonzero inputs::
+
+        out[n, y, x, o] = m * (nonzero count of the window - 2 * popcount(d))
+
+    which is ``sum_k x_k sign(W)_ok`` exactly: for ``m = 1`` the float32 matrix product gives
+    the same integers. A dense layer is ``H = W = K = 1``. The innermost loop runs over the
+    output channels, so it compiles to vector XOR, AND and popcount.
+    """
+    n, h, w, cw = bits.shape
+    oc = weights.shape[2]
+    oh, ow = h - kernel + 1, w - kernel + 1
+    flat = weights.reshape(kernel * kernel * cw, oc)
+    differ = np.empty(oc, np.int64)
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                count = 0
+                differ[:] = 0
+                for ky in range(kernel):
+                    for kx in range(kernel):
+                        for word in range(cw):
+                            x_bits = bits[b, y + ky, xo + kx, word]
+                            x_nonzero = nonzero[b, y + ky, xo + kx, word]
+                            count += popcount64(x_nonzero)
+                            row = flat[(ky * kernel + kx) * cw + word]
+                            for o in range(oc):
+                                differ[o] += popcount64(x_nonzero & (x_bits ^ row[o]))
+                for o in range(oc):
+                    out[b, y, xo, o] = magnitude * np.float32(count - 2 * differ[o])
 
 
 @KERNEL

@@ -68,6 +68,44 @@ class Layer:
         raise NotImplementedError
 
 
+XNOR_MIN_CHANNELS = 64
+"""Input channels from which a binary layer's training forward runs on XNOR and popcount.
+
+Below one 64-bit word per pixel the packed words are mostly padding and BLAS is faster (a 1- or
+16-channel convolution); from 64 on the popcount product beats the float32 one."""
+
+
+def binary_product(layer: Layer, x: np.ndarray, kernel: int, out: np.ndarray) -> bool:
+    """Write ``sign(W)`` of ``layer`` to its buffer ``layer._wb`` and, if it can, the product.
+
+    ``x`` is the input map (N, H, W, C) (a dense layer's (M, K) input as (M, 1, 1, K)) and
+    ``out`` (N, OH, OW, OC) the output to fill. When ``C >= XNOR_MIN_CHANNELS`` and every
+    input lies in ``{-m, 0, +m}`` (signs, possibly after inverted dropout), ``out`` becomes
+    ``sum_k x_k sign(W)_ok`` by :func:`bnnhw.train.kernels.xnor_conv` and the function returns
+    ``True``: for ``m = 1`` these are the float32 product's integers exactly, otherwise ``m``
+    times the integer, rounded once. Otherwise ``out`` is untouched and it returns ``False``.
+    """
+    w = layer.params["W"]
+    layer._wb = layer.buffer("wb", w.shape)
+    kernels.sign_into(w.reshape(-1), layer._wb.reshape(-1))
+    channels = x.shape[-1]
+    if channels < XNOR_MIN_CHANNELS:
+        return False
+    words = -(-channels // kernels.WORD_BITS)
+    packed_weights = layer.buffer("wbits", (kernel * kernel, words, w.shape[0]), np.uint64)
+    kernels.pack_weight_signs(w, packed_weights)
+    pixels = x.reshape(-1, channels)
+    bits = layer.buffer("xbits", (pixels.shape[0], words), np.uint64)
+    nonzero = layer.buffer("xnonzero", (pixels.shape[0], words), np.uint64)
+    magnitude = kernels.pack_uniform_signs(pixels, bits, nonzero)
+    if magnitude < 0:
+        return False
+    shape = (*x.shape[:3], words)
+    kernels.xnor_conv(bits.reshape(shape), nonzero.reshape(shape), magnitude, packed_weights,
+                      kernel, out)
+    return True
+
+
 class BinaryDense(Layer):
     """``y = x @ sign(W).T`` with latent real weights ``W`` (MH, MW) clipped to ``[-1, 1]``.
 
@@ -96,9 +134,14 @@ class BinaryDense(Layer):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._x = x
-        w = self.params["W"]
-        self._wb = self.buffer("wb", w.shape)
-        kernels.sign_into(w.reshape(-1), self._wb.reshape(-1))
+        rows, out_features = x.shape[0], self.params["W"].shape[0]
+        if training:
+            out = self.buffer("out", (rows, out_features))
+            if binary_product(self, x.reshape(rows, 1, 1, -1), 1,
+                              out.reshape(rows, 1, 1, out_features)):
+                return out
+        else:
+            self._wb = self.binary_weights()
         return x @ self._wb.T
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
