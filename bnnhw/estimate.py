@@ -292,6 +292,9 @@ def load_coefficients(path: str | Path | None = None) -> dict[str, Any]:
 def _stage_features(component: Any, family: str, spram: dict[int, Any],
                     index: int | None) -> tuple[dict[str, float], dict[str, Any], bool]:
     """Features, memory placement and whether the component is modelled."""
+    # amaranth and the gateware load only when a design is estimated, not with the module.
+    from amaranth.hdl import Value
+
     from .gateware.labelselect import LabelSelect
     from .gateware.maxpool import MaxPool
     from .gateware.mvtu import MVTU
@@ -376,7 +379,7 @@ def _stage_features(component: Any, family: str, spram: dict[int, Any],
                 mem[key] = int(given.pop(key))
         f.update({k: float(v) for k, v in given.items() if k in FEATURES})
         return f, mem, True
-    f["reg_bits"] = float(sum(len(getattr(component, port).payload)
+    f["reg_bits"] = float(sum(Value.cast(getattr(component, port).payload).shape().width
                               for port in ("o_stream",) if hasattr(component, port)))
     return f, mem, False
 

@@ -105,6 +105,10 @@ class Link(wiring.Component):
         Width of the accelerator's output word; replies carry ``ceil(out_width / 8)`` bytes.
     class_bits : int
         The class sits in bits ``[0, class_bits)`` of the output word (``last_class``).
+    out_layout : amaranth.lib.data.Layout or None
+        The output word's layout (the accelerator's
+        :func:`~bnnhw.gateware.labelselect.result_layout`), so that ``acc_out`` connects to
+        its stream; ``None`` for a plain ``out_width``-bit word. The link sends its raw bits.
     identity : bytes
         The IDENTIFY record (:meth:`bnnhw.boards.protocol.Identity.encode`).
     bits_pixel_values : tuple of int or None
@@ -130,7 +134,8 @@ class Link(wiring.Component):
     """
 
     def __init__(self, *, pixels, pixels_per_word, out_width, class_bits, identity,
-                 bits_pixel_values=None, timeout_cycles=1 << 20, load_weights=False):
+                 out_layout=None, bits_pixel_values=None, timeout_cycles=1 << 20,
+                 load_weights=False):
         if pixels % pixels_per_word:
             raise ValueError(f"pixels per word ({pixels_per_word}) must divide the image size "
                              f"({pixels})")
@@ -167,7 +172,7 @@ class Link(wiring.Component):
             "i_bytes": In(stream.Signature(8)),
             "o_bytes": Out(stream.Signature(8)),
             "acc_in": Out(stream.Signature(8 * pixels_per_word)),
-            "acc_out": In(stream.Signature(out_width)),
+            "acc_out": In(stream.Signature(out_width if out_layout is None else out_layout)),
             "last_class": Out(class_bits),
             "last_class_valid": Out(1),
             "activity": Out(1),
@@ -430,10 +435,11 @@ class Link(wiring.Component):
             with m.State("RESULT"):
                 m.d.comb += self.acc_out.ready.eq(1)
                 with m.If(self.acc_out.valid):
-                    m.d.sync += [result.eq(self.acc_out.payload), fresh.eq(0)]
+                    m.d.sync += [result.eq(Value.cast(self.acc_out.payload)), fresh.eq(0)]
                     with m.If(r_status == Status.OK):
                         m.d.sync += [self.last_class_valid.eq(1),
-                                     self.last_class.eq(self.acc_out.payload[:self.class_bits])]
+                                     self.last_class.eq(
+                                         Value.cast(self.acc_out.payload)[:self.class_bits])]
                     with m.Else():
                         m.d.sync += self.error.eq(1)
                     m.next = "SEND"

@@ -110,6 +110,7 @@ class LinkTop(wiring.Component):
                          pixels_per_word=self.accelerator.pixels_per_word,
                          out_width=self.accelerator.out_width,
                          class_bits=self.accelerator.class_bits,
+                         out_layout=self.accelerator.out_layout,
                          identity=self.identity.encode(),
                          bits_pixel_values=bits_pixel_values(model),
                          timeout_cycles=timeout_cycles,

@@ -160,6 +160,7 @@ class Accelerator(wiring.Component):
                              mvtu.score_bits, *affine)
         stages.append(("labelselect", select, None, "labelselect"))
         self.class_bits = select.class_bits
+        self.out_layout = select.out_layout
         self.out_width = select.out_width
         self.cycles_per_frame = max(c.cycles_per_frame for _, c, _, _ in stages)
         self._deepen_conv_buffers(stages)
@@ -168,14 +169,14 @@ class Accelerator(wiring.Component):
         self.latency = self.frame_times(range(self.words_per_frame))[0]
         super().__init__({
             "i_stream": In(stream.Signature(8 * folding.pixels_per_word)),
-            "o_stream": Out(stream.Signature(self.out_width)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
         })
 
     def decode(self, word):
-        """Split an output word into ``(class, [score_0, ..., score_{C-1}])``."""
-        cb, sb = self.class_bits, self.score_bits
-        scores = [(word >> (cb + c * sb)) & ((1 << sb) - 1) for c in range(self.classes)]
-        return word & ((1 << cb) - 1), scores
+        """Split an output word into ``(class, [score_0, ..., score_{C-1}])``
+        (:func:`~bnnhw.gateware.labelselect.result_layout`)."""
+        result = self.out_layout.from_bits(word)
+        return result.label, list(result.scores)
 
     def make_mvtu(self, index, layer, pe, simd, in_width, banks=2):
         """Create the MVTU of layer ``index``; override to change how layers are built."""

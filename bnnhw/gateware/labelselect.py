@@ -1,21 +1,31 @@
 """Label select: the argmax of the class scores, plus the scores, as one word per frame."""
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["LabelSelect"]
+__all__ = ["LabelSelect", "result_layout"]
 
+
+def result_layout(classes, score_bits):
+    """The accelerator's output word: ``label`` (the class), then ``scores[c]``, class ``c``'s
+    score of ``score_bits`` bits, lowest bits first.
+
+    ``label`` has ``max(1, (classes - 1).bit_length())`` bits.
+    """
+    return data.StructLayout({
+        "label": unsigned(max(1, (classes - 1).bit_length())),
+        "scores": data.ArrayLayout(unsigned(score_bits), classes),
+    })
 
 
 class LabelSelect(wiring.Component):
     """Collect ``C`` scores arriving ``PE`` per word and emit ``(class, scores)`` once per frame.
 
     Maths: ``class = min{c : s_c = max_k s_k}`` (ties go to the lowest index, as
-    :func:`bnnhw.reference.argmax_lowest`). Input word ``w`` holds score ``w*PE + p`` in bits
-    ``[p*S, (p+1)*S)`` with ``S = score_bits``. The output payload holds the class in bits
-    ``[0, class_bits)`` and score ``c`` in bits ``[class_bits + c*S, class_bits + (c+1)*S)``,
-    ``class_bits = max(1, (C-1).bit_length())``.
+    :func:`bnnhw.reference.argmax_lowest`). Input word ``w`` is an array of ``PE`` lanes; lane
+    ``p`` holds score ``w*PE + p`` (``S = score_bits`` bits, or ``in_bits`` with an affine).
+    The output payload is :func:`result_layout`: ``label``, the class, then ``scores[c]``.
 
     With an output affine (``scale`` and ``offset`` given) the input lanes are popcounts of
     ``in_bits`` bits and lane ``p`` of word ``w`` becomes the score ``s_c = scale_c * P +
@@ -68,14 +78,15 @@ class LabelSelect(wiring.Component):
         self.offset = None if offset is None else tuple(int(v) for v in offset)
         self.scale_bits = (0 if scale is None
                            else max(abs(v) for v in self.scale).bit_length() + 1)
-        self.class_bits = max(1, (classes - 1).bit_length())
+        self.out_layout = result_layout(classes, score_bits)
+        self.class_bits = self.out_layout["label"].shape.width
         self.words = classes // pe
         self.latency = self.words
         self.cycles_per_frame = self.words
-        self.out_width = self.class_bits + classes * score_bits
+        self.out_width = self.out_layout.size
         super().__init__({
-            "i_stream": In(stream.Signature(pe * self.in_bits)),
-            "o_stream": Out(stream.Signature(self.out_width)),
+            "i_stream": In(stream.Signature(data.ArrayLayout(unsigned(self.in_bits), pe))),
+            "o_stream": Out(stream.Signature(self.out_layout)),
         })
 
     def frame_times(self, in_times):
@@ -116,7 +127,8 @@ class LabelSelect(wiring.Component):
                 m.d.sync += [
                     count.eq(0),
                     o.valid.eq(1),
-                    o.payload.eq(Cat(index[:self.class_bits], shifted)),
+                    o.payload.label.eq(index[:self.class_bits]),
+                    o.payload.scores.eq(shifted),
                 ]
             with m.Else():
                 m.d.sync += count.eq(count + 1)
@@ -124,8 +136,8 @@ class LabelSelect(wiring.Component):
 
     def _lane_scores(self, m, count):
         """The word's ``PE`` scores: the input lanes, or their per-class affine."""
-        b, s = self.in_bits, self.score_bits
-        lanes = [self.i_stream.payload[p * b:(p + 1) * b] for p in range(self.pe)]
+        s = self.score_bits
+        lanes = [self.i_stream.payload[p] for p in range(self.pe)]
         if self.scale is None:
             return lanes
         scores = []

@@ -2,7 +2,7 @@
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
@@ -120,6 +120,9 @@ class MVTU(wiring.Component):
         self.score_bits = self.mw.bit_length()
         self.lane_bits = 1 if self.thresholds is not None else self.score_bits
         self.out_width = pe * self.lane_bits
+        # Threshold outputs are a word of activation bits; scores are one number per PE.
+        self.out_layout = (unsigned(self.out_width) if self.thresholds is not None
+                           else data.ArrayLayout(unsigned(self.score_bits), pe))
         self.popcount_latency = popcount_latency(simd)
         # A word is queued popcount_latency + 3 cycles after its last beat issues; with one
         # fold per SF cycles that many are in flight, and two more entries keep a ready
@@ -129,7 +132,7 @@ class MVTU(wiring.Component):
         self.latency = self.depth + self.sf + self.popcount_latency + 3
         super().__init__({
             "i_stream": In(stream.Signature(in_width)),
-            "o_stream": Out(stream.Signature(self.out_width)),
+            "o_stream": Out(stream.Signature(self.out_layout)),
         })
 
     def frame_times(self, in_times):
@@ -270,15 +273,14 @@ class MVTU(wiring.Component):
         m.d.comb += [pc.i_stream.valid.eq(valid2), pc.i_stream.payload.eq(lanes2)]
 
         # Accumulate and queue.
-        cw = pc.count_width
-        tag2 = pc.o_stream.payload[self.pe * cw:]
+        tag2 = pc.o_stream.payload.tag
         nf2, first2, last2 = tag2[:nf_bits], tag2[nf_bits], tag2[nf_bits + 1]
         lanes = []
         acc_shape = (signed((255 * self.mw).bit_length() + 1) if self.pixels8
                      else unsigned(self.score_bits))
         for pe in range(self.pe):
             acc = Signal(acc_shape, name=f"acc{pe}")
-            part = pc.o_stream.payload[pe * cw:(pe + 1) * cw]
+            part = pc.o_stream.payload.lanes[pe]
             threshold = None if self.thresholds is None else tread.data[pe * tbits:(pe + 1) * tbits]
             if self.pixels8:
                 part, threshold = part.as_signed(), threshold.as_signed()

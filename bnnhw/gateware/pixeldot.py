@@ -6,11 +6,11 @@ Maths: for ``N`` pixels ``x_i`` in ``[0, 255]`` and a lane's weight bits ``w_i``
 see the same input slice); an optional tag travels alongside unchanged.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .popcount import adder_tree, popcount_latency
+from .popcount import adder_tree, lanes_layout, popcount_latency
 
 __all__ = ["PixelDot", "PIXEL_BITS"]
 
@@ -26,10 +26,10 @@ class PixelDot(wiring.Component):
 
     Payload layouts (low bits first):
 
-    * ``i_stream.payload``: pixel ``i`` in bits ``[8i, 8i+8)``, then lane ``l``'s ``N`` weight
-      bits at ``[8N + l*N, 8N + (l+1)*N)``, then ``tag_width`` tag bits.
-    * ``o_stream.payload``: lane ``l``'s sum in bits ``[l*B, (l+1)*B)``, two's complement with
-      ``B = count_width = bit_length(255 N) + 1``, then the tag.
+    * ``i_stream.payload``: ``pixels[i]`` (8 bits each), then ``weights[l]``, lane ``l``'s
+      ``N`` weight bits, then ``tag``.
+    * ``o_stream.payload`` (:func:`~bnnhw.gateware.popcount.lanes_layout`): ``lanes[l]``, lane
+      ``l``'s sum, signed, ``B = count_width = bit_length(255 N) + 1`` bits, then ``tag``.
 
     The pipeline stalls as a whole: every register advances when ``en = ~o.valid | o.ready``,
     and ``i_stream.ready = en``.
@@ -62,10 +62,15 @@ class PixelDot(wiring.Component):
         self.count_width = (255 * width).bit_length() + 1
         self.latency = popcount_latency(width)
         self.cycles_per_frame = 1
-        in_bits = PIXEL_BITS * width + lanes * width + tag_width
+        in_layout = data.StructLayout({
+            "pixels": data.ArrayLayout(unsigned(PIXEL_BITS), width),
+            "weights": data.ArrayLayout(unsigned(width), lanes),
+            "tag": unsigned(tag_width),
+        })
         super().__init__({
-            "i_stream": In(stream.Signature(in_bits)),
-            "o_stream": Out(stream.Signature(lanes * self.count_width + tag_width)),
+            "i_stream": In(stream.Signature(in_layout)),
+            "o_stream": Out(stream.Signature(
+                lanes_layout(signed(self.count_width), lanes, tag_width))),
         })
 
     def frame_times(self, in_times):
@@ -81,18 +86,13 @@ class PixelDot(wiring.Component):
             self.i_stream.ready.eq(en),
         ]
         payload = self.i_stream.payload
-        pixels = [payload[PIXEL_BITS * i:PIXEL_BITS * (i + 1)] for i in range(n)]
-        base = PIXEL_BITS * n
+        pixels = [payload.pixels[i] for i in range(n)]
         # Each lane is a list of (value, largest magnitude it can hold).
-        lanes = [[(Mux(payload[base + lane * n + i], pixels[i], -pixels[i]), 255)
+        lanes = [[(Mux(payload.weights[lane][i], pixels[i], -pixels[i]), 255)
                   for i in range(n)] for lane in range(self.lanes)]
-        values, valid, tag = adder_tree(m, en, lanes, self.i_stream.valid,
-                                        payload[base + self.lanes * n:], self.tag_width,
-                                        signed=True)
-        sums = [Signal(self.count_width, name=f"sum{lane}") for lane in range(self.lanes)]
-        m.d.comb += [total.eq(value) for total, value in zip(sums, values, strict=True)]
-        m.d.comb += [
-            self.o_stream.valid.eq(valid),
-            self.o_stream.payload.eq(Cat(*sums, tag)),
-        ]
+        values, valid, tag = adder_tree(m, en, lanes, self.i_stream.valid, payload.tag,
+                                        self.tag_width, signed=True)
+        out = self.o_stream.payload
+        m.d.comb += [out.lanes[lane].eq(value) for lane, value in enumerate(values)]
+        m.d.comb += [self.o_stream.valid.eq(valid), out.tag.eq(tag)]
         return m

@@ -5,11 +5,21 @@ integer in ``[0, N]`` of ``N.bit_length()`` bits. Several independent lanes can 
 pipeline (the MVTU uses one lane per PE), and an optional tag travels alongside unchanged.
 """
 
-from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Popcount", "popcount_latency", "adder_tree"]
+__all__ = ["Popcount", "popcount_latency", "adder_tree", "lanes_layout"]
+
+
+def lanes_layout(shape, lanes, tag_width):
+    """``{"lanes": lanes x shape, "tag": tag_width bits}``, lane 0 in the lowest bits.
+
+    The payload of the adder-tree units: one value per lane, then the side-band tag that
+    travels with it.
+    """
+    return data.StructLayout({"lanes": data.ArrayLayout(shape, lanes),
+                              "tag": unsigned(tag_width)})
 
 
 def popcount_latency(width):
@@ -77,11 +87,11 @@ def adder_tree(m, en, lanes, valid, tag, tag_width, signed=False):
 class Popcount(wiring.Component):
     """Popcount of ``lanes`` words of ``width`` bits each, pipelined, with back-pressure.
 
-    Payload layouts (plain unsigned, low bits first):
+    Payload layouts (:func:`lanes_layout`, low bits first):
 
-    * ``i_stream.payload``: lane ``l`` in bits ``[l*N, (l+1)*N)``, then ``tag_width`` tag bits.
-    * ``o_stream.payload``: lane ``l``'s count in bits ``[l*B, (l+1)*B)`` with
-      ``B = N.bit_length()``, then the tag.
+    * ``i_stream.payload``: ``lanes[l]``, lane ``l``'s ``N`` bits, then ``tag``.
+    * ``o_stream.payload``: ``lanes[l]``, lane ``l``'s count of ``B = N.bit_length()`` bits,
+      then ``tag``.
 
     The pipeline stalls as a whole: every register advances when ``en = ~o.valid | o.ready``,
     and ``i_stream.ready = en``.
@@ -115,8 +125,9 @@ class Popcount(wiring.Component):
         self.latency = popcount_latency(width)
         self.cycles_per_frame = 1
         super().__init__({
-            "i_stream": In(stream.Signature(lanes * width + tag_width)),
-            "o_stream": Out(stream.Signature(lanes * self.count_width + tag_width)),
+            "i_stream": In(stream.Signature(lanes_layout(unsigned(width), lanes, tag_width))),
+            "o_stream": Out(stream.Signature(
+                lanes_layout(unsigned(self.count_width), lanes, tag_width))),
         })
 
     def frame_times(self, in_times):
@@ -133,13 +144,10 @@ class Popcount(wiring.Component):
         ]
         payload = self.i_stream.payload
         # Each lane is a list of (value, largest count it can hold).
-        lanes = [[(payload[lane * n + i], 1) for i in range(n)] for lane in range(self.lanes)]
-        sums, valid, tag = adder_tree(m, en, lanes, self.i_stream.valid,
-                                      payload[self.lanes * n:], self.tag_width)
-        counts = [Signal(self.count_width, name=f"count{lane}") for lane in range(self.lanes)]
-        m.d.comb += [count.eq(value) for count, value in zip(counts, sums, strict=True)]
-        m.d.comb += [
-            self.o_stream.valid.eq(valid),
-            self.o_stream.payload.eq(Cat(*counts, tag)),
-        ]
+        lanes = [[(payload.lanes[lane][i], 1) for i in range(n)] for lane in range(self.lanes)]
+        sums, valid, tag = adder_tree(m, en, lanes, self.i_stream.valid, payload.tag,
+                                      self.tag_width)
+        out = self.o_stream.payload
+        m.d.comb += [out.lanes[lane].eq(value) for lane, value in enumerate(sums)]
+        m.d.comb += [self.o_stream.valid.eq(valid), out.tag.eq(tag)]
         return m

@@ -9,6 +9,7 @@ then samples both handshakes at the clock edge. A word moves exactly on an edge 
 from dataclasses import dataclass, field
 
 import numpy as np
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
 __all__ = ["StreamRun", "measure_accelerator", "run_stream", "steady_interval"]
@@ -45,7 +46,8 @@ def run_stream(dut, words, n_out, *, in_stall=0.0, out_stall=0.0, seed=0, max_cy
     ----------
     dut : amaranth.lib.wiring.Component
     words : sequence of int
-        Input payloads, sent in order.
+        Input payloads as raw bits (also for a structured payload), sent in order; the outputs
+        are collected as raw bits too.
     n_out : int
         Output words to collect before stopping.
     in_stall, out_stall : float
@@ -70,6 +72,8 @@ def run_stream(dut, words, n_out, *, in_stall=0.0, out_stall=0.0, seed=0, max_cy
         max_cycles = int((1000 + 100 * (len(words) + n_out)) * slack)
     run = StreamRun()
     i, o = dut.i_stream, dut.o_stream
+    # A structured payload (amaranth.lib.data) is set from, and read back as, its raw bits.
+    in_shape = i.payload.shape() if isinstance(i.payload.shape(), data.Layout) else None
 
     async def bench(ctx):
         sent = 0
@@ -82,7 +86,7 @@ def run_stream(dut, words, n_out, *, in_stall=0.0, out_stall=0.0, seed=0, max_cy
                     f"{len(run.outputs)}/{n_out} out after {cycle} cycles")
             if not offering and sent < len(words) and rng.random() >= in_stall:
                 offering = True
-                ctx.set(i.payload, words[sent])
+                ctx.set(i.payload, in_shape.from_bits(words[sent]) if in_shape else words[sent])
             ctx.set(i.valid, offering)
             ctx.set(o.ready, rng.random() >= out_stall)
             _, _, i_ready, o_valid, o_ready, payload = await ctx.tick().sample(
@@ -94,7 +98,8 @@ def run_stream(dut, words, n_out, *, in_stall=0.0, out_stall=0.0, seed=0, max_cy
                 sent += 1
                 offering = False
             if o_valid and o_ready:
-                run.outputs.append(int(payload))
+                run.outputs.append(payload.as_bits() if isinstance(payload, data.Const)
+                                   else int(payload))
                 run.out_times.append(cycle)
             cycle += 1
         run.cycles = cycle
