@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from math import ceil
 from typing import Any
 
-from .folding import divisors, parse_fold
+from .folding import Folding, divisors, parse_fold
 from .model import Model
 
 __all__ = ["BOARDS", "SPRAM_BLOCKS", "SPRAM_EBR_SHARE", "SPRAM_MAX_LANES", "SPRAM_WIDTH",
-           "SPRAM_WORDS", "Board", "SpramLayer", "auto_spram_layers", "check_fits",
+           "SPRAM_WORDS", "Board", "Placement", "SpramLayer", "auto_spram_layers", "check_fits",
+           "place",
            "get_board", "plan_spram", "spram_folding"]
 
 
@@ -276,6 +277,44 @@ block RAMs hold input buffers and FIFOs)."""
 SPRAM_MAX_LANES = 96
 """Lanes (sum of PE * SIMD) the default SPRAM folding may use: the UP5K build of SFC folded
 ``1x49,1x16,1x16,1x4`` (82 lanes) took 64 % of the LUTs."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a design's weights go on a board, checked: its folding and the layers in SPRAM.
+
+    Made by :func:`place`, once per build or estimate; the build, the board top and the
+    estimator read it instead of deciding again.
+    """
+
+    folding: Folding
+    spram_layers: tuple[int, ...]
+
+
+def place(model: Model, board: Board, fold: Folding | str | None = None,
+          spram_layers: tuple[int, ...] | None = None) -> Placement:
+    """Check that ``model`` fits ``board`` and fix its folding and SPRAM layers, in one pass.
+
+    The SPRAM layers are chosen (or checked) by :func:`check_fits`; the folding is ``fold``
+    (a :class:`~bnnhw.folding.Folding` or a spec for :func:`~bnnhw.folding.parse_fold`), or by
+    default :func:`spram_folding` when weights go to SPRAM and the balanced folding otherwise;
+    an SPRAM placement is then checked against that folding (:func:`plan_spram`).
+
+    Raises
+    ------
+    ValueError
+        The messages of :func:`check_fits`, :func:`~bnnhw.folding.parse_fold` and
+        :func:`plan_spram`.
+    """
+    layers = check_fits(model, board, spram_layers=spram_layers)
+    if fold is None and layers:
+        folding = spram_folding(model, layers, int(SPRAM_EBR_SHARE * board.bram_bits),
+                                SPRAM_MAX_LANES)
+    else:
+        folding = fold if isinstance(fold, Folding) else parse_fold(fold, model)
+    if layers:
+        plan_spram(model, folding, layers)
+    return Placement(folding, layers)
 
 
 def check_fits(model: Model, board: Board, folding: Any = None,

@@ -86,13 +86,11 @@ from pathlib import Path
 from typing import Any
 
 from .devices import (
-    SPRAM_EBR_SHARE,
-    SPRAM_MAX_LANES,
     Board,
-    check_fits,
+    Placement,
     get_board,
+    place,
     plan_spram,
-    spram_folding,
 )
 from .folding import (
     Folding,
@@ -390,7 +388,8 @@ def _linear(coefs: dict[str, float], features: dict[str, float], names: tuple[st
 
 def estimate(model: Model, board: str | Board, folding: Folding | str | None = None,
              coefficients: dict[str, Any] | None = None,
-             spram_layers: tuple[int, ...] | None = None) -> Estimate:
+             spram_layers: tuple[int, ...] | None = None, *,
+             placement: Placement | None = None) -> Estimate:
     """Estimate cycles, LUTs, flip-flops and RAM blocks of ``model`` folded by ``folding``.
 
     Parameters
@@ -406,6 +405,9 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
         Default: :func:`load_coefficients`.
     spram_layers : tuple of int or None
         Layers in SPRAM; None places them as :func:`bnnhw.devices.check_fits` does.
+    placement : Placement or None
+        A placement already checked by :func:`bnnhw.devices.place` (a build's); it replaces
+        ``folding`` and ``spram_layers``.
 
     Returns
     -------
@@ -422,14 +424,9 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
     info = board if isinstance(board, Board) else get_board(board)
     all_coefs = coefficients or load_coefficients()
     coefs = all_coefs[info.family]
-    if folding is None:
-        layers = check_fits(model, info, spram_layers=spram_layers)
-        if layers:
-            folding = spram_folding(model, layers, int(SPRAM_EBR_SHARE * info.bram_bits),
-                                    SPRAM_MAX_LANES)
-    if not isinstance(folding, Folding):
-        folding = parse_fold(folding, model)
-    layers = check_fits(model, info, folding, spram_layers)
+    if placement is None:
+        placement = place(model, info, folding, spram_layers)
+    folding, layers = placement.folding, placement.spram_layers
     spram = {p.index: p for p in plan_spram(model, folding, layers)}
     accelerator = Accelerator(model, folding)
     rows = []

@@ -25,7 +25,8 @@ Weights live in block RAM ROMs (``amaranth.lib.memory.Memory`` with init data). 
 iCEBreaker, a model whose weights exceed the block RAM gets its largest layers placed in the
 UP5K's SPRAM (:mod:`bnnhw.boards.spram`), which the host fills over the link with LOAD_WEIGHTS
 after configuration (``bnnhw.boards.client.run`` does it when given the model file);
-:func:`bnnhw.devices.check_fits` rejects, before synthesis, what fits neither way.
+:func:`bnnhw.devices.place` (once per build) fixes the folding and the SPRAM layers and
+rejects, before synthesis, what fits neither way.
 """
 
 from __future__ import annotations
@@ -42,15 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bnnhw.devices import (
-    SPRAM_EBR_SHARE,
-    SPRAM_MAX_LANES,
-    Board,
-    check_fits,
-    get_board,
-    spram_folding,
-)
-from bnnhw.folding import Folding, parse_fold
+from bnnhw.devices import Board, Placement, get_board, place
 from bnnhw.model import Model, write_atomic
 
 from .platforms import make_platform
@@ -259,7 +252,7 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def auto_clock(model: Model, info: Board, folding: Any, spram_layers: tuple[int, ...]
+def auto_clock(model: Model, info: Board, placement: Placement
                ) -> tuple[float, dict[str, Any]]:
     """The ``--clock-mhz auto`` choice: ``(PLL clock limit in MHz, the request)``.
 
@@ -273,7 +266,7 @@ def auto_clock(model: Model, info: Board, folding: Any, spram_layers: tuple[int,
     """
     from bnnhw.estimate import estimate
 
-    est = estimate(model, info, folding, spram_layers=spram_layers or None)
+    est = estimate(model, info, placement=placement)
     if est.safe_clock_mhz is None:
         raise ValueError(f"--clock-mhz auto: the estimator has no fmax for {info.name}")
     request = {"clock": "auto", "estimated_fmax_mhz": est.fmax_mhz,
@@ -333,13 +326,8 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
     from .top import BoardTop
 
     info = get_board(board)
-    spram_layers = check_fits(model, info, spram_layers=spram_layers)
-    if fold is None and spram_layers:
-        folding = spram_folding(model, spram_layers, int(SPRAM_EBR_SHARE * info.bram_bits),
-                                SPRAM_MAX_LANES)
-    else:
-        folding = fold if isinstance(fold, Folding) else parse_fold(fold, model)
-    spram_layers = check_fits(model, info, folding, spram_layers)
+    placement = place(model, info, fold, spram_layers)
+    folding, spram_layers = placement.folding, placement.spram_layers
     baud = baud or info.default_baud
     if program and shutil.which(info.programmer_path()) is None:
         raise FileNotFoundError(
@@ -347,7 +335,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
             f"(install it or set {info.programmer_env})")
     clock_request = None
     if clock_mhz == "auto":
-        clock_mhz, clock_request = auto_clock(model, info, folding, spram_layers)
+        clock_mhz, clock_request = auto_clock(model, info, placement)
     elif isinstance(clock_mhz, str):
         raise ValueError(f"clock must be a number of MHz or 'auto' (clock_mhz={clock_mhz!r})")
     elif clock_mhz is not None:

@@ -44,3 +44,24 @@ def test_weights_go_to_spram_only_when_block_ram_is_short():
                                          r"iCE40UP5K on icebreaker has 122880 bits of block "
                                          r"RAM \(30 x 4096\) \+ 1048576 bits of SPRAM"):
         check_fits(model_with([2048, 2048]), ice)
+
+
+def test_place_checks_once_and_picks_the_spram_folding(monkeypatch):
+    """place() checks the fit once; without a folding, an SPRAM design gets spram_folding."""
+    from bnnhw import devices  # the module whose check_fits the test counts
+
+    calls = []
+    original = devices.check_fits
+    monkeypatch.setattr(devices, "check_fits",
+                        lambda *a, **k: calls.append(a) or original(*a, **k))
+    ice = get_board("icebreaker")
+    sfc = model_with([256, 256, 256])
+    placement = devices.place(sfc, ice)
+    assert len(calls) == 1 and placement.spram_layers
+    assert placement.folding == devices.spram_folding(
+        sfc, placement.spram_layers, int(devices.SPRAM_EBR_SHARE * ice.bram_bits),
+        devices.SPRAM_MAX_LANES)
+    tfc = devices.place(model_with([64, 64, 64]), ice, "16x16,16x16,16x16,10x16")
+    assert tfc.spram_layers == () and tfc.folding.spec.startswith("16x16")
+    with pytest.raises(ValueError, match=r"PE must divide MH \(MH=256, PE=3\)"):
+        devices.place(sfc, ice, "3x7,1x1,1x1,1x1")
