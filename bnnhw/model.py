@@ -669,6 +669,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a tool's log, for an error message (``"(no log)"`` if the
+    file is missing)."""
+    if not path.is_file():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
 MEMBER_NAME = re.compile(
     r"(format|version|header|input_thresholds|layer\d+\.(weights|thresholds|scale|offset))")
 """Names of the arrays a model file may hold; any other member is refused."""

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnhw.devices import Board, Placement, get_board, place
-from bnnhw.model import Model, write_atomic
+from bnnhw.model import Model, log_tail, write_atomic
 
 from .platforms import make_platform
 
@@ -246,12 +246,6 @@ def _yosys_ffs(text: str) -> int | None:
     return sum(int(a or b) for a, b in _YOSYS_DFF.findall(text[starts[-1].start():]))
 
 
-def _tail(path: Path, lines: int = 25) -> str:
-    if not path.exists():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 def auto_clock(model: Model, info: Board, placement: Placement
                ) -> tuple[float, dict[str, Any]]:
     """The ``--clock-mhz auto`` choice: ``(PLL clock limit in MHz, the request)``.
@@ -364,7 +358,7 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
             raise BuildError(f"{info.name}: {summary}; logs kept in {failed}\n{path}"
                              .rstrip()) from exc
         raise BuildError(f"{info.name} build failed ({exc}); logs kept in {failed}\n"
-                         f"{_tail(failed / (NAME + '.tim'))}") from exc
+                         f"{log_tail(failed / (NAME + '.tim'), 25)}") from exc
     seconds = time.perf_counter() - start
 
     log = (work / f"{NAME}.tim").read_text(errors="replace")

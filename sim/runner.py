@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from bnnhw.export import MEMORY_DIR, check_generated
-from bnnhw.model import Model, load_model
+from bnnhw.model import Model, load_model, log_tail
 
 from .check import layout
 
@@ -89,12 +89,6 @@ def _environment(simulator: str) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    if not path.is_file():
-        return "(no log)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 OPTIMIZE_CYCLES = 5_000_000
 """Verilator compiles its C++ with the default optimisation only for runs of more simulated
 cycles than this (frames x cycles per frame); shorter runs compile with ``-O0``. Measured on
@@ -125,7 +119,7 @@ def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool,
                      log_file=log)
     except (RuntimeError, SystemExit) as exc:
         raise RuntimeError(f"{simulator} build of {verilog} failed ({exc}); "
-                           f"log {log}:\n{_tail(log)}") from None
+                           f"log {log}:\n{log_tail(log)}") from None
     stamp.write_text(origin)
     return runner
 
@@ -168,10 +162,10 @@ def _run(runner: Any, simulator: str, verilog: Path, build_dir: Path, test_dir: 
                     waves=waves is not None, timescale=TIMESCALE, log_file=log,
                     results_xml=str(test_dir / "results.xml"))
     except (RuntimeError, SystemExit) as exc:
-        raise RuntimeError(f"{simulator} run failed ({exc}); log {log}:\n{_tail(log)}") from None
+        raise RuntimeError(f"{simulator} run failed ({exc}); log {log}:\n{log_tail(log)}") from None
     if not result_path.is_file():
         raise RuntimeError(f"the bench wrote no result ({result_path}); log {log}:\n"
-                           f"{_tail(log)}")
+                           f"{log_tail(log)}")
     return json.loads(result_path.read_text())
 
 
