@@ -364,7 +364,7 @@ def check_fits(model: Model, board: Board, folding: Any = None,
                 f"model {model.topology} has {bits} weight bits but the {board.device} on "
                 f"{board.name} has {ebr} + {board.spram_bits} bits of SPRAM: choose a smaller "
                 f"model or a larger board")
-        maps = [i for i, layer in enumerate(model.layers) if layer.kind in ("conv", "maxpool")]
+        maps = [i for i, layer in enumerate(model.layers) if layer.maps]
         if maps:
             raise ValueError(
                 f"model {model.topology} has {bits} weight bits but the {board.device} on "
@@ -374,7 +374,7 @@ def check_fits(model: Model, board: Board, folding: Any = None,
         spram_layers = auto_spram_layers(model, int(SPRAM_EBR_SHARE * board.bram_bits))
     spram_layers = tuple(sorted(set(spram_layers)))
     for i in spram_layers:
-        if not 0 <= i < len(model.layers) or model.layers[i].kind not in ("dense", "output"):
+        if not 0 <= i < len(model.layers) or model.layers[i].maps:
             raise ValueError(f"spram_layers={spram_layers}: layer {i} is not a dense layer of "
                              f"{model.topology}")
     if spram_layers and not board.spram_bits:

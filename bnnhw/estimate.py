@@ -97,14 +97,12 @@ from .folding import (
     FoldingError,
     _default_pixels_per_word,
     divisors,
-    matrix_shape,
     parse_fold,
-    vectors,
 )
 from .model import Model
 
-__all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "FEATURES", "FMAX_FEATURES", "Estimate",
-           "FitError", "MemoryMap", "StageEstimate", "auto_folding", "estimate",
+__all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "COST_MODELS", "FEATURES", "FMAX_FEATURES",
+           "Estimate", "FitError", "MemoryMap", "StageEstimate", "auto_folding", "estimate",
            "estimate_fmax", "fmax_features", "format_estimate", "load_coefficients",
            "map_memory", "modelled_fmax", "resolve_fold"]
 
@@ -287,99 +285,124 @@ def load_coefficients(path: str | Path | None = None) -> dict[str, Any]:
     return _load(str(path.resolve()))
 
 
+@dataclass
+class _StageCost:
+    """The features and memory of one stage while its cost model fills them in."""
+
+    family: str
+    features: dict[str, float] = field(default_factory=lambda: dict.fromkeys(FEATURES, 0.0))
+    memory: dict[str, Any] = field(default_factory=lambda: {
+        "bram": 0, "spram": 0, "weight_bits": 0, "weights_in": "-"})
+
+    def add(self, m: MemoryMap) -> None:
+        """Count a memory: its RAM blocks, or its LUTs and flip-flops when in logic."""
+        self.memory["bram"] += m.bram
+        self.features["mem_units"] += m.logic_units + DPR_COST * m.dpr
+        self.features["reg_bits"] += m.logic_ffs
+
+
+def _mvtu_cost(component: Any, cost: _StageCost, plan: Any) -> None:
+    f, mem, family = cost.features, cost.memory, cost.family
+    pe, simd, nf, sf = component.pe, component.simd, component.nf, component.sf
+    f["lanes"] = pe * simd
+    tbits = (component.mw + 1).bit_length() if component.thresholds is not None else 0
+    f["pe_bits"] = pe * (component.score_bits + tbits)
+    f["reg_bits"] += component.out_width
+    mem["weight_bits"] = component.mh * component.mw
+    cost.add(map_memory(family, component.banks * component.depth, component.in_width,
+                        writable=True))
+    if tbits:
+        cost.add(map_memory(family, nf, pe * tbits, sync_read=False))
+    if plan is not None:
+        mem["spram"] = plan.count
+        cost.add(map_memory(family, plan.depth, plan.rom_bits))
+        mem["weights_in"] = "SPRAM" + (" + ROM tail" if plan.rom_bits else "")
+    else:
+        maps = [map_memory(family, nf * sf, simd) for _ in range(pe)]
+        for m in maps:
+            if m.bram or nf * sf > MERGED_ROM_DEPTH:
+                cost.add(m)
+        mem["weights_in"] = ("logic" if not any(m.bram for m in maps) else
+                             "EBR" if family == "ice40" else "DP16KD")
+
+
+def _width_converter_cost(component: Any, cost: _StageCost, plan: Any) -> None:
+    cost.features["reg_bits"] = component.out_width + (
+        component.in_width if component.in_width > component.out_width else 0)
+
+
+def _quantizer_cost(component: Any, cost: _StageCost, plan: Any) -> None:
+    bits = component.pixels_per_word * component.levels
+    cost.features["pe_bits"] = 8 * bits
+    cost.features["reg_bits"] = bits
+
+
+def _label_select_cost(component: Any, cost: _StageCost, plan: Any) -> None:
+    # An output affine adds one product per lane, counted as its partial-product bits
+    # (no affine build is among the calibration builds yet).
+    cost.features["pe_bits"] = component.pe * (component.score_bits
+                                               + component.in_bits * component.scale_bits)
+    cost.features["reg_bits"] = component.out_width + component.score_bits
+
+
+def _sliding_window_cost(component: Any, cost: _StageCost, plan: Any) -> None:
+    # Input queue (C bits), line buffer ((K-1)*C bits per column), K-1 column registers
+    # and the held window; the held window leaves through an S-way slice multiplexer.
+    h, w, c = component.in_shape
+    k, width = component.kernel, component.out_width
+    # The queue is an amaranth.lib.fifo.SyncFIFOBuffered: storage of depth - 1 words.
+    cost.add(map_memory(cost.family, component.queue_depth - 1, c, writable=True))
+    if k > 1:
+        cost.add(map_memory(cost.family, w, (k - 1) * c, writable=True))
+    cost.features["pe_bits"] = width * (component.slices - 1) / 2
+    cost.features["reg_bits"] += (k - 1) * k * c + k * k * c + width
+    cost.features["map_stages"] = 1.0
+
+
+def _maxpool_cost(component: Any, cost: _StageCost, plan: Any) -> None:
+    # One row of OR partials (C bits per output column), the left pixel and the output.
+    h, w, c = component.in_shape
+    cost.add(map_memory(cost.family, component.out_shape[1], c, writable=True))
+    cost.features["reg_bits"] += 2 * c
+    cost.features["map_stages"] = 1.0
+
+
+COST_MODELS = {"MVTU": _mvtu_cost, "WidthConverter": _width_converter_cost,
+               "InputQuantizer": _quantizer_cost, "LabelSelect": _label_select_cost,
+               "SlidingWindowUnit": _sliding_window_cost, "MaxPool": _maxpool_cost}
+"""The cost model of each gateware unit, by class name (a subclass inherits its base's):
+``(component, cost, SPRAM plan or None)`` fills in the features the calibration fits and the
+memory the unit takes. Keyed by name so that the gateware loads only when a design is
+estimated."""
+
+
 def _stage_features(component: Any, family: str, spram: dict[int, Any],
                     index: int | None) -> tuple[dict[str, float], dict[str, Any], bool]:
-    """Features, memory placement and whether the component is modelled."""
-    # amaranth and the gateware load only when a design is estimated, not with the module.
-    from amaranth.hdl import Value
-
-    from .gateware.labelselect import LabelSelect
-    from .gateware.maxpool import MaxPool
-    from .gateware.mvtu import MVTU
-    from .gateware.quantizer import InputQuantizer
-    from .gateware.swu import SlidingWindowUnit
-    from .gateware.widthconv import WidthConverter
-
-    f = dict.fromkeys(FEATURES, 0.0)
-    f["stages"] = 1.0
-    mem: dict[str, Any] = {"bram": 0, "spram": 0, "weight_bits": 0, "weights_in": "-"}
-
-    def add(m: MemoryMap) -> None:
-        mem["bram"] += m.bram
-        f["mem_units"] += m.logic_units + DPR_COST * m.dpr
-        f["reg_bits"] += m.logic_ffs
-
-    if isinstance(component, MVTU):
-        pe, simd, nf, sf = component.pe, component.simd, component.nf, component.sf
-        f["lanes"] = pe * simd
-        tbits = (component.mw + 1).bit_length() if component.thresholds is not None else 0
-        f["pe_bits"] = pe * (component.score_bits + tbits)
-        f["reg_bits"] += component.out_width
-        mem["weight_bits"] = component.mh * component.mw
-        add(map_memory(family, component.banks * component.depth, component.in_width,
-                       writable=True))
-        if tbits:
-            add(map_memory(family, nf, pe * tbits, sync_read=False))
-        plan = spram.get(index)
-        if plan is not None:
-            mem["spram"] = plan.count
-            add(map_memory(family, plan.depth, plan.rom_bits))
-            mem["weights_in"] = "SPRAM" + (" + ROM tail" if plan.rom_bits else "")
-        else:
-            maps = [map_memory(family, nf * sf, simd) for _ in range(pe)]
-            for m in maps:
-                if m.bram or nf * sf > MERGED_ROM_DEPTH:
-                    add(m)
-            mem["weights_in"] = ("logic" if not any(m.bram for m in maps) else
-                                 "EBR" if family == "ice40" else "DP16KD")
-        return f, mem, True
-    if isinstance(component, WidthConverter):
-        f["reg_bits"] = component.out_width + (component.in_width if component.in_width >
-                                               component.out_width else 0)
-        return f, mem, True
-    if isinstance(component, InputQuantizer):
-        bits = component.pixels_per_word * component.levels
-        f["pe_bits"] = 8 * bits
-        f["reg_bits"] = bits
-        return f, mem, True
-    if isinstance(component, LabelSelect):
-        # An output affine adds one product per lane, counted as its partial-product bits
-        # (no affine build is among the calibration builds yet).
-        f["pe_bits"] = component.pe * (component.score_bits
-                                       + component.in_bits * component.scale_bits)
-        f["reg_bits"] = component.out_width + component.score_bits
-        return f, mem, True
-    if isinstance(component, SlidingWindowUnit):
-        # Input queue (C bits), line buffer ((K-1)*C bits per column), K-1 column registers
-        # and the held window; the held window leaves through an S-way slice multiplexer.
-        h, w, c = component.in_shape
-        k, width = component.kernel, component.out_width
-        # The queue is an amaranth.lib.fifo.SyncFIFOBuffered: storage of depth - 1 words.
-        add(map_memory(family, component.queue_depth - 1, c, writable=True))
-        if k > 1:
-            add(map_memory(family, w, (k - 1) * c, writable=True))
-        f["pe_bits"] = width * (component.slices - 1) / 2
-        f["reg_bits"] += (k - 1) * k * c + k * k * c + width
-        f["map_stages"] = 1.0
-        return f, mem, True
-    if isinstance(component, MaxPool):
-        # One row of OR partials (C bits per output column), the left pixel and the output.
-        h, w, c = component.in_shape
-        add(map_memory(family, component.out_shape[1], c, writable=True))
-        f["reg_bits"] += 2 * c
-        f["map_stages"] = 1.0
-        return f, mem, True
+    """Features, memory placement and whether the component is modelled: its
+    :data:`COST_MODELS` entry, an ``estimate_features(family)`` hook, or (unmodelled) its
+    output register only."""
+    cost = _StageCost(family)
+    cost.features["stages"] = 1.0
+    model = next((COST_MODELS[k.__name__] for k in type(component).__mro__
+                  if k.__name__ in COST_MODELS), None)
+    if model is not None:
+        model(component, cost, spram.get(index))
+        return cost.features, cost.memory, True
     hook = getattr(component, "estimate_features", None)
     if callable(hook):
         given = dict(hook(family))
         for key in ("bram", "spram", "weight_bits"):
             if key in given:
-                mem[key] = int(given.pop(key))
-        f.update({k: float(v) for k, v in given.items() if k in FEATURES})
-        return f, mem, True
-    f["reg_bits"] = float(sum(Value.cast(getattr(component, port).payload).shape().width
-                              for port in ("o_stream",) if hasattr(component, port)))
-    return f, mem, False
+                cost.memory[key] = int(given.pop(key))
+        cost.features.update({k: float(v) for k, v in given.items() if k in FEATURES})
+        return cost.features, cost.memory, True
+    # amaranth loads when a design is estimated, not with this module (CLI start-up time).
+    from amaranth.hdl import Value
+
+    cost.features["reg_bits"] = float(sum(
+        len(Value.cast(getattr(component, port).payload))
+        for port in ("o_stream",) if hasattr(component, port)))
+    return cost.features, cost.memory, False
 
 
 def _linear(coefs: dict[str, float], features: dict[str, float], names: tuple[str, ...]) -> float:
@@ -419,6 +442,7 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
         Unknown board, bad folding, or weights that fit no memory of the board (the
         messages of :func:`bnnhw.devices.check_fits`).
     """
+    # The gateware loads when a design is estimated, not with this module (CLI start-up).
     from .gateware.dataflow import Accelerator
 
     info = board if isinstance(board, Board) else get_board(board)
@@ -463,10 +487,8 @@ def fmax_features(accelerator: Any, luts: float) -> dict[str, float]:
 
     ``argmax_chain = max(0, PE_out - ARGMAX_FREE_COMPARES)`` and ``kluts = luts / 1000``.
     """
-    from .gateware.labelselect import LabelSelect
-
-    pe_out = max((s.component.pe for s in accelerator.stages
-                  if isinstance(s.component, LabelSelect)), default=1)
+    pe_out = max((s.component.pe for s in accelerator.stages if s.kind == "labelselect"),
+                 default=1)
     return {"argmax_chain": float(max(0, pe_out - ARGMAX_FREE_COMPARES)),
             "kluts": luts / 1000}
 
@@ -542,10 +564,10 @@ def _balanced_candidates(model: Model) -> list[Folding]:
     """
     options: list[list[tuple[int, int, int]] | None] = []
     for layer in model.layers:
-        if layer.kind == "maxpool":
+        if not layer.folded:
             options.append(None)
             continue
-        (mh, mw), v = matrix_shape(layer), vectors(layer)
+        (mh, mw), v = layer.matrix_shape, layer.vectors
         options.append([(v * (mh // pe) * (mw // simd), pe, simd) for pe in divisors(mh)
                         for simd in divisors(mw)])
     computing = [opts for opts in options if opts is not None]

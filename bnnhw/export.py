@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .folding import Folding, matrix_shape, vectors
+from .folding import Folding
 from .model import Model
 
 __all__ = ["INLINE_WORDS", "MEMORY_DIR", "TOP", "check_generated", "externalise_memories",
@@ -158,9 +158,9 @@ def sidecar(model: Model, accelerator: Any) -> dict[str, Any]:
         row = {"layer": index, "kind": layer.kind, "mh": None, "mw": None, "pe": None,
                "simd": None, "nf": None, "sf": None, "vectors": None}
         if entry is not None:
-            (mh, mw), (pe, simd) = matrix_shape(layer), entry
+            (mh, mw), (pe, simd) = layer.matrix_shape, entry
             row.update(mh=mh, mw=mw, pe=pe, simd=simd, nf=mh // pe, sf=mw // simd,
-                       vectors=vectors(layer))
+                       vectors=layer.vectors)
         folding.append({**row, "cycles_per_frame": stage.cycles_per_frame,
                         "latency": stage.latency})
     p = accelerator.pixels_per_word

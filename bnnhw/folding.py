@@ -34,11 +34,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import ConvLayer, Layer, Model
+from .model import Model
 from .packing import check_folding
 
 __all__ = ["DEFAULT_LANES", "Folding", "FoldingError", "balanced_folding", "divisors",
-           "matrix_shape", "parse_fold", "vectors"]
+           "parse_fold"]
 
 DEFAULT_LANES = 256
 """XNOR lanes (PE * SIMD) given to the largest layer by the default balanced folding."""
@@ -76,14 +76,14 @@ class Folding:
                 f"folding has {len(self.layers)} layer(s) but the model has "
                 f"{len(model.layers)} (topology {model.topology})")
         for i, (entry, layer) in enumerate(zip(self.layers, model.layers, strict=True)):
-            if layer.kind == "maxpool" or entry is None:
-                if layer.kind == "maxpool" and entry is None:
+            if not layer.folded or entry is None:
+                if not layer.folded and entry is None:
                     continue
                 got = "-" if entry is None else f"{entry[0]}x{entry[1]}"
-                want = "'-'" if layer.kind == "maxpool" else "PExSIMD"
+                want = "PExSIMD" if layer.folded else "'-'"
                 raise FoldingError(f"layer {i} is a {layer.kind} layer and needs {want} in the "
                                    f"folding, got {got!r}")
-            mh, mw = matrix_shape(layer)
+            mh, mw = layer.matrix_shape
             try:
                 check_folding(mh, mw, entry[0], entry[1], i)
             except ValueError as exc:
@@ -106,8 +106,8 @@ class Folding:
                 h, w, _ = layer.in_shape
                 cycles.append(h * w)
             else:
-                mh, mw = matrix_shape(layer)
-                cycles.append(vectors(layer) * (mh // entry[0]) * (mw // entry[1]))
+                mh, mw = layer.matrix_shape
+                cycles.append(layer.vectors * (mh // entry[0]) * (mw // entry[1]))
         return cycles
 
     @property
@@ -116,21 +116,6 @@ class Folding:
         body = ",".join("-" if entry is None else f"{entry[0]}x{entry[1]}"
                         for entry in self.layers)
         return f"{body}@{self.pixels_per_word}"
-
-
-def matrix_shape(layer: Layer) -> tuple[int, int]:
-    """``(MH, MW)`` of a dense or conv layer: ``(OC, K * K * C)`` for a convolution."""
-    if isinstance(layer, ConvLayer):
-        return int(layer.weights.shape[0]), layer.fan_in
-    return layer.out_features, layer.in_features
-
-
-def vectors(layer: Layer) -> int:
-    """Input vectors per frame: ``OH * OW`` for a convolution, 1 otherwise."""
-    if isinstance(layer, ConvLayer):
-        oh, ow, _ = layer.out_shape
-        return oh * ow
-    return 1
 
 
 def divisors(n: int) -> list[int]:
@@ -163,18 +148,18 @@ def balanced_folding(model: Model, lanes: int = DEFAULT_LANES) -> Folding:
         Lanes of the largest layer, from 1 to ``max_i V_i * MH_i * MW_i`` (where every layer
         is fully unfolded already).
     """
-    computing = [layer for layer in model.layers if layer.kind != "maxpool"]
-    largest = max(vectors(layer) * layer.weights.size for layer in computing)
+    computing = [layer for layer in model.layers if layer.folded]
+    largest = max(layer.vectors * layer.weights.size for layer in computing)
     if not 1 <= lanes <= largest:
         raise FoldingError(f"balanced folding needs 1 <= lanes <= {largest} (the largest "
                            f"layer's work, where every layer is fully unfolded) (lanes={lanes})")
     target = max(1, -(-largest // lanes))
     layers: list[tuple[int, int] | None] = []
     for layer in model.layers:
-        if layer.kind == "maxpool":
+        if not layer.folded:
             layers.append(None)
             continue
-        (mh, mw), v = matrix_shape(layer), vectors(layer)
+        (mh, mw), v = layer.matrix_shape, layer.vectors
         pairs = [(pe, simd) for pe in divisors(mh) for simd in divisors(mw)
                  if v * (mh // pe) * (mw // simd) <= target] or [(mh, mw)]
         layers.append(min(pairs, key=lambda p: (p[0] * p[1], -p[1])))

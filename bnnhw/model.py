@@ -334,6 +334,19 @@ class DenseLayer:
         """``"dense"`` for a thresholded layer, ``"output"`` for the scoring layer."""
         return "output" if self.thresholds is None else "dense"
 
+    folded = True
+    """Runs on an MVTU folded by ``PE x SIMD`` (a folding entry ``PExSIMD``)."""
+    maps = False
+    """Reads and writes feature maps (a conv or max-pool stage)."""
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """``(MH, MW)`` of the weight matrix the MVTU holds."""
+        return self.out_features, self.in_features
+
+    vectors = 1
+    """Input vectors per frame."""
+
     @property
     def in_features(self) -> int:
         """``MW``, the number of input bits."""
@@ -418,6 +431,19 @@ class ConvLayer(MapLayer):
                            _check_thresholds(self.thresholds, bits.shape, self.pixels8))
 
     kind = "conv"
+    folded = True
+    maps = True
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """``(OC, K * K * C)``: one MVTU row per output channel, one column per window bit."""
+        return int(self.weights.shape[0]), self.fan_in
+
+    @property
+    def vectors(self) -> int:
+        """``OH * OW`` windows per frame."""
+        oh, ow, _ = self.out_shape
+        return oh * ow
 
     @property
     def fan_in(self) -> int:
@@ -465,6 +491,8 @@ class MaxPoolLayer(MapLayer):
             raise ModelError(f"maxpool needs H, W >= 2, got in_shape {(h, w, c)}")
 
     kind = "maxpool"
+    folded = False
+    maps = True
     weights = None
     thresholds = None
     pixels8 = False

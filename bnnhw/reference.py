@@ -128,16 +128,9 @@ def maxpool_bits(layer: MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
     return pooled.reshape(-1, oh * ow * c)
 
 
-def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
-    """One layer on input bits ``(N, in_features)`` (a pixel layer: 8-bit values).
-
-    Returns the output bits (uint8) of a thresholded layer, or the scores (int64) of the
-    output layer.
-    """
-    if isinstance(layer, ConvLayer):
-        return conv_bits(layer, bits)
-    if isinstance(layer, MaxPoolLayer):
-        return maxpool_bits(layer, bits)
+def dense_values(layer: DenseLayer, bits: np.ndarray) -> np.ndarray:
+    """A dense layer on input bits ``(N, MW)`` (a pixel layer: 8-bit values): its output bits
+    (uint8) when thresholded, else the output layer's scores (int64)."""
     if layer.pixels8:
         p = pixel_sums(bits, layer.weights)
     else:
@@ -145,6 +138,20 @@ def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) 
     if layer.thresholds is None:
         return layer.scores(p)
     return (p >= layer.thresholds[None, :]).astype(np.uint8)
+
+
+LAYER_REFERENCE = {"dense": dense_values, "output": dense_values, "conv": conv_bits,
+                   "maxpool": maxpool_bits}
+"""The integer semantics of each layer kind (:data:`bnnhw.model.LAYER_KINDS`), by kind."""
+
+
+def apply_layer(layer: DenseLayer | ConvLayer | MaxPoolLayer, bits: np.ndarray) -> np.ndarray:
+    """One layer on input bits ``(N, in_features)``: :data:`LAYER_REFERENCE` of its kind.
+
+    Returns the output bits (uint8) of a thresholded layer, or the scores (int64) of the
+    output layer.
+    """
+    return LAYER_REFERENCE[layer.kind](layer, bits)
 
 
 def layer_outputs(model: Model, images: np.ndarray) -> list[np.ndarray]:
@@ -184,5 +191,6 @@ def argmax_lowest(scores: np.ndarray) -> np.ndarray:
     return np.argmax(scores, axis=1).astype(np.int64)
 
 
-__all__ = ["apply_layer", "argmax_lowest", "conv_bits", "im2col", "infer", "layer_outputs",
-           "maxpool_bits", "pack_bits", "pixel_sums", "popcounts", "unpack_bits"]
+__all__ = ["LAYER_REFERENCE", "apply_layer", "argmax_lowest", "conv_bits", "dense_values",
+           "im2col", "infer", "layer_outputs", "maxpool_bits", "pack_bits", "pixel_sums",
+           "popcounts", "unpack_bits"]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bnnhw.folding import Folding, matrix_shape
+from bnnhw.folding import Folding
 from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
 from bnnhw.passes import fold_output_affine
 
@@ -64,7 +64,7 @@ def random_folding(rng, model):
         if layer.kind == "maxpool":
             layers.append(None)
             continue
-        mh, mw = matrix_shape(layer)
+        mh, mw = layer.matrix_shape
         layers.append((int(rng.choice(divisors(mh))), int(rng.choice(divisors(mw)))))
     return Folding(tuple(layers), int(rng.choice(divisors(model.quantizer.pixels))))
 

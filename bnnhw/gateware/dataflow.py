@@ -8,7 +8,6 @@ from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..folding import vectors
 from .labelselect import LabelSelect
 from .maxpool import MaxPool
 from .mvtu import MVTU
@@ -17,7 +16,7 @@ from .quantizer import InputQuantizer
 from .swu import SlidingWindowUnit
 from .widthconv import WidthConverter
 
-__all__ = ["Accelerator", "Stage"]
+__all__ = ["STAGE_BUILDERS", "Accelerator", "Stage"]
 
 
 @dataclass(frozen=True)
@@ -125,39 +124,13 @@ class Accelerator(wiring.Component):
                        "quantizer")]
             width = folding.pixels_per_word * q.levels
         for index, (layer, entry) in enumerate(zip(model.layers, folding.layers, strict=True)):
-            bits = PIXEL_BITS if layer.pixels8 else 1  # bits per input element
-            if layer.kind in ("conv", "maxpool"):
-                in_width = bits * layer.in_shape[2]
-            else:
-                in_width = lcm(width, bits * entry[1])
-            if in_width != width:
-                stages.append((f"width{index}",
-                               WidthConverter(width, in_width, bits * layer.in_features),
-                               index, "width"))
-            if layer.kind == "maxpool":
-                unit = MaxPool(layer.in_shape)
-                stages.append((f"layer{index}", unit, index, "maxpool"))
-                width = unit.in_shape[2]
-                continue
-            pe, simd = entry
-            if layer.kind == "conv":
-                h, w, c = layer.in_shape  # a pixel map is a map of 8 bit-channels
-                stages.append((f"swu{index}",
-                               SlidingWindowUnit((h, w, bits * c), layer.kernel, bits * simd),
-                               index, "swu"))
-                in_width = bits * simd
-            mvtu = self.make_mvtu(index, layer, pe, simd, in_width)
-            if getattr(mvtu, "pixels8", False) != layer.pixels8:
-                raise ValueError(f"layer {index}: {type(mvtu).__name__} does not build the "
-                                 f"8-bit first layer of input kind 'pixels8' "
-                                 f"(layer pixels8={layer.pixels8})")
-            stages.append((f"layer{index}", mvtu, index, "mvtu"))
-            width = mvtu.out_width
+            built, width = STAGE_BUILDERS[layer.kind](self, index, layer, entry, width)
+            stages += built
         output = model.layers[-1]
         self.score_bits = max(1, output.score_max.bit_length())
         affine = (output.scale, output.offset) if output.affine else (None, None)
         select = LabelSelect(model.classes, folding.layers[-1][0], self.score_bits,
-                             mvtu.score_bits, *affine)
+                             stages[-1][1].score_bits, *affine)
         stages.append(("labelselect", select, None, "labelselect"))
         self.class_bits = select.class_bits
         self.out_layout = select.out_layout
@@ -178,10 +151,54 @@ class Accelerator(wiring.Component):
         result = self.out_layout.from_bits(word)
         return result.label, list(result.scores)
 
+    def _converted(self, index, layer, width, in_width):
+        """A width converter from ``width`` to ``in_width`` bits in front of layer ``index``,
+        if they differ (as a list of stages)."""
+        if in_width == width:
+            return []
+        bits = PIXEL_BITS if layer.pixels8 else 1
+        return [(f"width{index}", WidthConverter(width, in_width, bits * layer.in_features),
+                 index, "width")]
+
+    def _mvtu_stage(self, index, layer, pe, simd, in_width):
+        mvtu = self.make_mvtu(index, layer, pe, simd, in_width)
+        if getattr(mvtu, "pixels8", False) != layer.pixels8:
+            raise ValueError(f"layer {index}: {type(mvtu).__name__} does not build the "
+                             f"8-bit first layer of input kind 'pixels8' "
+                             f"(layer pixels8={layer.pixels8})")
+        return (f"layer{index}", mvtu, index, "mvtu")
+
+    def dense_stages(self, index, layer, entry, width):
+        """A dense layer: an MVTU reading words of ``lcm(width, SIMD)`` bits (8-bit elements
+        for a pixel layer). Returns ``(stages, output width)``, as every stage builder."""
+        bits = PIXEL_BITS if layer.pixels8 else 1
+        pe, simd = entry
+        in_width = lcm(width, bits * simd)
+        mvtu = self._mvtu_stage(index, layer, pe, simd, in_width)
+        return self._converted(index, layer, width, in_width) + [mvtu], mvtu[1].out_width
+
+    def conv_stages(self, index, layer, entry, width):
+        """A convolution: one pixel (``C`` channels) per word into a sliding-window unit, whose
+        ``SIMD``-wide window slices feed an MVTU over ``OH * OW`` vectors."""
+        bits = PIXEL_BITS if layer.pixels8 else 1
+        h, w, c = layer.in_shape  # a pixel map is a map of 8 bit-channels
+        pe, simd = entry
+        swu = (f"swu{index}", SlidingWindowUnit((h, w, bits * c), layer.kernel, bits * simd),
+               index, "swu")
+        mvtu = self._mvtu_stage(index, layer, pe, simd, bits * simd)
+        return (self._converted(index, layer, width, bits * c) + [swu, mvtu],
+                mvtu[1].out_width)
+
+    def maxpool_stages(self, index, layer, entry, width):
+        """A 2x2 max-pool: one pixel (``C`` bits) per word in and out."""
+        unit = MaxPool(layer.in_shape)
+        return (self._converted(index, layer, width, layer.in_shape[2])
+                + [(f"layer{index}", unit, index, "maxpool")], unit.in_shape[2])
+
     def make_mvtu(self, index, layer, pe, simd, in_width, banks=2):
         """Create the MVTU of layer ``index``; override to change how layers are built."""
         return MVTU(layer.weights, layer.thresholds, pe, simd, in_width, name=str(index),
-                    vectors=vectors(layer), pixels8=layer.pixels8, banks=banks)
+                    vectors=layer.vectors, pixels8=layer.pixels8, banks=banks)
 
     def _deepen_conv_buffers(self, stages):
         """Give a conv MVTU enough input banks to ride out its sliding-window unit's frame gap.
@@ -223,3 +240,9 @@ class Accelerator(wiring.Component):
             wiring.connect(m, producer.o_stream, consumer.i_stream)
         wiring.connect(m, components[-1].o_stream, wiring.flipped(self.o_stream))
         return m
+
+
+STAGE_BUILDERS = {"dense": Accelerator.dense_stages, "output": Accelerator.dense_stages,
+                  "conv": Accelerator.conv_stages, "maxpool": Accelerator.maxpool_stages}
+"""The gateware of each layer kind (:data:`bnnhw.model.LAYER_KINDS`): a method
+``(accelerator, index, layer, folding entry, input word width) -> (stages, output width)``."""
