@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -42,7 +43,7 @@ from .conv import CNN
 from .losses import get_loss
 from .network import MLP, check_mode
 from .optim import Adam, decayed_lr
-from .presets import get_preset
+from .presets import Preset, get_preset
 
 
 @dataclass
@@ -193,6 +194,90 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         ``resume`` without a readable checkpoint of the same settings, or a fresh run into a
         directory that already holds one.
     """
+    preset, config, quantizer, augment = _settings(
+        dataset, arch, epochs, seed, mode, input_threshold, thermometer_levels, limit_train,
+        loss, lr, lr_end, batch_size, input_kind, augment, threads, checkpoint, resume,
+        stop_after, out, output_bn)
+    threads = threads or default_threads()
+    loss_fn = get_loss(config["loss"])
+    saved = None
+    if checkpoint is not None:
+        if resume:
+            saved = load_checkpoint(checkpoint)
+            check_config(saved.config, config, checkpoint_path(checkpoint))
+        elif checkpoint_path(checkpoint).exists():
+            raise CheckpointError(f"{checkpoint_path(checkpoint)} already exists; resume it "
+                                  f"(--resume) or choose another directory")
+
+    train_split = datasets.load(dataset, "train", data_dir)
+    test_split = datasets.load(dataset, "test", data_dir)
+    images, labels = train_split.images, train_split.labels.astype(np.int64)
+    if limit_train is not None:
+        images, labels = images[:limit_train], labels[:limit_train]
+    test_labels = test_split.labels.astype(np.int64)
+
+    net, rngs = _network(preset, mode, quantizer, seed, output_bn)
+    x_train = None if augment.active else net.encode(images)
+    opt = Adam(net.param_groups(), lr=config["lr"])
+    history: list[dict] = []
+    if saved is not None:
+        net.load_state(saved.net)
+        opt.load_state(saved.opt)
+        for name, rng in rngs.items():
+            rng.bit_generator.state = saved.rng[name]
+        history = saved.history
+    last = epochs if stop_after is None else min(epochs, stop_after)
+    n = images.shape[0]
+    with threadpool_limits(limits=threads, user_api="blas"):
+        for epoch in range(len(history), last):
+            t0 = time.perf_counter()
+            opt.lr = decayed_lr(config["lr"], config["lr_end"], epoch, epochs)
+            bar = tqdm(range(0, n, config["batch_size"]),
+                       desc=f"{arch} {mode} epoch {epoch + 1}/{epochs}", disable=not progress,
+                       leave=False, unit="batch")
+            total_loss, correct = _epoch(net, opt, loss_fn, images, labels, x_train, augment,
+                                         rngs, bar, config["batch_size"])
+            test_acc = float((net.predict(test_split.images) == test_labels).mean())
+            history.append({"epoch": epoch + 1, "lr": opt.lr, "loss": total_loss / n,
+                            "train_accuracy": correct / n, "test_accuracy": test_acc,
+                            "seconds": time.perf_counter() - t0, "threads": threads})
+            if checkpoint is not None:
+                Checkpoint(config, net.state(), opt.state(),
+                           {name: rng.bit_generator.state for name, rng in rngs.items()},
+                           history).save(checkpoint)
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total_loss / n:.4f} "
+                           f"train {correct / n:.4f} test {test_acc:.4f} "
+                           f"({history[-1]['seconds']:.1f} s)", file=sys.stderr)
+    seconds = sum(h["seconds"] for h in history)
+    result = TrainResult(None, net, history, history[-1]["test_accuracy"] if history else 0.0,
+                         seconds, finished=len(history) == epochs)
+    if not result.finished:
+        return result
+    if mode == "W1A1":
+        result.model = net.export(_model_meta(config, preset, quantizer,
+                                              result.float_test_accuracy))
+    if out is not None:
+        result.out = result.model.save(out)
+        if curves_png is None:
+            curves_png = Path(out).with_suffix(".curves.png")
+    if curves_png is not None:
+        result.curves_png = plot_curves(history, Path(curves_png),
+                                        f"{arch} {mode} on {dataset} (seed {seed})")
+    return result
+
+
+def _settings(dataset: str, arch: str, epochs: int, seed: int, mode: str,
+              input_threshold: float | None, thermometer_levels: int | None,
+              limit_train: int | None, loss: str | None, lr: float | None,
+              lr_end: float | None, batch_size: int | None, input_kind: str,
+              augment: Augment | str | None, threads: int | None,
+              checkpoint: str | Path | None, resume: bool, stop_after: int | None,
+              out: str | Path | None, output_bn: bool
+              ) -> tuple[Preset, dict[str, Any], InputQuantizer | PixelInput, Augment]:
+    """Check :func:`train`'s options (its ``ValueError`` cases) and resolve them against the
+    preset: ``(preset, config, quantizer, augment)``, where ``config`` is what a checkpoint
+    records and a resumed run must repeat."""
     if dataset not in datasets.DATASETS:
         raise ValueError(
             f"unknown dataset {dataset!r}; choose one of {', '.join(datasets.DATASETS)}"
@@ -200,7 +285,7 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     preset = get_preset(arch)
     check_mode(mode)
     loss_name = loss or preset.loss
-    loss_fn = get_loss(loss_name)
+    get_loss(loss_name)
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if limit_train is not None and limit_train < 1:
@@ -225,7 +310,6 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
                          f"lr {lr0}, lr_end {lr1}")
     quantizer = make_quantizer(mode, preset.input_threshold, input_threshold,
                                thermometer_levels, input_kind)
-    threads = threads or default_threads()
     config = {"dataset": dataset, "arch": arch, "mode": mode, "epochs": epochs, "seed": seed,
               "batch_size": batch, "lr": lr0, "lr_end": lr1, "loss": loss_name,
               "input": input_kind, "input_thresholds": None, "augment": augment.spec,
@@ -235,23 +319,13 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         config["input_thresholds"] = [float(t) for t in quantizer.thresholds]
     if output_bn:   # only when set, so that earlier checkpoints and model files stay valid
         config["output_bn"] = True
-    saved = None
-    if checkpoint is not None:
-        if resume:
-            saved = load_checkpoint(checkpoint)
-            check_config(saved.config, config, checkpoint_path(checkpoint))
-        elif checkpoint_path(checkpoint).exists():
-            raise CheckpointError(f"{checkpoint_path(checkpoint)} already exists; resume it "
-                                  f"(--resume) or choose another directory")
+    return preset, config, quantizer, augment
 
-    train_split = datasets.load(dataset, "train", data_dir)
-    test_split = datasets.load(dataset, "test", data_dir)
-    images, labels = train_split.images, train_split.labels.astype(np.int64)
-    if limit_train is not None:
-        images, labels = images[:limit_train], labels[:limit_train]
-    test_labels = test_split.labels.astype(np.int64)
-    side = int(round(np.sqrt(images.shape[1])))
 
+def _network(preset: Preset, mode: str, quantizer: InputQuantizer | PixelInput, seed: int,
+             output_bn: bool) -> tuple[MLP | CNN, dict[str, np.random.Generator]]:
+    """The network of ``preset`` and the run's random streams, all spawned from ``seed``:
+    weight initialisation, and ``shuffle``, ``dropout`` and ``augment`` (checkpointed)."""
     init_seq, shuffle_seq, dropout_seq, augment_seq = np.random.SeedSequence(seed).spawn(4)
     rngs = {"shuffle": np.random.default_rng(shuffle_seq),
             "dropout": np.random.default_rng(dropout_seq),
@@ -264,77 +338,48 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         net = MLP(preset.hidden, mode, quantizer, np.random.default_rng(init_seq),
                   rngs["dropout"], dropout_input=preset.dropout_input,
                   dropout_hidden=preset.dropout_hidden, output_bn=output_bn)
-    x_train = None if augment.active else net.encode(images)
-    opt = Adam(net.param_groups(), lr=lr0)
-    history: list[dict] = []
-    if saved is not None:
-        net.load_state(saved.net)
-        opt.load_state(saved.opt)
-        for name, rng in rngs.items():
-            rng.bit_generator.state = saved.rng[name]
-        history = saved.history
-    last = epochs if stop_after is None else min(epochs, stop_after)
-    n = images.shape[0]
-    with threadpool_limits(limits=threads, user_api="blas"):
-        for epoch in range(len(history), last):
-            t0 = time.perf_counter()
-            opt.lr = decayed_lr(lr0, lr1, epoch, epochs)
-            order = rngs["shuffle"].permutation(n)
-            total_loss, correct = 0.0, 0
-            steps = range(0, n, batch)
-            bar = tqdm(steps, desc=f"{arch} {mode} epoch {epoch + 1}/{epochs}",
-                       disable=not progress, leave=False, unit="batch")
-            for s in bar:
-                idx = order[s:s + batch]
-                if x_train is None:
-                    x = net.encode(augment.apply(images[idx], side, rngs["augment"]))
-                else:
-                    x = x_train[idx]
-                logits = net.forward(x, training=True)
-                value, grad = loss_fn(logits, labels[idx])
-                net.backward(grad)
-                opt.step()
-                total_loss += value * len(idx)
-                correct += int((np.argmax(logits, axis=1) == labels[idx]).sum())
-            test_acc = float((net.predict(test_split.images) == test_labels).mean())
-            history.append({"epoch": epoch + 1, "lr": opt.lr, "loss": total_loss / n,
-                            "train_accuracy": correct / n, "test_accuracy": test_acc,
-                            "seconds": time.perf_counter() - t0, "threads": threads})
-            if checkpoint is not None:
-                Checkpoint(config, net.state(), opt.state(),
-                           {name: rng.bit_generator.state for name, rng in rngs.items()},
-                           history).save(checkpoint)
-            if progress:
-                tqdm.write(f"epoch {epoch + 1}/{epochs}: loss {total_loss / n:.4f} "
-                           f"train {correct / n:.4f} test {test_acc:.4f} "
-                           f"({history[-1]['seconds']:.1f} s)", file=sys.stderr)
-    seconds = sum(h["seconds"] for h in history)
-    result = TrainResult(None, net, history, history[-1]["test_accuracy"] if history else 0.0,
-                         seconds, finished=len(history) == epochs)
-    if not result.finished:
-        return result
-    if mode == "W1A1":
-        meta = {"dataset": dataset, "arch": arch, "mode": mode, "epochs": epochs, "seed": seed,
-                "hidden": list(preset.hidden),
-                "float_test_accuracy": result.float_test_accuracy,
-                "recipe": {k: config[k] for k in ("batch_size", "lr", "lr_end", "loss",
-                                                  "augment", "dropout_input",
-                                                  "dropout_hidden", "output_bn") if k in config}}
-        if isinstance(quantizer, PixelInput):
-            meta["input"] = quantizer.kind
+    return net, rngs
+
+
+def _epoch(net: MLP | CNN, opt: Adam, loss_fn: Any, images: np.ndarray, labels: np.ndarray,
+           x_train: np.ndarray | None, augment: Augment, rngs: dict[str, np.random.Generator],
+           batch_starts: Any, batch: int) -> tuple[float, int]:
+    """One pass over the shuffled training set: ``(summed loss, correct predictions)``.
+
+    ``x_train`` is the encoded training set, or None to encode each augmented batch."""
+    order = rngs["shuffle"].permutation(images.shape[0])
+    side = int(round(np.sqrt(images.shape[1])))
+    total_loss, correct = 0.0, 0
+    for s in batch_starts:
+        idx = order[s:s + batch]
+        if x_train is None:
+            x = net.encode(augment.apply(images[idx], side, rngs["augment"]))
         else:
-            meta["input_thresholds"] = list(quantizer.thresholds)
-        if preset.conv:
-            meta.update(conv=[list(block) for block in preset.conv], kernel=preset.kernel)
-        result.model = net.export(meta)
-    if out is not None:
-        result.out = result.model.save(out)
-        if curves_png is None:
-            curves_png = Path(out).with_suffix(".curves.png")
-    if curves_png is not None:
-        result.curves_png = plot_curves(history, Path(curves_png),
-                                        f"{arch} {mode} on {dataset} (seed {seed})")
-    return result
+            x = x_train[idx]
+        logits = net.forward(x, training=True)
+        value, grad = loss_fn(logits, labels[idx])
+        net.backward(grad)
+        opt.step()
+        total_loss += value * len(idx)
+        correct += int((np.argmax(logits, axis=1) == labels[idx]).sum())
+    return total_loss, correct
+
+
+def _model_meta(config: dict[str, Any], preset: Preset, quantizer: InputQuantizer | PixelInput,
+                accuracy: float) -> dict[str, Any]:
+    """The ``meta`` of the exported model file: the run, its recipe and its input."""
+    meta = {k: config[k] for k in ("dataset", "arch", "mode", "epochs", "seed")}
+    meta.update(hidden=list(preset.hidden), float_test_accuracy=accuracy,
+                recipe={k: config[k] for k in ("batch_size", "lr", "lr_end", "loss", "augment",
+                                               "dropout_input", "dropout_hidden", "output_bn")
+                        if k in config})
+    if isinstance(quantizer, PixelInput):
+        meta["input"] = quantizer.kind
+    else:
+        meta["input_thresholds"] = list(quantizer.thresholds)
+    if preset.conv:
+        meta.update(conv=[list(block) for block in preset.conv], kernel=preset.kernel)
+    return meta
 
 
 def plot_curves(history: list[dict], path: Path, title: str) -> Path:
