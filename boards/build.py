@@ -314,19 +314,43 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
     BuildError
         A tool failed (message with the log tail); ``out_dir`` keeps no partial report.
     """
-    from . import protocol
-    from .pll import check_clock, pll_settings
-    from .spram import weight_image
+    # The gateware (amaranth) loads when a bitstream is built, not with this module.
     from .top import BoardTop
 
     info = get_board(board)
     placement = place(model, info, fold, spram_layers)
-    folding, spram_layers = placement.folding, placement.spram_layers
     baud = baud or info.default_baud
     if program and shutil.which(info.programmer_path()) is None:
         raise FileNotFoundError(
             f"cannot program {info.name}: programmer {info.programmer_path()!r} not found "
             f"(install it or set {info.programmer_env})")
+    pll, clock_request = _clock(model, info, placement, clock_mhz)
+    top = BoardTop(model, placement.folding, board, baud, placement.spram_layers, pll)
+    env = toolchain_env(info, program)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    work = _run_toolchain(top, info, env, out_dir, program)
+    report = _report(model, info, placement, top, pll, baud, env, work, program,
+                     time.perf_counter() - start)
+    if clock_request is not None:
+        report["clock_request"] = clock_request
+
+    final_build = out_dir / "build"
+    shutil.rmtree(final_build, ignore_errors=True)
+    work.rename(final_build)
+    write_atomic(out_dir / report["bitstream"], (final_build / report["bitstream"]).read_bytes())
+    write_atomic(out_dir / "report.txt", format_report(report).encode())
+    write_atomic(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def _clock(model: Model, info: Board, placement: Placement, clock_mhz: float | str | None
+           ) -> tuple[Any, dict[str, Any] | None]:
+    """The PLL settings for ``clock_mhz`` (None: the board's oscillator) and, for ``"auto"``,
+    the request :func:`auto_clock` records. ``ValueError`` for a clock the PLL cannot make."""
+    from .pll import check_clock, pll_settings
+
     clock_request = None
     if clock_mhz == "auto":
         clock_mhz, clock_request = auto_clock(model, info, placement)
@@ -336,17 +360,18 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
         clock_mhz = check_clock(info.family, clock_mhz)
     pll = None if clock_mhz is None else pll_settings(info.family, info.clk_hz,
                                                       clock_mhz * 1e6)
-    top = BoardTop(model, folding, board, baud, spram_layers, pll)
-    core = top.core
-    env = toolchain_env(info, program)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return pll, clock_request
+
+
+def _run_toolchain(top: Any, info: Board, env: dict[str, str], out_dir: Path,
+                   program: bool) -> Path:
+    """Synthesise, place, route and pack ``top`` in a fresh work folder under ``out_dir``
+    and return it. A failure moves the folder to ``out_dir/build-failed`` and raises
+    :class:`BuildError` naming the missed timing path or the log's tail."""
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
-    platform = make_platform(info)
-    start = time.perf_counter()
     try:
         with _environ(env), tool_output_to_stderr():
-            platform.build(top, name=NAME, build_dir=str(work), do_program=program)
+            make_platform(info).build(top, name=NAME, build_dir=str(work), do_program=program)
     except Exception as exc:
         failed = out_dir / "build-failed"
         shutil.rmtree(failed, ignore_errors=True)
@@ -359,23 +384,32 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
                              .rstrip()) from exc
         raise BuildError(f"{info.name} build failed ({exc}); logs kept in {failed}\n"
                          f"{log_tail(failed / (NAME + '.tim'), 25)}") from exc
-    seconds = time.perf_counter() - start
+    bitstream = work / f"{NAME}.{info.bitstream}"
+    if not bitstream.is_file() or bitstream.stat().st_size == 0:
+        raise BuildError(f"{info.name} build produced no bitstream at {bitstream}")
+    return work
+
+
+def _report(model: Model, info: Board, placement: Placement, top: Any, pll: Any, baud: int,
+            env: dict[str, str], work: Path, program: bool, seconds: float) -> dict[str, Any]:
+    """The build report: design, clock, fmax and timing, throughput, link, utilisation,
+    critical path, weight placement and tools, read from the logs in ``work``."""
+    from . import protocol
+    from .spram import weight_image
 
     log = (work / f"{NAME}.tim").read_text(errors="replace")
     util = parse_nextpnr_log(log, info.family)
     if info.family == "ice40":
         ffs = _yosys_ffs((work / f"{NAME}.rpt").read_text(errors="replace"))
         util["ffs"] = None if ffs is None else {"used": ffs, "total": info.luts}
-    bitstream = work / f"{NAME}.{info.bitstream}"
-    if not bitstream.is_file() or bitstream.stat().st_size == 0:
-        raise BuildError(f"{info.name} build produced no bitstream at {bitstream}")
-
     fmax = util.pop("fmax_mhz")
+    core, folding, spram_layers = top.core, placement.folding, placement.spram_layers
     cpf = core.cycles_per_frame
     link = core.link
     regions = weight_image(model, core.spram_plan)
     load_bytes = sum(len(f) for f in protocol.load_weight_frames(regions)) if regions else 0
-    report: dict[str, Any] = {
+    bitstream = work / f"{NAME}.{info.bitstream}"
+    return {
         "board": info.name, "device": info.device, "family": info.family,
         "model_sha256": model.sha256(), "topology": model.topology,
         "weight_bits": model.weight_bits, "bram_bits": info.bram_bits,
@@ -409,16 +443,6 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
                        and not (program and var == info.programmer_env)},
         "tools": {k: Path(v).name for k, v in env.items() if k != "AMARANTH_USE_YOSYS"},
     }
-    if clock_request is not None:
-        report["clock_request"] = clock_request
-
-    final_build = out_dir / "build"
-    shutil.rmtree(final_build, ignore_errors=True)
-    work.rename(final_build)
-    write_atomic(out_dir / report["bitstream"], (final_build / report["bitstream"]).read_bytes())
-    write_atomic(out_dir / "report.txt", format_report(report).encode())
-    write_atomic(out_dir / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    return report
 
 
 def _clock_request_note(request: dict[str, Any] | None) -> str:

@@ -11,7 +11,7 @@ from bnnhw.boards.platforms import make_platform
 from bnnhw.boards.pll import pll_settings
 from bnnhw.boards.top import BoardTop
 
-from bnnhw.devices import BOARDS, get_board
+from bnnhw.devices import BOARDS, Placement, get_board
 from bnnhw.estimate import MEASURED_MARGIN
 from bnnhw.folding import parse_fold
 from bnnhw.model import DenseLayer, InputQuantizer, Model, load_model
@@ -144,7 +144,8 @@ def test_real_orangecrab_build_at_the_auto_clock(tmp_path):
     # modelled fmax over 1 + the ECP5 margin); the 5-PE label select makes it a slow design.
     model = tiny_model()
     folding = parse_fold("16x16,5x4@4", model)
-    safe, request = build_mod.auto_clock(model, get_board("orangecrab-25f"), folding, ())
+    safe, request = build_mod.auto_clock(model, get_board("orangecrab-25f"),
+                                         Placement(folding, ()))
     report = build(model, "orangecrab-25f", tmp_path, fold=folding.spec, clock_mhz="auto")
     assert report["clock_request"] == request and request["measured_fmax_mhz"] is None
     assert report["clk_mhz"] == pytest.approx(
@@ -164,7 +165,7 @@ def test_auto_clock_of_a_built_design_comes_from_its_measured_fmax():
     lfc = load_model(DOCS / "models" / "lfc-baseline_mnist.npz")
     hand = json.loads((DOCS / "boards" / "ulx3s-85f_lfc.json").read_text())
     folding = parse_fold(hand["folding"], lfc)
-    mhz, request = build_mod.auto_clock(lfc, get_board("ulx3s-85f"), folding, ())
+    mhz, request = build_mod.auto_clock(lfc, get_board("ulx3s-85f"), Placement(folding, ()))
     assert request["measured_fmax_mhz"] == hand["fmax_mhz"] == 72.44
     assert mhz == request["safe_clock_mhz"] == pytest.approx(72.44 / (1 + MEASURED_MARGIN))
     assert pll_settings("ecp5", 25e6, mhz * 1e6).f_out_hz == 70e6
