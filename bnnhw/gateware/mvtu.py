@@ -168,53 +168,12 @@ class MVTU(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        i, o = self.i_stream, self.o_stream
+        o = self.o_stream
         e = self.element_bits
         nf_n, sf_n, d, r = self.nf, self.sf, self.depth, self.in_width // (e * self.simd)
-
-        # Input buffer: a ring of B banks of D words.
         b_n = self.banks
-        m.submodules.buffer = buffer = memory.Memory(
-            shape=unsigned(self.in_width), depth=b_n * d, init=[])
-        write, read = buffer.write_port(), buffer.read_port()
-        full = Signal(b_n)
-        wbank, wptr = Signal(range(b_n)), Signal(range(d))
-
-        def next_bank(bank):
-            return Mux(bank == b_n - 1, 0, bank + 1)
-
-        m.d.comb += [
-            i.ready.eq(~full.bit_select(wbank, 1)),
-            write.addr.eq(wbank * d + wptr),
-            write.data.eq(i.payload),
-            write.en.eq(i.valid & i.ready),
-        ]
-        with m.If(i.valid & i.ready):
-            with m.If(wptr == d - 1):
-                m.d.sync += [wptr.eq(0), full.bit_select(wbank, 1).eq(1),
-                             wbank.eq(next_bank(wbank))]
-            with m.Else():
-                m.d.sync += wptr.eq(wptr + 1)
-
-        # Memories.
-        words = mvtu_weight_words(self.weights, self.pe, self.simd)
-        weight_ports = []
-        for pe in range(self.pe):
-            mem = self.weight_memory(pe, words_to_ints(words[pe]))
-            m.submodules[f"weights{pe}"] = mem
-            weight_ports.append(mem.read_port())
-        if self.thresholds is not None:
-            # pixels8: two's complement slots for [-255 MW, 255 MW + 1]
-            tbits = ((255 * self.mw + 1).bit_length() + 1 if self.pixels8
-                     else (self.mw + 1).bit_length())
-            slots = mvtu_thresholds(self.thresholds, self.pe) & ((1 << tbits) - 1)
-            init = [sum(int(slots[pe, nf]) << (pe * tbits) for pe in range(self.pe))
-                    for nf in range(nf_n)]
-            # Logic, not block RAM: a few words, read synchronously into registers.
-            m.submodules.thresholds = tmem = memory.Memory(
-                shape=unsigned(self.pe * tbits), depth=nf_n, init=init,
-                attrs={"rom_style": "logic"})
-            tread = tmem.read_port()
+        read, full, next_bank = self._input_buffer(m)
+        weight_ports, tread, tbits = self._memories(m)
 
         # Popcount pipeline. It never stalls: its consumer (the accumulator) is always ready,
         # so no enable fans out to its registers or to the weight memories' read ports.
@@ -272,7 +231,69 @@ class MVTU(wiring.Component):
         m.d.sync += [valid2.eq(valid1), lanes2.eq(lanes_in)]
         m.d.comb += [pc.i_stream.valid.eq(valid2), pc.i_stream.payload.eq(lanes2)]
 
-        # Accumulate and queue.
+        push = self._accumulate(m, pc, tread, tbits, nf_bits, queue)
+        m.d.sync += in_flight.eq(in_flight + (go & last_beat) - push)
+        m.d.comb += [o.valid.eq(queue.r_rdy), o.payload.eq(queue.r_data),
+                     queue.r_en.eq(o.ready)]
+        return m
+
+    def _input_buffer(self, m):
+        """The input buffer, a ring of ``B`` banks of ``D`` words, filled from ``i_stream``.
+
+        Returns its read port, the ``full`` flag per bank (set by the writer when a bank's last
+        word arrives, cleared by the issue stage when it is done) and the bank successor."""
+        i, d, b_n = self.i_stream, self.depth, self.banks
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=unsigned(self.in_width), depth=b_n * d, init=[])
+        write, read = buffer.write_port(), buffer.read_port()
+        full = Signal(b_n)
+        wbank, wptr = Signal(range(b_n)), Signal(range(d))
+
+        def next_bank(bank):
+            return Mux(bank == b_n - 1, 0, bank + 1)
+
+        m.d.comb += [
+            i.ready.eq(~full.bit_select(wbank, 1)),
+            write.addr.eq(wbank * d + wptr),
+            write.data.eq(i.payload),
+            write.en.eq(i.valid & i.ready),
+        ]
+        with m.If(i.valid & i.ready):
+            with m.If(wptr == d - 1):
+                m.d.sync += [wptr.eq(0), full.bit_select(wbank, 1).eq(1),
+                             wbank.eq(next_bank(wbank))]
+            with m.Else():
+                m.d.sync += wptr.eq(wptr + 1)
+        return read, full, next_bank
+
+    def _memories(self, m):
+        """One weight memory per PE (:meth:`weight_memory`) and, for a thresholded layer, the
+        threshold memory. Returns the weight read ports, the threshold read port (None) and
+        the bits per threshold slot (0)."""
+        words = mvtu_weight_words(self.weights, self.pe, self.simd)
+        weight_ports = []
+        for pe in range(self.pe):
+            mem = self.weight_memory(pe, words_to_ints(words[pe]))
+            m.submodules[f"weights{pe}"] = mem
+            weight_ports.append(mem.read_port())
+        if self.thresholds is None:
+            return weight_ports, None, 0
+        # pixels8: two's complement slots for [-255 MW, 255 MW + 1]
+        tbits = ((255 * self.mw + 1).bit_length() + 1 if self.pixels8
+                 else (self.mw + 1).bit_length())
+        slots = mvtu_thresholds(self.thresholds, self.pe) & ((1 << tbits) - 1)
+        init = [sum(int(slots[pe, nf]) << (pe * tbits) for pe in range(self.pe))
+                for nf in range(self.nf)]
+        # Logic, not block RAM: a few words, read synchronously into registers.
+        m.submodules.thresholds = tmem = memory.Memory(
+            shape=unsigned(self.pe * tbits), depth=self.nf, init=init,
+            attrs={"rom_style": "logic"})
+        tread = tmem.read_port()
+        return weight_ports, tread, tbits
+
+    def _accumulate(self, m, pc, tread, tbits, nf_bits, queue):
+        """Per PE, add the popcounts of a fold, then compare with the fold's threshold (or keep
+        the score) and push the fold's word into ``queue``; returns the push strobe."""
         tag2 = pc.o_stream.payload.tag
         nf2, first2, last2 = tag2[:nf_bits], tag2[nf_bits], tag2[nf_bits + 1]
         lanes = []
@@ -281,22 +302,19 @@ class MVTU(wiring.Component):
         for pe in range(self.pe):
             acc = Signal(acc_shape, name=f"acc{pe}")
             part = pc.o_stream.payload.lanes[pe]
-            threshold = None if self.thresholds is None else tread.data[pe * tbits:(pe + 1) * tbits]
+            threshold = None if tread is None else tread.data[pe * tbits:(pe + 1) * tbits]
             if self.pixels8:
                 part, threshold = part.as_signed(), threshold.as_signed()
             with m.If(pc.o_stream.valid):
                 m.d.sync += acc.eq(Mux(first2, 0, acc) + part)
-            if self.thresholds is None:
+            if tread is None:
                 lanes.append(acc[:self.score_bits])
             else:
                 lanes.append(acc >= threshold)
-        if self.thresholds is not None:
+        if tread is not None:
             m.d.comb += tread.addr.eq(nf2)
         # The cycle after a fold's last count: its sums in the accumulators, its thresholds read.
         push = Signal()
         m.d.sync += push.eq(pc.o_stream.valid & last2)
         m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(Cat(*lanes))]
-        m.d.sync += in_flight.eq(in_flight + (go & last_beat) - push)
-        m.d.comb += [o.valid.eq(queue.r_rdy), o.payload.eq(queue.r_data),
-                     queue.r_en.eq(o.ready)]
-        return m
+        return push
