@@ -78,6 +78,9 @@ class Board:
         Which LED shows what: role ``"class<i>"`` is bit ``i`` of the last class,
         ``"valid"`` lights once a class was shown, ``"activity"`` blinks per reply, ``"error"``
         is sticky after a UART framing error, an rx overrun, or a BAD_CRC/TIMEOUT reply.
+    extra_resources : tuple of str
+        Resources the platform lacks and the build adds, by name of a recipe in
+        :data:`bnnhw.boards.platforms.EXTRA_RESOURCES` (a host-link UART on a header, a PMOD).
     """
 
     name: str
@@ -95,6 +98,7 @@ class Board:
     stub_tools: tuple[str, ...]
     default_baud: int
     leds: tuple[tuple[str, int, str | None, str], ...]
+    extra_resources: tuple[str, ...] = ()
 
     @property
     def bram_bits(self) -> int:
@@ -116,7 +120,8 @@ BOARDS: dict[str, Board] = {
         leds=(("led_r", 0, None, "error"), ("led_g", 0, None, "activity"),
               ("led", 2, None, "class0"), ("led", 3, None, "class1"),
               ("led", 4, None, "class2"), ("led", 5, None, "class3"),
-              ("led", 6, None, "valid"))),
+              ("led", 6, None, "valid")),
+        extra_resources=("break-off-pmod",)),
     "ulx3s-85f": Board(
         name="ulx3s-85f", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         family="ecp5", device="LFE5U-85F", clk_hz=25_000_000, luts=83_640, bram_blocks=208,
@@ -134,7 +139,9 @@ BOARDS: dict[str, Board] = {
         bram_block_bits=18_432, spram_bits=0, bitstream="bit", programmer="dfu-util",
         programmer_env="DFU_UTIL", stub_tools=("DFU_SUFFIX",), default_baud=1_000_000,
         leds=(("rgb_led", 0, "r", "error"), ("rgb_led", 0, "g", "activity"),
-              ("rgb_led", 0, "b", "valid"))),
+              ("rgb_led", 0, "b", "valid")),
+        # The host link's UART on the Feather header: pin 0 receives, pin 1 transmits.
+        extra_resources=("uart-io0-io1",)),
 }
 
 

@@ -201,7 +201,7 @@ def map_memory(family: str, depth: int, width: int, *, writable: bool = False,
     return MemoryMap(dpr=dpr) if dpr_cost < block_cost else MemoryMap(bram=blocks)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageEstimate:
     """Estimate of one stage (or of the board top, ``name="top"``)."""
 
@@ -222,7 +222,7 @@ class StageEstimate:
     nf_sf: int | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Estimate:
     """The whole estimate: per-stage rows, totals, device capacity and throughput."""
 
@@ -458,15 +458,20 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
         index = stage.index if stage.kind in ("mvtu", "maxpool") else None
         f, mem, modelled = _stage_features(stage.component, info.family, spram, index)
         row = StageEstimate(
-            stage.name, type(stage.component).__name__, stage.cycles_per_frame, stage.latency,
-            _linear(coefs["luts"], f, LUT_FEATURES), _linear(coefs["ffs"], f, FF_FEATURES),
-            mem["bram"], mem["spram"], mem["weight_bits"], mem["weights_in"], f, modelled)
+            name=stage.name, kind=type(stage.component).__name__,
+            cycles_per_frame=stage.cycles_per_frame, latency=stage.latency,
+            luts=_linear(coefs["luts"], f, LUT_FEATURES),
+            ffs=_linear(coefs["ffs"], f, FF_FEATURES), bram=mem["bram"], spram=mem["spram"],
+            weight_bits=mem["weight_bits"], weights_in=mem["weights_in"], features=f,
+            modelled=modelled)
         if index is not None and folding.layers[index] is not None:
             row.pe, row.simd = folding.layers[index]
             row.nf_sf = stage.cycles_per_frame
         rows.append(row)
-    rows.append(StageEstimate("top", "UART + link", 0, 0, coefs["luts"]["fixed"],
-                              coefs["ffs"]["fixed"], TOP_BRAM[info.family], 0, 0, "-", {}))
+    rows.append(StageEstimate(name="top", kind="UART + link", cycles_per_frame=0, latency=0,
+                              luts=coefs["luts"]["fixed"], ffs=coefs["ffs"]["fixed"],
+                              bram=TOP_BRAM[info.family], spram=0, weight_bits=0,
+                              weights_in="-"))
     totals = {key: sum(getattr(r, key) for r in rows)
               for key in ("luts", "ffs", "bram", "spram", "weight_bits")}
     capacity = {"luts": info.luts, "ffs": info.luts, "bram": info.bram_blocks,
@@ -476,10 +481,13 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
     fmax, measured, safe = estimate_fmax(all_coefs, info, model.sha256(), folding.spec,
                                          features)
     return Estimate(
-        model.topology, info.name, info.family, info.device, folding.spec, rows, list(layers),
-        cpf, max(folding.layer_cycles(model)), accelerator.latency, totals, capacity,
-        info.clk_hz / 1e6, fmax, info.clk_hz / cpf, None if fmax is None else fmax * 1e6 / cpf,
-        measured, safe, features)
+        topology=model.topology, board=info.name, family=info.family, device=info.device,
+        folding=folding.spec, stages=rows, spram_layers=list(layers), cycles_per_frame=cpf,
+        ideal_cycles=max(folding.layer_cycles(model)), latency=accelerator.latency,
+        totals=totals, capacity=capacity, clk_mhz=info.clk_hz / 1e6, fmax_mhz=fmax,
+        fps_at_board_clock=info.clk_hz / cpf,
+        fps_at_fmax=None if fmax is None else fmax * 1e6 / cpf, measured_fmax_mhz=measured,
+        safe_clock_mhz=safe, fmax_features=features)
 
 
 def fmax_features(accelerator: Any, luts: float) -> dict[str, float]:

@@ -12,6 +12,7 @@ TX), for a 3.3 V USB-serial adapter.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from amaranth.build import Attrs
@@ -19,7 +20,7 @@ from amaranth_boards.resources import UARTResource
 
 from bnnhw.devices import BOARDS, Board, get_board
 
-__all__ = ["BOARDS", "Board", "get_board", "make_platform"]
+__all__ = ["BOARDS", "EXTRA_RESOURCES", "Board", "get_board", "make_platform"]
 
 
 def make_platform(board: Board) -> Any:
@@ -30,9 +31,18 @@ def make_platform(board: Board) -> Any:
     """
     module, cls = board.platform.split(":")
     platform = getattr(importlib.import_module(module), cls)()
-    if board.name == "orangecrab-25f":
-        platform.add_resources([UARTResource(0, rx="0", tx="1", conn=("io", 0),
-                                             attrs=Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP"))])
-    if board.name == "icebreaker":
-        platform.add_resources(platform.break_off_pmod)
+    for name in board.extra_resources:
+        if name not in EXTRA_RESOURCES:
+            raise ValueError(f"board {board.name}: unknown extra resource {name!r} "
+                             f"(choices: {', '.join(sorted(EXTRA_RESOURCES))})")
+        platform.add_resources(EXTRA_RESOURCES[name](platform))
     return platform
+
+
+EXTRA_RESOURCES: dict[str, Callable[[Any], list]] = {
+    "uart-io0-io1": lambda platform: [UARTResource(
+        0, rx="0", tx="1", conn=("io", 0), attrs=Attrs(IO_TYPE="LVCMOS33", PULLMODE="UP"))],
+    "break-off-pmod": lambda platform: platform.break_off_pmod,
+}
+"""Resources a board entry may add to its platform (:attr:`bnnhw.devices.Board.
+extra_resources`), by name: each maps the platform to the resources to add."""
