@@ -142,6 +142,7 @@ def check_generated(verilog: str | os.PathLike, info: dict[str, Any]) -> None:
 
 def sidecar(model: Model, accelerator: Any) -> dict[str, Any]:
     """The JSON description of an elaborated-to-be ``accelerator`` built from ``model``."""
+    # amaranth loads when a design is elaborated, not with this module (start-up time).
     from amaranth.hdl import Shape
     from amaranth.lib import wiring
 
@@ -219,6 +220,7 @@ def generate(model: Model, out_dir: str | os.PathLike, folding: Folding,
     """
     folding.check(model)
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    # amaranth loads when a design is elaborated, not with this module (start-up time).
     from amaranth.back import verilog
 
     from .gateware.dataflow import Accelerator

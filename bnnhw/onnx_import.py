@@ -65,6 +65,7 @@ from .model import (
     PixelInput,
 )
 from .passes import fold_output_affine, least_firing
+from .reference import argmax_lowest, infer
 
 __all__ = ["ImportRefused", "ImportedModel", "import_qonnx", "load_graph", "run_graph"]
 
@@ -114,6 +115,7 @@ def load_graph(path: str | os.PathLike) -> Graph:
     ImportRefused
         Not a readable ONNX model, or a graph without exactly one dynamic input and output.
     """
+    # onnx loads only when a graph is imported (start-up time).
     import onnx
     from onnx import numpy_helper
 
@@ -261,11 +263,11 @@ def _evaluate(node: _Node, values: list[np.ndarray], c: dict[str, np.ndarray]) -
     if op == "Concat":
         return np.concatenate([np.atleast_1d(v) for v in values], axis=a.get("axis", 0))
     if op == "Cast":
-        import onnx
+        import onnx  # loaded on use (start-up time), as in load_graph
 
         return x.astype(onnx.helper.tensor_dtype_to_np_dtype(a["to"]))
     if op == "Constant":
-        from onnx import numpy_helper
+        from onnx import numpy_helper  # loaded on use (start-up time), as in load_graph
 
         return numpy_helper.to_array(a["value"])
     raise ImportRefused(f"{node.where()}: op {op} is not supported")
@@ -707,7 +709,6 @@ def _output_layer(pending: dict[str, Any], chain: _Chain, c: dict[str, np.ndarra
 
 def _check(graph: Graph, model: Model, images: np.ndarray, divisor: np.float32,
            result: ImportedModel) -> None:
-    from .reference import argmax_lowest, infer
 
     x = images.astype(np.float32) / divisor
     x = x.reshape((len(images), *graph.input_shape[1:]))

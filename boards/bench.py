@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bnnhw.estimate import resolve_fold
 from bnnhw.evaluate import evaluate
 from bnnhw.model import load_model, write_atomic
 
@@ -40,7 +41,6 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
 
     ``clock_mhz`` (MHz or ``"auto"``) runs the design from a PLL (see
     :func:`bnnhw.boards.build.build`)."""
-    from bnnhw.estimate import resolve_fold
 
     model = load_model(model_path)
     request = fold

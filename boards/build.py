@@ -44,9 +44,12 @@ from pathlib import Path
 from typing import Any
 
 from bnnhw.devices import Board, Placement, get_board, place
+from bnnhw.estimate import estimate
 from bnnhw.model import Model, log_tail, write_atomic
 
+from . import protocol
 from .platforms import make_platform
+from .pll import check_clock, pll_settings
 
 __all__ = ["BuildError", "build", "parse_nextpnr_log", "toolchain_env"]
 
@@ -258,7 +261,6 @@ def auto_clock(model: Model, info: Board, placement: Placement
     ValueError
         The estimator has no fmax for the board.
     """
-    from bnnhw.estimate import estimate
 
     est = estimate(model, info, placement=placement)
     if est.safe_clock_mhz is None:
@@ -349,7 +351,6 @@ def _clock(model: Model, info: Board, placement: Placement, clock_mhz: float | s
            ) -> tuple[Any, dict[str, Any] | None]:
     """The PLL settings for ``clock_mhz`` (None: the board's oscillator) and, for ``"auto"``,
     the request :func:`auto_clock` records. ``ValueError`` for a clock the PLL cannot make."""
-    from .pll import check_clock, pll_settings
 
     clock_request = None
     if clock_mhz == "auto":
@@ -394,7 +395,7 @@ def _report(model: Model, info: Board, placement: Placement, top: Any, pll: Any,
             env: dict[str, str], work: Path, program: bool, seconds: float) -> dict[str, Any]:
     """The build report: design, clock, fmax and timing, throughput, link, utilisation,
     critical path, weight placement and tools, read from the logs in ``work``."""
-    from . import protocol
+    # The SPRAM code imports the gateware (amaranth): loaded on use.
     from .spram import weight_image
 
     log = (work / f"{NAME}.tim").read_text(errors="replace")

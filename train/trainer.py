@@ -384,6 +384,7 @@ def _model_meta(config: dict[str, Any], preset: Preset, quantizer: InputQuantize
 
 def plot_curves(history: list[dict], path: Path, title: str) -> Path:
     """Plot loss and train/test accuracy per epoch into a PNG, written atomically."""
+    # matplotlib loads only when a figure is drawn (start-up time).
     import matplotlib
 
     matplotlib.use("Agg")

@@ -12,6 +12,9 @@ import numpy as np
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
+from ..packing import pixel_words
+from ..reference import infer
+
 __all__ = ["StreamRun", "measure_accelerator", "run_stream", "steady_interval"]
 
 
@@ -139,8 +142,6 @@ def measure_accelerator(accelerator, images):
         ``declared_latency`` / ``declared_cycles_per_frame``, ``ideal`` (``max NF*SF`` over
         layers) and ``efficiency = ideal / interval``.
     """
-    from ..packing import pixel_words
-    from ..reference import infer
 
     model, folding = accelerator.model, accelerator.folding
     words = [w for image in images for w in pixel_words(image, folding.pixels_per_word)]

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate import evaluate
+from ..folding import parse_fold
 from ..model import load_model, write_atomic
 
 __all__ = ["collect", "parse_anchors", "run_cheap", "write_benchmarks"]
@@ -78,8 +79,6 @@ def _model_files(docs: Path) -> dict[str, Path]:
 
 
 def _board_rows(docs: Path, training: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    from ..folding import parse_fold
-
     models = _model_files(docs)
     rows = []
     paths = [(p, "hand") for p in sorted((docs / "boards").glob("*.json"))] + [
@@ -345,6 +344,7 @@ def _png(fig: Any) -> bytes:
 def plots(data: dict[str, Any]) -> dict[str, bytes]:
     """PNG bytes of ``bench_boards.png``, ``bench_training.png`` and, with a calibration,
     ``bench_calibration.png``."""
+    # matplotlib loads only when a figure is drawn (start-up time).
     import matplotlib
 
     matplotlib.use("Agg")

@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ..boards.pll import clock_arg
-from ..datasets import DATASETS, DatasetError
+from ..datasets import DATASETS, DatasetError, load
 from ..devices import BOARDS
+from ..estimate import estimate, format_estimate, resolve_fold
 from ..evaluate import TEST_IMAGES, check_limit, evaluate
-from ..model import ModelError
+from ..export import generate
+from ..finn_binparams import import_binparams, parse_layers
+from ..model import ModelError, load_model
+from ..reference import infer
 from ..train.presets import PRESETS
 
 
@@ -68,6 +72,7 @@ def _writable_folder(folder: Path, output: Path) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    # The trainer compiles numba kernels on import; only `train` needs it.
     from ..train import train
 
     _output_file(args.out)
@@ -98,10 +103,6 @@ def _cmd_import(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _import_binparams(args: argparse.Namespace) -> dict[str, Any]:
-    from ..datasets import load
-    from ..finn_binparams import import_binparams, parse_layers
-    from ..reference import infer
-
     _output_file(args.out)
     missing = [f"--{n}" for n in ("layers", "inputs", "outputs", "input-threshold")
                if getattr(args, n.replace("-", "_")) is None]
@@ -136,7 +137,7 @@ def _import_binparams(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _import_qonnx(args: argparse.Namespace) -> dict[str, Any]:
-    from ..datasets import load
+    # onnx loads only for `import` (start-up time).
     from ..onnx_import import import_qonnx
 
     _output_file(args.out)
@@ -170,21 +171,17 @@ def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 def _folding(args: argparse.Namespace, model: Any) -> Any:
     """``--fold`` (with ``auto``, ``--board`` and ``--target-fps``) as a Folding."""
-    from ..estimate import resolve_fold
 
     return resolve_fold(args.fold, model, args.board, args.target_fps)
 
 
 def _cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
-    from ..export import generate
-    from ..model import load_model
-
     model = load_model(args.model)
     return generate(model, _output_folder(args.out), _folding(args, model))
 
 
 def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
-    from ..model import load_model
+    # The simulation flow (cocotb) loads only for `sim`.
     from ..sim import run_sim
 
     fold = (_folding(args, load_model(args.model)) if args.fold is not None or args.target_fps
@@ -195,8 +192,8 @@ def _cmd_sim(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
+    # The board flow (amaranth, amaranth-boards) loads only for board commands.
     from ..boards.build import build
-    from ..model import load_model
 
     model = load_model(args.model)
     fold = _folding(args, model) if args.fold is not None or args.target_fps else None
@@ -205,9 +202,6 @@ def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
-    from ..estimate import estimate, format_estimate
-    from ..model import load_model
-
     model = load_model(args.model)
     folding = _folding(args, model) if args.fold is not None or args.target_fps else None
     result = estimate(model, args.board, folding)
@@ -215,6 +209,7 @@ def _cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    # matplotlib loads only for `bench` (start-up time).
     from .benchmarks import write_benchmarks
 
     result = write_benchmarks(args.root, anchors=args.anchors, run=args.run,
@@ -227,6 +222,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    # matplotlib loads only for `report` (start-up time).
     from .report import write_report
 
     return write_report(args.model, _output_file(args.out), board=args.board, fold=args.fold,
@@ -236,6 +232,7 @@ def _cmd_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
+    # The board flow (amaranth, amaranth-boards) loads only for board commands.
     from ..boards.client import run
 
     return run(args.port, args.dataset, args.limit, model=args.model, mode=args.mode,
@@ -243,6 +240,7 @@ def _cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    # The whole flow loads only for `demo`.
     from .demo import run_demo
 
     return run_demo(out_dir=_output_folder(args.out), dataset=args.dataset, arch=args.arch,

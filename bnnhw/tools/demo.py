@@ -15,7 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..devices import get_board
 from ..evaluate import evaluate
+from ..export import generate
+from ..folding import parse_fold
+from ..model import load_model, write_atomic
 
 
 def summary_table(rows: list[tuple[str, str, str]]) -> str:
@@ -56,11 +60,8 @@ def run_demo(out_dir: str | Path = "bnnhw-demo", dataset: str = "mnist", arch: s
         results, ``report`` (path of the HTML page), ``seconds`` (wall time) and ``table``
         (the human summary).
     """
+    # The board flow (amaranth, amaranth-boards) loads only for board commands.
     from ..boards.build import build
-    from ..devices import get_board
-    from ..export import generate
-    from ..folding import parse_fold
-    from ..model import load_model, write_atomic
     from ..sim import run_sim
     from ..train import train
     from .report import write_report

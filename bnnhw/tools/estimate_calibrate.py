@@ -362,6 +362,7 @@ def format_calibration(result: dict[str, Any]) -> str:
 
 def run_builds(docs: Path = Path("docs"), rebuild: bool = False) -> list[Path]:
     """Build the :data:`CONFIGS` without a report (all with ``rebuild``), one at a time."""
+    # The board flow (amaranth, amaranth-boards) loads only for board commands.
     from ..boards.build import build
 
     written = []

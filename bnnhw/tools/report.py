@@ -21,6 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..estimate import estimate, resolve_fold
 from ..evaluate import evaluate
 from ..model import load_model, write_atomic
 
@@ -39,6 +42,7 @@ def find_training(sha256: str, docs: Path = Path("docs")) -> Path | None:
 
 
 def _img(fig: Any, alt: str) -> str:
+    # matplotlib loads only when a figure is drawn (start-up time).
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -96,13 +100,12 @@ def write_report(model_path: str | Path, out: str | Path = "report.html", *,
     dict
         ``out``, ``accuracy``, ``training_json`` and ``build_json`` used, ``sections``.
     """
+    # matplotlib loads only when a figure is drawn (start-up time).
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    from ..estimate import estimate, resolve_fold
 
     model = load_model(model_path)
     if build_json is not None:
