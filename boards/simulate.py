@@ -168,10 +168,7 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
         ``load_statuses`` (LOAD_WEIGHTS reply statuses, the first must be BAD_CRC),
         ``loaded_identity`` (the second IDENTIFY, None without SPRAM layers).
     """
-    # amaranth loads when a design is elaborated, not with this module (start-up time).
-    from amaranth.back import verilog
-    from cocotb_tools.runner import get_runner
-
+    # The board top (amaranth) loads when a design is simulated (start-up time).
     from .top import LinkTop
 
     images = np.asarray(images, dtype=np.uint8)
@@ -200,52 +197,79 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     work = Path(tempfile.mkdtemp(prefix="bnnhw-board-sim-")) if own_dir else Path(build_dir)
     work.mkdir(parents=True, exist_ok=True)
     try:
-        rtl = work / "board_top.v"
-        rtl.write_text(verilog.convert(top, name=TOPLEVEL))
-        sources = [rtl]
-        if netlist:
-            gates = work / "board_top_netlist.v"
-            _synthesise(rtl, gates, family)
-            sources = [gates, _cell_models(family, work)]
-        elif top.spram_plan:
-            sources = [rtl, _yosys_share() / "ice40" / "cells_sim.v"]
+        sources = _sources(top, work, netlist, family)
         total_bytes = sum(len(c) for c in chunks)
         if max_cycles is None:
             max_cycles = 2 * (total_bytes * 10 * top.divisor
                               + len(kinds) * (top.latency + top.cycles_per_frame)) + 10_000
-        result_path = work / "result.json"
-        result_path.unlink(missing_ok=True)
         job = {"divisor": top.divisor, "chunks": [c.hex() for c in chunks], "gap_bits": 2,
                "replies": 1 + len(kinds) + (len(loads) + 1 if loads else 0),
-               "max_cycles": max_cycles,
-               "result": str(result_path)}
-        (work / "job.json").write_text(json.dumps(job))
-        runner = get_runner("icarus")
-        saved = os.environ.get(JOB_ENV)
-        os.environ[JOB_ENV] = str(work / "job.json")
-        try:
-            runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=work / "sim_build",
-                         timescale=("1ns", "1ps"), always=True, waves=waves,
-                         build_args=(["-DNO_ICE40_DEFAULT_ASSIGNMENTS"]
-                                     if len(sources) > 1 else []),
-                         includes=[work if family == "ecp5" else _yosys_share() / family],
-                         log_file=work / "build.log")
-            runner.test(test_module="bnnhw.sim.tb_board", hdl_toplevel=TOPLEVEL,
-                        build_dir=work / "sim_build", test_dir=work, timescale=("1ns", "1ps"),
-                        waves=waves,
-                        log_file=work / "sim.log", results_xml=str(work / "results.xml"))
-        finally:
-            if saved is None:
-                os.environ.pop(JOB_ENV, None)
-            else:
-                os.environ[JOB_ENV] = saved
-        if not result_path.is_file():
-            raise RuntimeError(f"the board bench wrote no result; see {work / 'sim.log'}")
-        result = json.loads(result_path.read_text())
+               "max_cycles": max_cycles}
+        result = _run_bench(work, sources, job, waves, family)
     finally:
         if own_dir:
             shutil.rmtree(work, ignore_errors=True)
+    return {**_compare(result, kinds, len(loads), classes, scores, top), "netlist": netlist}
 
+
+def _sources(top: Any, work: Path, netlist: bool, family: str) -> list[Path]:
+    """The Verilog of ``top`` written to ``work`` and the files Icarus compiles: the RTL, or
+    the synthesised netlist of ``family`` with its cell models, plus the iCE40 cell models for
+    an RTL that instantiates SPRAMs."""
+    # amaranth loads when a design is elaborated, not with this module (start-up time).
+    from amaranth.back import verilog
+
+    rtl = work / "board_top.v"
+    rtl.write_text(verilog.convert(top, name=TOPLEVEL))
+    if netlist:
+        gates = work / "board_top_netlist.v"
+        _synthesise(rtl, gates, family)
+        return [gates, _cell_models(family, work)]
+    if top.spram_plan:
+        return [rtl, _yosys_share() / "ice40" / "cells_sim.v"]
+    return [rtl]
+
+
+def _run_bench(work: Path, sources: list[Path], job: dict[str, Any], waves: bool,
+               family: str) -> dict[str, Any]:
+    """Compile ``sources`` with Icarus and run the cocotb board bench
+    (:mod:`bnnhw.sim.tb_board`) on ``job`` (passed through ``$BNNHW_BOARD_JOB``); returns the
+    bench's result (received frames, cycles, framing errors, discarded bytes)."""
+    # cocotb loads only when a simulator runs (start-up time).
+    from cocotb_tools.runner import get_runner
+
+    result_path = work / "result.json"
+    result_path.unlink(missing_ok=True)
+    (work / "job.json").write_text(json.dumps({**job, "result": str(result_path)}))
+    runner = get_runner("icarus")
+    saved = os.environ.get(JOB_ENV)
+    os.environ[JOB_ENV] = str(work / "job.json")
+    try:
+        runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=work / "sim_build",
+                     timescale=("1ns", "1ps"), always=True, waves=waves,
+                     build_args=(["-DNO_ICE40_DEFAULT_ASSIGNMENTS"]
+                                 if len(sources) > 1 else []),
+                     includes=[work if family == "ecp5" else _yosys_share() / family],
+                     log_file=work / "build.log")
+        runner.test(test_module="bnnhw.sim.tb_board", hdl_toplevel=TOPLEVEL,
+                    build_dir=work / "sim_build", test_dir=work, timescale=("1ns", "1ps"),
+                    waves=waves,
+                    log_file=work / "sim.log", results_xml=str(work / "results.xml"))
+    finally:
+        if saved is None:
+            os.environ.pop(JOB_ENV, None)
+        else:
+            os.environ[JOB_ENV] = saved
+    if not result_path.is_file():
+        raise RuntimeError(f"the board bench wrote no result; see {work / 'sim.log'}")
+    return json.loads(result_path.read_text())
+
+
+def _compare(result: dict[str, Any], kinds: list[str], loads: int, classes: np.ndarray,
+             scores: np.ndarray, top: Any) -> dict[str, Any]:
+    """Decode the bench's frames (IDENTIFY, ``loads`` LOAD_WEIGHTS replies and the second
+    IDENTIFY, then one reply per request of ``kinds``) and compare each OK reply's class and
+    scores with the reference; the fields of :func:`simulate_board`'s result."""
     frames = [protocol.Frame(f["command"], bytes.fromhex(f["payload"]))
               for f in result["frames"]]
     if not frames or frames[0].command != Command.IDENTIFY | protocol.REPLY:
@@ -255,11 +279,10 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
     loaded_identity = None
     if loads:
         load_statuses = [protocol.decode_status(f, Command.LOAD_WEIGHTS).name
-                         for f in frames[1:1 + len(loads)]]
-        loaded_identity = protocol.decode_identity(frames[1 + len(loads)]).__dict__
-        frames = frames[1 + len(loads):]
+                         for f in frames[1:1 + loads]]
+        loaded_identity = protocol.decode_identity(frames[1 + loads]).__dict__
+        frames = frames[1 + loads:]
     replies = [protocol.decode_result(f, identity) for f in frames[1:]]
-    statuses = [r.status.name for r in replies]
     mismatches = []
     image = 0
     bad_crc_replied = False
@@ -271,13 +294,12 @@ def simulate_board(model: Model, images: np.ndarray, fold: str | None = None, *,
                 or list(reply.scores) != scores[image].tolist()):
             mismatches.append(image)
         image += 1
-    lost = len(images) - image
     return {
-        "images": int(len(images)), "replied": image, "lost": lost,
-        "mismatches": mismatches, "statuses": statuses,
+        "images": int(len(classes)), "replied": image, "lost": int(len(classes)) - image,
+        "mismatches": mismatches, "statuses": [r.status.name for r in replies],
         "identity": identity.__dict__, "bad_crc_replied": bad_crc_replied,
         "cycles": result["cycles"], "tx_framing_errors": result["framing_errors"],
-        "discarded": result["discarded"], "netlist": netlist,
+        "discarded": result["discarded"],
         "expected_identity_ok": identity == top.identity,
         "load_statuses": load_statuses, "loaded_identity": loaded_identity,
     }
