@@ -9,7 +9,7 @@ from amaranth.hdl import Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Popcount", "popcount_latency", "adder_tree", "lanes_layout"]
+__all__ = ["AdderTreeUnit", "Popcount", "popcount_latency", "adder_tree", "lanes_layout"]
 
 
 def lanes_layout(shape, lanes, tag_width):
@@ -84,50 +84,49 @@ def adder_tree(m, en, lanes, valid, tag, tag_width, signed=False):
     return [values[0][0] for values in lanes], valid, tag
 
 
-class Popcount(wiring.Component):
-    """Popcount of ``lanes`` words of ``width`` bits each, pipelined, with back-pressure.
-
-    Payload layouts (:func:`lanes_layout`, low bits first):
-
-    * ``i_stream.payload``: ``lanes[l]``, lane ``l``'s ``N`` bits, then ``tag``.
-    * ``o_stream.payload``: ``lanes[l]``, lane ``l``'s count of ``B = N.bit_length()`` bits,
-      then ``tag``.
+class AdderTreeUnit(wiring.Component):
+    """A stream unit that reduces ``lanes`` lanes of ``N`` terms each to one sum per lane
+    through :func:`adder_tree`, with back-pressure; :class:`Popcount` and
+    :class:`~bnnhw.gateware.pixeldot.PixelDot` are its two kinds.
 
     The pipeline stalls as a whole: every register advances when ``en = ~o.valid | o.ready``,
-    and ``i_stream.ready = en``.
+    and ``i_stream.ready = en``. The output payload is :func:`lanes_layout` of the sum's shape.
 
     Timing
     ------
     latency : int
-        ``max(1, ceil(log2 N))`` cycles from accepting a word to presenting its count.
+        ``max(1, ceil(log2 N))`` cycles from accepting a word to presenting its sums.
     cycles_per_frame : int
         1 (one word per cycle, a frame being one word).
 
     Parameters
     ----------
     width : int
-        Bits per lane ``N`` (>= 1).
+        Terms per lane ``N`` (>= 1).
     lanes : int
-        Number of independent counts (>= 1).
+        Number of independent sums (>= 1).
     tag_width : int
         Side-band bits carried along with each word.
     """
 
+    unit_name = "adder tree"
+    signed = False
+
     def __init__(self, width, lanes=1, tag_width=0):
         if width < 1 or lanes < 1 or tag_width < 0:
             raise ValueError(
-                f"popcount needs width >= 1, lanes >= 1, tag_width >= 0 "
+                f"{self.unit_name} needs width >= 1, lanes >= 1, tag_width >= 0 "
                 f"(width={width}, lanes={lanes}, tag_width={tag_width})")
         self.width = width
         self.lanes = lanes
         self.tag_width = tag_width
-        self.count_width = width.bit_length()
+        sum_shape = self.sum_shape(width)
+        self.count_width = sum_shape.width
         self.latency = popcount_latency(width)
         self.cycles_per_frame = 1
         super().__init__({
-            "i_stream": In(stream.Signature(lanes_layout(unsigned(width), lanes, tag_width))),
-            "o_stream": Out(stream.Signature(
-                lanes_layout(unsigned(self.count_width), lanes, tag_width))),
+            "i_stream": In(stream.Signature(self.in_layout(width, lanes, tag_width))),
+            "o_stream": Out(stream.Signature(lanes_layout(sum_shape, lanes, tag_width))),
         })
 
     def frame_times(self, in_times):
@@ -136,18 +135,41 @@ class Popcount(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = self.width
         en = Signal()
         m.d.comb += [
             en.eq(~self.o_stream.valid | self.o_stream.ready),
             self.i_stream.ready.eq(en),
         ]
         payload = self.i_stream.payload
-        # Each lane is a list of (value, largest count it can hold).
-        lanes = [[(payload.lanes[lane][i], 1) for i in range(n)] for lane in range(self.lanes)]
-        sums, valid, tag = adder_tree(m, en, lanes, self.i_stream.valid, payload.tag,
-                                      self.tag_width)
+        sums, valid, tag = adder_tree(m, en, self.terms(payload), self.i_stream.valid,
+                                      payload.tag, self.tag_width, signed=self.signed)
         out = self.o_stream.payload
         m.d.comb += [out.lanes[lane].eq(value) for lane, value in enumerate(sums)]
         m.d.comb += [self.o_stream.valid.eq(valid), out.tag.eq(tag)]
         return m
+
+
+class Popcount(AdderTreeUnit):
+    """Popcount of ``lanes`` words of ``width`` bits each (an :class:`AdderTreeUnit`).
+
+    Payload layouts (:func:`lanes_layout`, low bits first):
+
+    * ``i_stream.payload``: ``lanes[l]``, lane ``l``'s ``N`` bits, then ``tag``.
+    * ``o_stream.payload``: ``lanes[l]``, lane ``l``'s count of ``B = N.bit_length()`` bits,
+      then ``tag``.
+    """
+
+    unit_name = "popcount"
+
+    @staticmethod
+    def sum_shape(width):
+        return unsigned(width.bit_length())
+
+    @staticmethod
+    def in_layout(width, lanes, tag_width):
+        return lanes_layout(unsigned(width), lanes, tag_width)
+
+    def terms(self, payload):
+        """Each lane's bits, each a term of largest value 1."""
+        return [[(payload.lanes[lane][i], 1) for i in range(self.width)]
+                for lane in range(self.lanes)]
