@@ -24,18 +24,18 @@ from .layers import (
     F32,
     BatchNorm1d,
     BinaryDense,
+    BinaryLayer,
     Dropout,
     Layer,
     OutputBatchNorm,
     PixelScale,
     SignActivation,
     binary_product,
-    sign,
 )
 from .network import PREDICT_CHUNK, LayerStack, chunked_logits, output_head
 
 
-class BinaryConv2d(Layer):
+class BinaryConv2d(BinaryLayer):
     """Binary convolution, stride 1, no padding: ``y = im2col(x) @ sign(W).T``.
 
     ``W`` is ``(OC, K * K * C)`` with column ``(ky * K + kx) * C + c`` (the window order of
@@ -55,21 +55,13 @@ class BinaryConv2d(Layer):
 
     def __init__(self, in_shape: tuple[int, int, int], out_channels: int, kernel: int,
                  rng: np.random.Generator) -> None:
-        super().__init__()
         h, w, c = in_shape
         if kernel < 1 or kernel > min(h, w):
             raise ValueError(f"kernel must lie in [1, {min(h, w)}] for input {in_shape}, "
                              f"got {kernel}")
+        super().__init__((out_channels, kernel * kernel * c), rng)
         self.in_shape, self.kernel = (h, w, c), kernel
         self.out_shape = (h - kernel + 1, w - kernel + 1, out_channels)
-        self.params["W"] = rng.uniform(-1, 1, (out_channels, kernel * kernel * c)).astype(F32)
-        self.grads["W"] = np.zeros_like(self.params["W"])
-        self.bounds["W"] = 1.0
-        self.need_input_grad = True
-
-    def binary_weights(self) -> np.ndarray:
-        """``sign(W)`` as float32 +-1, shape ``(OC, K * K * C)``."""
-        return sign(self.params["W"])
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         n = x.shape[0]

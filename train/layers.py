@@ -106,7 +106,33 @@ def binary_product(layer: Layer, x: np.ndarray, kernel: int, out: np.ndarray) ->
     return True
 
 
-class BinaryDense(Layer):
+class BinaryLayer(Layer):
+    """A layer with latent real weights ``W`` clipped to ``[-1, 1]`` whose forward uses
+    ``sign(W)`` (BinaryConnect): the dense and the convolution layers.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(out, in)`` of ``W``.
+    rng : numpy.random.Generator
+        Draws the latent weights uniformly from ``[-init, init]``.
+    init : float
+    """
+
+    def __init__(self, shape: tuple[int, int], rng: np.random.Generator,
+                 init: float = 1.0) -> None:
+        super().__init__()
+        self.params["W"] = rng.uniform(-init, init, shape).astype(F32)
+        self.grads["W"] = np.zeros_like(self.params["W"])
+        self.bounds["W"] = 1.0
+        self.need_input_grad = True
+
+    def binary_weights(self) -> np.ndarray:
+        """``sign(W)`` as float32 +-1."""
+        return sign(self.params["W"])
+
+
+class BinaryDense(BinaryLayer):
     """``y = x @ sign(W).T`` with latent real weights ``W`` (MH, MW) clipped to ``[-1, 1]``.
 
     Backward: ``dL/dW = g.T @ x`` (straight through ``sign``), ``dL/dx = g @ sign(W)``.
@@ -122,15 +148,7 @@ class BinaryDense(Layer):
 
     def __init__(self, in_features: int, out_features: int, rng: np.random.Generator,
                  init: float = 1.0) -> None:
-        super().__init__()
-        self.params["W"] = rng.uniform(-init, init, (out_features, in_features)).astype(F32)
-        self.grads["W"] = np.zeros_like(self.params["W"])
-        self.bounds["W"] = 1.0
-        self.need_input_grad = True
-
-    def binary_weights(self) -> np.ndarray:
-        """``sign(W)`` as float32 +-1."""
-        return sign(self.params["W"])
+        super().__init__((out_features, in_features), rng, init)
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._x = x
