@@ -268,6 +268,18 @@ class _Parser(argparse.ArgumentParser):
                      f"(see {self.prog} --help)\n")
 
 
+def _fold_options(p: argparse.ArgumentParser, board: bool = True) -> None:
+    """``--fold``, ``--target-fps`` and (with ``board``) ``--board`` of a command."""
+    p.add_argument("--fold", help="PExSIMD per layer ('-' for a max-pool), e.g. "
+                                  "16x49,16x32,16x32,10x32 or 16x3,-,16x16,-,1x25,1x1, "
+                                  "'balanced[:LANES]' (default) or 'auto' (fit --board)")
+    p.add_argument("--target-fps", help="with --fold auto: frames/s at the clock "
+                                        "--clock-mhz auto picks, or 'max' (default)")
+    if board:
+        p.add_argument("--board", default="icebreaker",
+                       help=f"board --fold auto fits: {', '.join(BOARDS)}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bnnhw", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action="version",
@@ -283,16 +295,15 @@ def _parser() -> argparse.ArgumentParser:
                                           "else download to the cache)")
         return p
 
-    def fold_options(p: argparse.ArgumentParser, board: bool = True) -> None:
-        p.add_argument("--fold", help="PExSIMD per layer ('-' for a max-pool), e.g. "
-                                      "16x49,16x32,16x32,10x32 or 16x3,-,16x16,-,1x25,1x1, "
-                                      "'balanced[:LANES]' (default) or 'auto' (fit --board)")
-        p.add_argument("--target-fps", help="with --fold auto: frames/s at the clock "
-                                            "--clock-mhz auto picks, or 'max' (default)")
-        if board:
-            p.add_argument("--board", default="icebreaker",
-                           help=f"board --fold auto fits: {', '.join(BOARDS)}")
+    for add_arguments in (_train_parser, _import_parser, _eval_parser, _generate_parser,
+                          _sim_parser, _build_parser, _estimate_parser, _bench_parser,
+                          _report_parser, _run_parser, _demo_parser):
+        add_arguments(command)
+    return parser
 
+
+def _train_parser(command: Callable) -> None:
+    """The ``train`` command's arguments."""
     p = command("train", _cmd_train, "train a BNN in numpy and write a model file "
                                      "(bnnhw.train.train)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="training data set")
@@ -320,6 +331,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="end in a batch norm per class (an exact integer affine in the model)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
+
+def _import_parser(command: Callable) -> None:
+    """The ``import`` command's arguments."""
     p = command("import", _cmd_import, "import a QONNX (Brevitas/FINN) BNN, checked against "
                                        "the graph on the test set, or a FINN/BNN-PYNQ "
                                        "binparams folder, as a model file "
@@ -340,19 +354,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=limit_arg, help="check on the first N test images "
                                                    "(default all)")
 
+
+def _eval_parser(command: Callable) -> None:
+    """The ``eval`` command's arguments."""
     p = command("eval", _cmd_eval, "accuracy of a model file with the integer reference "
                                    "(bnnhw.evaluate.evaluate)")
     p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--dataset", choices=DATASETS, default="mnist", help="test set")
     p.add_argument("--limit", type=limit_arg, help="first N test images (default all)")
 
+
+def _generate_parser(command: Callable) -> None:
+    """The ``generate`` command's arguments."""
     p = command("generate", _cmd_generate, "write the accelerator's Verilog and JSON sidecar "
                                            "(bnnhw.export.generate)")
     p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for bnnhw_top.v, bnnhw_top.json and bnnhw_top_mem/")
-    fold_options(p)
+    _fold_options(p)
 
+
+def _sim_parser(command: Callable) -> None:
+    """The ``sim`` command's arguments."""
     p = command("sim", _cmd_sim, "simulate the Verilog with cocotb against the reference "
                                  "(bnnhw.sim.run_sim)")
     p.add_argument("model", type=Path, help="model file (.npz)")
@@ -363,27 +386,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, metavar="FILE",
                    help="your own images instead of the test set: .npy of uint8 (N, 28, 28) "
                         "or (N, 784), or a folder of 8-bit grayscale PNGs")
-    fold_options(p)
+    _fold_options(p)
     p.add_argument("--waves", action="store_true", help="dump a waveform")
 
+
+def _build_parser(command: Callable) -> None:
+    """The ``build`` command's arguments."""
     p = command("build", _cmd_build, "build a bitstream for a board with yosys and nextpnr "
                                      "(bnnhw.boards.build.build)")
     p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--board", required=True, help=", ".join(BOARDS))
     p.add_argument("--out", type=Path, required=True,
                    help="folder for the bitstream, report.json, report.txt and build/")
-    fold_options(p, board=False)
+    _fold_options(p, board=False)
     p.add_argument("--program", action="store_true", help="program the board after building")
     p.add_argument("--clock-mhz", type=clock_arg, default=None, metavar="F",
                    help="run from a PLL at up to F MHz, or 'auto': the clock the estimator "
                         "expects to meet timing (default: the board's oscillator)")
 
+
+def _estimate_parser(command: Callable) -> None:
+    """The ``estimate`` command's arguments."""
     p = command("estimate", _cmd_estimate, "per-layer cycles, LUTs, flip-flops and RAM blocks "
                                            "without synthesis (bnnhw.estimate.estimate)")
     p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--board", required=True, help=", ".join(BOARDS))
-    fold_options(p, board=False)
+    _fold_options(p, board=False)
 
+
+def _bench_parser(command: Callable) -> None:
+    """The ``bench`` command's arguments."""
     p = command("bench", _cmd_bench, "regenerate BENCHMARKS.md, docs/benchmarks.json and the "
                                      "plots from docs/*.json "
                                      "(bnnhw.tools.benchmarks.write_benchmarks)")
@@ -393,11 +425,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--anchors", type=Path,
                    help="reference Markdown whose published table becomes docs/anchors.json")
 
+
+def _report_parser(command: Callable) -> None:
+    """The ``report`` command's arguments."""
     p = command("report", _cmd_report, "write a self-contained HTML report of a model "
                                        "(bnnhw.tools.report.write_report)")
     p.add_argument("model", type=Path, help="model file (.npz)")
     p.add_argument("--out", type=Path, default=Path("report.html"), help="HTML file to write")
-    fold_options(p, board=False)
+    _fold_options(p, board=False)
     p.add_argument("--board", help="board of the estimate (default: the --build report's "
                                    "board, else icebreaker)")
     p.add_argument("--training", type=Path, help="training JSON (default: found in docs/)")
@@ -406,6 +441,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=limit_arg,
                    help="test images for the confusion matrix (default all)")
 
+
+def _run_parser(command: Callable) -> None:
+    """The ``run`` command's arguments."""
     p = command("run", _cmd_run, "classify test images on a board over its UART "
                                  "(bnnhw.boards.client.run)")
     p.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB1")
@@ -417,6 +455,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="send 8-bit pixels (raw) or the quantized bits (bits)")
     p.add_argument("--baud", type=int, default=1_000_000, help="UART rate of the build")
 
+
+def _demo_parser(command: Callable) -> None:
+    """The ``demo`` command's arguments."""
     p = command("demo", _cmd_demo, "train, evaluate, generate, simulate and build a default "
                                    "model (bnnhw.tools.demo.run_demo)")
     p.add_argument("--out", type=Path, default=Path("bnnhw-demo"),
@@ -428,7 +469,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default="icebreaker",
                    help=f"board to build for at the end ({', '.join(BOARDS)}), or 'none' to "
                         f"skip the build")
-    return parser
 
 
 def _print_human(result: dict[str, Any]) -> None:
