@@ -343,6 +343,8 @@ def _label_select_cost(component: Any, cost: _StageCost, plan: Any) -> None:
     cost.features["pe_bits"] = component.pe * (component.score_bits
                                                + component.in_bits * component.scale_bits)
     cost.features["reg_bits"] = component.out_width + component.score_bits
+    if component.scale_bits:  # the affine stage's registered scores
+        cost.features["reg_bits"] += component.pe * component.score_bits
 
 
 def _sliding_window_cost(component: Any, cost: _StageCost, plan: Any) -> None:
