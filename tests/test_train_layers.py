@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from bnnhw.train.layers import BatchNorm1d, BinaryDense, Dense, Scale, SignActivation
 from bnnhw.train.optim import Adam
-from gradients import numeric_grad
+from gradients import assert_param_grads, numeric_grad
 
 
 def test_batchnorm_backward_matches_numeric_gradient():
@@ -24,9 +24,7 @@ def test_batchnorm_backward_matches_numeric_gradient():
     np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-7)
     bn.forward(x, True)
     bn.backward(r.copy())
-    for name in ("gamma", "beta"):
-        np.testing.assert_allclose(bn.grads[name], numeric_grad(loss, bn.params[name]),
-                                   rtol=1e-5, atol=1e-7)
+    assert_param_grads(bn, loss, ("gamma", "beta"))
 
 
 def test_dense_backward_matches_numeric_gradient():
@@ -42,9 +40,7 @@ def test_dense_backward_matches_numeric_gradient():
     loss()
     dx = dense.backward(r)
     np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-7)
-    for name in ("W", "b"):
-        np.testing.assert_allclose(dense.grads[name], numeric_grad(loss, dense.params[name]),
-                                   rtol=1e-5, atol=1e-7)
+    assert_param_grads(dense, loss, ("W", "b"))
 
 
 def test_binary_dense_is_straight_through_and_exact():
