@@ -28,6 +28,8 @@ ECP5 distributed RAM (``DPR16X4``: 16 words of 4 bits), or soft logic.
 Logic model (coefficients fitted on real builds, :mod:`bnnhw.tools.estimate_calibrate`)
 -------------------------------------------------------------------------------
 Each stage yields features: ``lanes`` (XNOR + popcount inputs, ``PE * SIMD`` for an MVTU),
+``pixel_lanes`` (``PE * SIMD`` again for an MVTU of 8-bit pixels, whose lanes add or subtract a
+byte: fitted on the cbcnn-small OrangeCrab build, the one pixel layer in the fit),
 ``pe_bits`` (adder and comparator bits: ``PE * (S + T)`` with ``S`` score bits and ``T``
 threshold bits), ``mem_units`` (LUT units of memories in logic, plus ``4`` per ``DPR16X4``),
 ``reg_bits`` (stream registers and memories in flip-flops), ``stages`` (1 per stage, its
@@ -35,16 +37,16 @@ control) and ``map_stages`` (1 per sliding-window or max-pool stage: their count
 registers and queue control, fitted on the conv builds). With the per-family coefficients
 ``c``::
 
-    LUT_stage = c.lanes * lanes + c.pe_bits * pe_bits + c.mem_units * mem_units
-                + c.stages * stages + c.map_stages * map_stages
-    FF_stage  = f.lanes * lanes + f.pe_bits * pe_bits + f.reg_bits * reg_bits
-                + f.stages * stages
+    LUT_stage = c.lanes * lanes + c.pixel_lanes * pixel_lanes + c.pe_bits * pe_bits
+                + c.mem_units * mem_units + c.stages * stages + c.map_stages * map_stages
+    FF_stage  = f.lanes * lanes + f.pixel_lanes * pixel_lanes + f.pe_bits * pe_bits
+                + f.reg_bits * reg_bits + f.stages * stages
 
 and a fixed term per family for the UART, host link and top (``c.fixed``, ``f.fixed``; on
 iCE40 its receive FIFO also takes one EBR). LUTs are nextpnr's count (``ICESTORM_LC`` on
 iCE40, which packs a LUT and a flip-flop per cell, ``TRELLIS_COMB`` on ECP5).
 
-A component may define ``estimate_features(family) -> dict`` returning these five features
+A component may define ``estimate_features(family) -> dict`` returning these features
 (plus optional ``bram``, ``spram``, ``weight_bits``) to be estimated; a stage whose component
 is neither known here nor defines it is counted by its stream registers only and marked
 ``modelled=False``.
@@ -64,7 +66,8 @@ that chain, while TFC folded ``1x784,1x64,1x64,1x64`` (the same 784-lane first l
 ``PE_out = 1``) reaches 109 MHz: wide SIMD words by themselves do not cost fmax.
 The second term is routing, which grows with the design (``LUT`` is this estimate's total).
 When the exact design (model, board and folding) was built before, ``measured_fmax_mhz`` is
-the lowest fmax of its builds.
+the lowest fmax of its builds and ``measured_luts`` the most LUTs any of them used; the fit
+check of :func:`auto_folding` then takes the larger of the estimated and the measured LUTs.
 
 A clock that should meet timing is ``safe_clock_mhz``: the measured fmax over
 ``1 + MEASURED_MARGIN`` if there is one, else the modelled
@@ -104,14 +107,15 @@ from .model import Model
 __all__ = ["AUTO_LUT_SHARE", "COEFFICIENTS_PATH", "COST_MODELS", "FEATURES", "FMAX_FEATURES",
            "Estimate", "FitError", "MemoryMap", "StageEstimate", "auto_folding", "estimate",
            "estimate_fmax", "fmax_features", "format_estimate", "load_coefficients",
-           "map_memory", "modelled_fmax", "resolve_fold"]
+           "map_memory", "measured_design", "modelled_fmax", "resolve_fold"]
 
 COEFFICIENTS_PATH = Path(__file__).with_name("estimate_coefficients.json")
 """Fitted coefficients (written by ``python -m bnnhw.tools.estimate_calibrate``)."""
 
-FEATURES = ("lanes", "pe_bits", "mem_units", "reg_bits", "stages", "map_stages")
-LUT_FEATURES = ("lanes", "pe_bits", "mem_units", "stages", "map_stages")
-FF_FEATURES = ("lanes", "pe_bits", "reg_bits", "stages")
+FEATURES = ("lanes", "pixel_lanes", "pe_bits", "mem_units", "reg_bits", "stages",
+            "map_stages")
+LUT_FEATURES = ("lanes", "pixel_lanes", "pe_bits", "mem_units", "stages", "map_stages")
+FF_FEATURES = ("lanes", "pixel_lanes", "pe_bits", "reg_bits", "stages")
 FMAX_FEATURES = ("argmax_chain", "kluts")
 """Features of the period model (after the per-board term)."""
 ARGMAX_FREE_COMPARES = 2
@@ -243,6 +247,7 @@ class Estimate:
     fps_at_board_clock: float
     fps_at_fmax: float | None
     measured_fmax_mhz: float | None = None
+    measured_luts: int | None = None
     safe_clock_mhz: float | None = None
     fmax_features: dict[str, float] = field(default_factory=dict)
 
@@ -271,7 +276,7 @@ def _load(path: str) -> dict[str, Any]:
 
 def load_coefficients(path: str | Path | None = None) -> dict[str, Any]:
     """The fitted coefficients: ``{family: {"luts": {...}, "ffs": {...}, "fmax": {...}}}`` and
-    ``"measured_fmax"`` (the designs built, see :func:`estimate_fmax`).
+    ``"measured"`` (the designs built, see :func:`measured_design`).
 
     Raises
     ------
@@ -305,7 +310,9 @@ def _mvtu_cost(component: Any, cost: _StageCost, plan: Any) -> None:
     f, mem, family = cost.features, cost.memory, cost.family
     pe, simd, nf, sf = component.pe, component.simd, component.nf, component.sf
     f["lanes"] = pe * simd
-    tbits = (component.mw + 1).bit_length() if component.thresholds is not None else 0
+    # An 8-bit pixel lane adds or subtracts a byte where an XNOR lane counts one bit.
+    f["pixel_lanes"] = pe * simd if component.pixels8 else 0
+    tbits = component.threshold_bits
     f["pe_bits"] = pe * (component.score_bits + tbits)
     f["reg_bits"] += component.out_width
     mem["weight_bits"] = component.mh * component.mw
@@ -480,8 +487,8 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
                 "spram": info.spram_bits // 262_144}
     cpf = accelerator.cycles_per_frame
     features = fmax_features(accelerator, totals["luts"])
-    fmax, measured, safe = estimate_fmax(all_coefs, info, model.sha256(), folding.spec,
-                                         features)
+    built = measured_design(all_coefs, info, model.sha256(), folding.spec)
+    fmax, measured, safe = estimate_fmax(all_coefs, info, built, features)
     return Estimate(
         topology=model.topology, board=info.name, family=info.family, device=info.device,
         folding=folding.spec, stages=rows, spram_layers=list(layers), cycles_per_frame=cpf,
@@ -489,7 +496,8 @@ def estimate(model: Model, board: str | Board, folding: Folding | str | None = N
         totals=totals, capacity=capacity, clk_mhz=info.clk_hz / 1e6, fmax_mhz=fmax,
         fps_at_board_clock=info.clk_hz / cpf,
         fps_at_fmax=None if fmax is None else fmax * 1e6 / cpf, measured_fmax_mhz=measured,
-        safe_clock_mhz=safe, fmax_features=features)
+        measured_luts=None if built is None else built["luts"], safe_clock_mhz=safe,
+        fmax_features=features)
 
 
 def fmax_features(accelerator: Any, luts: float) -> dict[str, float]:
@@ -517,41 +525,52 @@ def _fmax_ceiling(coefficients: dict[str, Any], board: Board) -> float | None:
         return None
     zero = dict.fromkeys(FMAX_FEATURES, 0.0)
     return max([modelled_fmax(model, board.name, zero)]
-               + [k["fmax_mhz"] for k in coefficients.get("measured_fmax", ())
-                  if k["board"] == board.name])
+               + [k["fmax_mhz"] for k in coefficients.get("measured", ())
+                  if k["board"] == board.name and k["fmax_mhz"] is not None])
 
 
-def estimate_fmax(coefficients: dict[str, Any], board: Board, model_sha256: str,
-                  folding: str, features: dict[str, float]
+def measured_design(coefficients: dict[str, Any], board: Board, model_sha256: str,
+                    folding: str) -> dict[str, Any] | None:
+    """The entry of ``coefficients["measured"]`` for this board, model hash and folding spec
+    (``fmax_mhz``: the lowest fmax of its builds, ``luts``: the most LUTs), or None."""
+    return next((k for k in coefficients.get("measured", ())
+                 if (k["board"], k["model_sha256"], k["folding"])
+                 == (board.name, model_sha256, folding)), None)
+
+
+def estimate_fmax(coefficients: dict[str, Any], board: Board, built: dict[str, Any] | None,
+                  features: dict[str, float]
                   ) -> tuple[float | None, float | None, float | None]:
     """``(modelled fmax, measured fmax, safe clock)`` in MHz of a design (None: unknown).
 
     The modelled fmax is the period model of the board's family (see the module notes). The
-    measured one is the lowest fmax of the builds listed in ``coefficients["measured_fmax"]``
-    with the same board, model hash and folding spec. The safe clock divides the measured
-    fmax by ``1 + MEASURED_MARGIN`` if there is one, else the modelled one by ``1 + margin``.
+    measured one is ``built["fmax_mhz"]`` (:func:`measured_design`). The safe clock divides
+    the measured fmax by ``1 + MEASURED_MARGIN`` if there is one, else the modelled one by
+    ``1 + margin``.
     """
     model = coefficients.get(board.family, {}).get("fmax")
     fmax = safe = None
     if model is not None and board.name in model["period_ns"]:
         fmax = modelled_fmax(model, board.name, features)
         safe = fmax / (1 + model["margin"])
-    measured = next((float(k["fmax_mhz"]) for k in coefficients.get("measured_fmax", ())
-                     if (k["board"], k["model_sha256"], k["folding"])
-                     == (board.name, model_sha256, folding)), None)
+    measured = None if built is None else built["fmax_mhz"]
     if measured is not None:
         safe = measured / (1 + MEASURED_MARGIN)
     return fmax, measured, safe
 
 
 def _shortfalls(est: Estimate, lut_share: float) -> list[str]:
-    """What does not fit, as ``"<resource>: <need> > <limit> by <excess>"``."""
+    """What does not fit, as ``"<resource>: <need> > <limit> by <excess>"``; the LUTs are the
+    estimate's, or a build's of the same design where that used more."""
     out = []
     limit = lut_share * est.capacity["luts"]
-    if est.totals["luts"] > limit:
-        out.append(f"LUTs: {est.totals['luts']:.0f} estimated > {limit:.0f} "
+    luts, source = est.totals["luts"], "estimated"
+    if est.measured_luts is not None and est.measured_luts > luts:
+        luts, source = est.measured_luts, "measured"
+    if luts > limit:
+        out.append(f"LUTs: {luts:.0f} {source} > {limit:.0f} "
                    f"({100 * lut_share:.0f} % of {est.capacity['luts']}) by "
-                   f"{est.totals['luts'] - limit:.0f}")
+                   f"{luts - limit:.0f}")
     for key, name in (("bram", "block RAMs"), ("spram", "SPRAMs")):
         if est.totals[key] > est.capacity[key]:
             out.append(f"{name}: {est.totals[key]} > {est.capacity[key]} by "
@@ -738,7 +757,9 @@ def format_estimate(est: Estimate) -> str:
                  f"{t['ffs']:>7.0f} {t['bram']:>5} {t['spram']:>5} {t['weight_bits']:>9}")
     util = ", ".join(f"{k} {100 * v:.1f} %" for k, v in est.utilisation.items())
     lines.append(f"device       {c['luts']} LUT, {c['bram']} block RAM"
-                 + (f", {c['spram']} SPRAM" if c["spram"] else "") + f": {util}")
+                 + (f", {c['spram']} SPRAM" if c["spram"] else "") + f": {util}"
+                 + ("" if est.measured_luts is None else
+                    f" (built: {est.measured_luts} LUTs)"))
     lines.append(f"pipeline     {est.cycles_per_frame} cycles/frame (ideal {est.ideal_cycles}, "
                  f"efficiency {100 * est.efficiency:.0f} %), latency {est.latency} cycles")
     fps = f"{est.fps_at_board_clock:.0f} frames/s at the {est.clk_mhz:g} MHz board clock"
@@ -746,6 +767,7 @@ def format_estimate(est: Estimate) -> str:
         fps += f", {est.fps_at_fmax:.0f} at the modelled fmax {est.fmax_mhz:.1f} MHz"
     if est.measured_fmax_mhz is not None:
         fps += f" (measured on this design: {est.measured_fmax_mhz:.2f} MHz)"
+
     lines.append(f"throughput   {fps}")
     if est.safe_clock_mhz is not None:
         lines.append(f"clock        {est.safe_clock_mhz:.1f} MHz should meet timing "

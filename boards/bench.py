@@ -28,7 +28,7 @@ from bnnhw.estimate import resolve_fold
 from bnnhw.evaluate import evaluate
 from bnnhw.model import load_model, write_atomic
 
-from .build import BuildError, build, format_report
+from .build import ROUTERS, BuildError, build, format_report
 from .pll import clock_arg
 
 
@@ -36,18 +36,20 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
                   dataset: str = "mnist", data_dir: Path | None = None,
                   out_dir: Path = Path("docs/boards"),
                   target_fps: str | None = None,
-                  clock_mhz: float | str | None = None) -> dict[str, Any]:
+                  clock_mhz: float | str | None = None,
+                  router: str | None = None) -> dict[str, Any]:
     """Build ``model_path`` for ``board``, add the test accuracy, write JSON and text.
 
-    ``clock_mhz`` (MHz or ``"auto"``) runs the design from a PLL (see
-    :func:`bnnhw.boards.build.build`)."""
+    ``clock_mhz`` (MHz or ``"auto"``) runs the design from a PLL and ``router`` picks
+    nextpnr's router (see :func:`bnnhw.boards.build.build`)."""
 
     model = load_model(model_path)
     request = fold
     if fold is not None:
         fold = resolve_fold(fold, model, board, target_fps).spec
     tmp = Path(tempfile.mkdtemp(prefix="bnnhw-board-"))
-    report = build(model, board, tmp, fold=fold, clock_mhz=clock_mhz)  # a failure keeps its logs
+    # A failure keeps its logs.
+    report = build(model, board, tmp, fold=fold, clock_mhz=clock_mhz, router=router)
     shutil.rmtree(tmp)
     if request is not None and request.strip() == "auto":
         report["fold_request"] = {"fold": "auto", "target_fps": target_fps or "max"}
@@ -58,6 +60,7 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
         + (["--target-fps", target_fps] if target_fps else [])
         + (["--clock-mhz", clock_mhz if isinstance(clock_mhz, str) else f"{clock_mhz:g}"]
            if clock_mhz else [])
+        + (["--router", router] if router else [])
         + (["--out-dir", str(out_dir)] if out_dir != Path("docs/boards") else []))
     text = format_report(report) + (
         f"accuracy     {100 * accuracy:.2f} % on the {dataset} test set "
@@ -84,10 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("docs/boards"))
     parser.add_argument("--clock-mhz", type=clock_arg,
                         help="run from a PLL at up to this clock (MHz), or 'auto'")
+    parser.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default router1)")
     args = parser.parse_args(argv)
     try:
         run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir,
-                      args.out_dir, args.target_fps, args.clock_mhz)
+                      args.out_dir, args.target_fps, args.clock_mhz, args.router)
     except BuildError as exc:
         print(f"bnnhw: error: {exc}", file=sys.stderr)
         return 1

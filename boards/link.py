@@ -221,6 +221,7 @@ class Link(wiring.Component):
         b = n.b
         n.cmd, n.length = Signal(8, name="cmd"), Signal(16, name="length")
         n.crc = Signal(8, name="crc")
+        n.crc_good = Signal(name="crc_good")
         n.bytes_left = Signal(range(max(self.pixels, self.bits_bytes, 4 + MAX_WEIGHT_CHUNK)
                                     + 1), name="bytes_left")
         n.pixels_left = Signal(range(self.pixels + 1), name="pixels_left")
@@ -363,8 +364,8 @@ class Link(wiring.Component):
                 m.next = "PAD"
 
     def _end_states(self, m, n):
-        """PAD (a timed-out classify completed with zero pixels) and CHECK (the CRC byte):
-        both queue the reply token."""
+        """PAD (a timed-out classify completed with zero pixels) and CHECK (the CRC byte,
+        compared into a register), then REPLY: each queues the reply token."""
         tokens, kind = n.tokens, n.kind
         with m.State("PAD"):
             m.d.comb += [n.pix_valid.eq(n.pixels_left != 0), n.pix_data.eq(0)]
@@ -375,17 +376,24 @@ class Link(wiring.Component):
                              n.tok_status.eq(Status.TIMEOUT)]
                 m.next = "HUNT"
         with m.State("CHECK"):
-            m.d.comb += [n.accept.eq(tokens.w_rdy), n.tok_kind.eq(kind)]
+            # The CRC compare is registered; REPLY queues the token a cycle later, so the
+            # received byte does not reach the token queue's memory within a cycle.
+            m.d.comb += [n.accept.eq(1), n.tok_kind.eq(kind)]
             with m.If(n.taken):
-                good = n.b.payload == n.crc
-                m.d.comb += n.tok_status.eq(Mux(good, Status.OK, Status.BAD_CRC))
-                m.d.comb += tokens.w_en.eq((kind != KIND_IDENTIFY) | good)
-                with m.If((kind == KIND_LOAD) & n.commit & good):
-                    m.d.sync += self.weights_loaded.eq(1)
-                m.next = "HUNT"
+                m.d.sync += n.crc_good.eq(n.b.payload == n.crc)
+                m.next = "REPLY"
             with m.Elif(n.timeout & tokens.w_rdy):
                 m.d.comb += [tokens.w_en.eq(kind != KIND_IDENTIFY),
                              n.tok_status.eq(Status.TIMEOUT)]
+                m.next = "HUNT"
+        with m.State("REPLY"):
+            good = n.crc_good
+            m.d.comb += n.tok_kind.eq(kind)
+            with m.If(tokens.w_rdy):
+                m.d.comb += [n.tok_status.eq(Mux(good, Status.OK, Status.BAD_CRC)),
+                             tokens.w_en.eq((kind != KIND_IDENTIFY) | good)]
+                with m.If((kind == KIND_LOAD) & n.commit & good):
+                    m.d.sync += self.weights_loaded.eq(1)
                 m.next = "HUNT"
 
     def _serialiser(self, m, n):

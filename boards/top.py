@@ -6,10 +6,15 @@ for the UART and the LEDs listed in :attr:`bnnhw.devices.Board.leds`.
 
 Data path::
 
-    rx pin -> UARTRx -> byte FIFO (16) -> Link -> Accelerator -> Link -> UARTTx -> tx pin
+    rx pin -> UARTRx -> byte FIFO (16) -> byte register -> Link -> Accelerator -> Link
+           -> UARTTx -> tx pin
 
 The byte FIFO absorbs short stalls of the accelerator's input (up to 16 byte times) so that
-a UART byte is not lost while a frame is being accepted.
+a UART byte is not lost while a frame is being accepted. The byte register between the FIFO
+and the link takes a byte only while empty (at most one byte per two cycles, far above any
+UART rate), so neither the FIFO's memory output nor the link's ``ready`` reaches the other
+side within a cycle: on the iCE40 that path (FIFO read port -> link parser -> reply token
+queue) was the critical path of the iCEBreaker sfc build.
 """
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
@@ -130,8 +135,13 @@ class LinkTop(wiring.Component):
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx)]
         m.d.comb += [fifo.w_data.eq(rx.o_stream.payload), fifo.w_en.eq(rx.o_stream.valid),
                      rx.o_stream.ready.eq(fifo.w_rdy)]
-        m.d.comb += [link.i_bytes.payload.eq(fifo.r_data), link.i_bytes.valid.eq(fifo.r_rdy),
-                     fifo.r_en.eq(link.i_bytes.ready)]
+        rx_byte, rx_full = Signal(8), Signal()
+        m.d.comb += [fifo.r_en.eq(~rx_full),
+                     link.i_bytes.payload.eq(rx_byte), link.i_bytes.valid.eq(rx_full)]
+        with m.If(~rx_full & fifo.r_rdy):
+            m.d.sync += [rx_byte.eq(fifo.r_data), rx_full.eq(1)]
+        with m.Elif(rx_full & link.i_bytes.ready):
+            m.d.sync += rx_full.eq(0)
         wiring.connect(m, link.o_bytes, tx.i_stream)
         wiring.connect(m, link.acc_in, acc.i_stream)
         wiring.connect(m, acc.o_stream, link.acc_out)

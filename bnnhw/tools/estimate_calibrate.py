@@ -5,8 +5,9 @@
 1. With ``--run``, builds every configuration of :data:`CONFIGS` that has no report yet in
    ``docs/calibration/`` (``--rebuild``: all of them), one at a time, with
    :func:`bnnhw.boards.build.build`, and stores each report there as
-   ``<board>_<model>_<fold>.json``. The board reports ``docs/boards/*.json``
-   (``python -m bnnhw.boards.bench``) are used as further data points.
+   ``<board>_<model>_<fold>.json``. The board reports ``docs/boards/*.json`` and
+   ``docs/boards/clock/*.json`` (``python -m bnnhw.boards.bench``) are used as further data
+   points.
 2. Fits, per FPGA family, ``LUT = X c`` and ``FF = X f`` by non-negative least squares, where
    a row of ``X`` holds ``1`` (the fixed board-top term) and the summed stage features of
    :mod:`bnnhw.estimate` for one build (the coefficients of :data:`PINNED` are set, not
@@ -16,14 +17,16 @@
 3. Fits, per family, the period model of :mod:`bnnhw.estimate`
    (``1000 / fmax = t_board + c . FMAX_FEATURES``) by the same NNLS, with a column per board,
    on the estimated features of each build; its ``margin`` is the largest overestimate of
-   fmax when each build is predicted by a fit without it (builds alone on their board are
-   not left out: their board term would be unknown). Designs built (board, model hash,
-   folding) are listed with their lowest measured fmax as ``measured_fmax``.
+   fmax when each build is predicted by a fit without it (builds alone on their board, or
+   the only ones with a nonzero period term, are not left out: that term would be unknown).
+   Designs built (board, model hash,
+   folding) are listed with their lowest measured fmax and most LUTs as ``measured``.
 4. Writes the coefficients to :data:`bnnhw.estimate.COEFFICIENTS_PATH` and the table
    (configuration, estimated vs measured LUT/FF/block RAM/SPRAM, error in %, and the LUT error
    when that build is left out of the fit) to ``docs/estimator-calibration.md`` and ``.json``,
    with the builds of ``docs/boards/auto/`` (foldings chosen with these coefficients) checked
-   but not fitted.
+   but not fitted. Builds of earlier gateware (their recorded latency is not the one the
+   design has now) are listed apart and take no part.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ CONFIGS: tuple[tuple[str, str, str], ...] = (
     ("icebreaker", "cnv-micro", "2x9,-,4x18,-,1x8,1x1"),
     ("ulx3s-85f", "cnv-tiny", "8x9,-,8x48,-,1x50,1x1"),
     ("orangecrab-25f", "cnv-tiny", "16x9,-,16x48,-,2x40,1x1"),
+    ("icebreaker", "sfc", "1x49,16x1,16x1,1x1@1"),
 )
 """``(board, model, fold)`` built by ``--run``; the model is ``docs/models/<model>_mnist.npz``."""
 
@@ -111,10 +115,11 @@ def _models(models_dir: Path) -> dict[str, Path]:
     return {load_model(p).sha256(): p for p in sorted(models_dir.glob("*.npz"))}
 
 
-FIT_FOLDERS = ("calibration", "boards")
+FIT_FOLDERS = ("calibration", "boards", "boards/clock")
 HELD_OUT_FOLDERS = ("boards/auto",)
-"""Build reports fitted on, and those only checked (builds of ``--fold auto`` foldings, which
-depend on the coefficients)."""
+"""Build reports fitted on (calibration builds, hand-folded board builds and builds at a
+hand-chosen clock), and those only checked (builds of ``--fold auto`` foldings, which depend
+on the coefficients)."""
 
 
 def _points(docs: Path, folders: tuple[str, ...] = FIT_FOLDERS) -> list[dict[str, Any]]:
@@ -131,6 +136,19 @@ def _points(docs: Path, folders: tuple[str, ...] = FIT_FOLDERS) -> list[dict[str
     return points
 
 
+def _built_on_current_gateware(p: dict[str, Any]) -> bool:
+    """Whether a build report's design is the one this gateware elaborates: the latency it
+    recorded equals the accelerator's latency now. Each pipelining change of a unit changed
+    its declared latency (the MVTU's register after the XNOR: + 1 cycle and about one LUT per
+    lane), so builds of earlier gateware show a shorter one and are neither fitted nor checked.
+    """
+    r = p["report"]
+    zero = {f: {"luts": {"fixed": 0.0}, "ffs": {"fixed": 0.0}} for f in ("ice40", "ecp5")}
+    est = estimate(p["model"], r["board"], r["folding"], zero,
+                   tuple(r.get("spram_layers", ())) or None)
+    return est.latency == r["latency"]
+
+
 def _design(points: list[dict[str, Any]], family: str, names: tuple[str, ...],
             zero: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
     rows, ests = [], []
@@ -145,7 +163,7 @@ def _design(points: list[dict[str, Any]], family: str, names: tuple[str, ...],
 
 
 def fit(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """Coefficients ``{family: {"luts": {...}, "ffs": {...}, "fmax": {...}}, "measured_fmax":
+    """Coefficients ``{family: {"luts": {...}, "ffs": {...}, "fmax": {...}}, "measured":
     [...]}``."""
     zero = {f: {"luts": {"fixed": 0.0}, "ffs": {"fixed": 0.0}} for f in ("ice40", "ecp5")}
     out: dict[str, Any] = {}
@@ -169,7 +187,7 @@ def fit(points: list[dict[str, Any]]) -> dict[str, Any]:
                  if p["report"]["family"] == family and p["report"].get("fmax_mhz")]
         if timed:
             out[family]["fmax"] = _fit_period(timed) | {"margin": _margin(timed)}
-    out["measured_fmax"] = _measured_fmax(points)
+    out["measured"] = _measured(points)
     return out
 
 
@@ -178,7 +196,7 @@ def _timing_point(p: dict[str, Any], coefs: dict[str, Any]) -> dict[str, Any]:
     r = p["report"]
     est = estimate(p["model"], r["board"], r["folding"], coefs,
                    tuple(r.get("spram_layers", ())) or None)
-    return {"board": r["board"], "features": est.fmax_features,
+    return {"board": r["board"], "family": r["family"], "features": est.fmax_features,
             "period_ns": 1000.0 / float(r["fmax_mhz"])}
 
 
@@ -192,34 +210,44 @@ def _fit_period(timed: list[dict[str, Any]]) -> dict[str, Any]:
             | {n: float(v) for n, v in zip(FMAX_FEATURES, c[len(boards):], strict=True)})
 
 
+def _can_leave_out(t: dict[str, Any], rest: list[dict[str, Any]]) -> bool:
+    """Whether a fit of the period model on ``rest`` can predict timing point ``t``: not when
+    ``t`` is alone on its board or the only build with a nonzero term of the model (that term
+    would be unknown, and the error would measure nothing)."""
+    return any(u["board"] == t["board"] for u in rest) and not any(
+        t["features"][n] and not any(u["features"][n] for u in rest) for n in FMAX_FEATURES)
+
+
 def _margin(timed: list[dict[str, Any]]) -> float:
     """Largest leave-one-out overestimate of fmax, ``max(0, max_i f_est / f_meas - 1)``."""
     over = [0.0]
     for i, t in enumerate(timed):
         rest = timed[:i] + timed[i + 1:]
-        if not any(u["board"] == t["board"] for u in rest):
+        if not _can_leave_out(t, rest):
             continue
         fmax = modelled_fmax(_fit_period(rest), t["board"], t["features"])
         over.append(fmax * t["period_ns"] / 1000.0 - 1.0)
     return max(over)
 
 
-def _measured_fmax(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The lowest fmax of each design built: ``{board, model_sha256, folding, fmax_mhz,
-    builds}``, sorted."""
-    designs: dict[tuple[str, str, str], list[float]] = {}
+def _measured(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each design built: ``{board, model_sha256, folding, fmax_mhz, luts, builds}`` with the
+    lowest fmax and the most LUTs of its builds, sorted."""
+    designs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for p in points:
         r = p["report"]
-        if r.get("fmax_mhz"):
-            designs.setdefault((r["board"], r["model_sha256"], r["folding"]), []).append(
-                float(r["fmax_mhz"]))
-    return [{"board": b, "model_sha256": m, "folding": f, "fmax_mhz": min(v), "builds": len(v)}
-            for (b, m, f), v in sorted(designs.items())]
+        designs.setdefault((r["board"], r["model_sha256"], r["folding"]), []).append(r)
+    return [{"board": b, "model_sha256": m, "folding": f,
+             "fmax_mhz": min((float(r["fmax_mhz"]) for r in rs if r.get("fmax_mhz")),
+                             default=None),
+             "luts": max(int(r["utilisation"]["luts"]["used"]) for r in rs),
+             "builds": len(rs)}
+            for (b, m, f), rs in sorted(designs.items())]
 
 
 def _model_only(coefs: dict[str, Any]) -> dict[str, Any]:
     """The coefficients without the measured designs, so that fmax comes from the model."""
-    return {k: v for k, v in coefs.items() if k != "measured_fmax"}
+    return {k: v for k, v in coefs.items() if k != "measured"}
 
 
 def _err(est: float, meas: float) -> float:
@@ -240,9 +268,18 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
     held = _points(docs, HELD_OUT_FOLDERS)
     for p in points + held:
         p["model"] = load_model(p["model_file"])
+    earlier = [p for p in points + held if not _built_on_current_gateware(p)]
+    points = [p for p in points if p not in earlier]
+    held = [p for p in held if p not in earlier]
     coefs = fit(points)
-    rows = [_row(p, coefs, fit([q for q in points if q is not p])) for p in points]
+    timed = {id(p): _timing_point(p, coefs) for p in points if p["report"].get("fmax_mhz")}
+    rows = [_row(p, coefs, fit([q for q in points if q is not p]),
+                 id(p) in timed and _can_leave_out(timed[id(p)], [
+                     t for k, t in timed.items() if k != id(p)
+                     and t["family"] == timed[id(p)]["family"]]))
+            for p in points]
     held_rows = [_row(p, coefs, None) for p in held]
+    earlier_rows = [_row(p, coefs, None) for p in earlier]
     summary = {}
     for family in ("ice40", "ecp5"):
         fam = [r for r in rows if r["family"] == family]
@@ -266,7 +303,8 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
                            "clock_margin_pct": 100 * coefs[family]["fmax"]["margin"],
                            "bram_max_abs_error_blocks": max(ram)}
     result = {"command": "python -m bnnhw.tools.estimate_calibrate", "coefficients": coefs,
-              "rows": rows, "held_out": held_rows, "summary": summary}
+              "rows": rows, "held_out": held_rows, "earlier_gateware": earlier_rows,
+              "summary": summary}
     write_atomic(coefficients_path, (json.dumps(coefs, indent=2) + "\n").encode())
     write_atomic(docs / "estimator-calibration.json",
                  (json.dumps(result, indent=2) + "\n").encode())
@@ -274,16 +312,18 @@ def calibrate(docs: Path = Path("docs"), coefficients_path: Path = COEFFICIENTS_
     return result
 
 
-def _row(p: dict[str, Any], coefs: dict[str, Any], loo_coefs: dict[str, Any] | None
-         ) -> dict[str, Any]:
-    """Estimated vs measured figures of one build (``loo_coefs``: fitted without it)."""
+def _row(p: dict[str, Any], coefs: dict[str, Any], loo_coefs: dict[str, Any] | None,
+         fmax_left_out: bool = False) -> dict[str, Any]:
+    """Estimated vs measured figures of one build (``loo_coefs``: fitted without it; its
+    fmax only where ``fmax_left_out``, see :func:`_can_leave_out`)."""
     r = p["report"]
     spram = tuple(r.get("spram_layers", ())) or None
     est = estimate(p["model"], r["board"], r["folding"], _model_only(coefs), spram)
     loo = loo_fmax = None
     if loo_coefs is not None:
         loo_est = estimate(p["model"], r["board"], r["folding"], _model_only(loo_coefs), spram)
-        loo, loo_fmax = loo_est.totals["luts"], loo_est.fmax_mhz
+        loo = loo_est.totals["luts"]
+        loo_fmax = loo_est.fmax_mhz if fmax_left_out else None
     util = r["utilisation"]
     row = {"source": p["source"], "board": r["board"], "family": r["family"],
            "topology": r["topology"], "model": str(p["model_file"]),
@@ -338,6 +378,11 @@ def format_calibration(result: dict[str, Any]) -> str:
         "LOO overestimate of fmax in the family.", "", *_table(result["rows"]), "",
         "## Held out: builds of `--fold auto` foldings (`docs/boards/auto/`), not fitted", "",
         *_table(result["held_out"]), "",
+        "## Built on earlier gateware, neither fitted nor checked", "",
+        "Builds whose recorded latency differs from the latency the gateware declares now for "
+        "the same design (an earlier pipelining of its units); shown with this fit's "
+        "estimate of the design as it is now.", "",
+        *_table(result["earlier_gateware"]), "",
         "## Summary", "",
         "| family | builds | LUT max abs err | LUT mean abs err | LUT LOO max abs err "
         "| LUT held-out max abs err | FF max abs err | BRAM max abs err (blocks) "
