@@ -146,7 +146,10 @@ def test_real_orangecrab_build_at_the_auto_clock(tmp_path):
     folding = parse_fold("16x16,5x4@4", model)
     safe, request = build_mod.auto_clock(model, get_board("orangecrab-25f"),
                                          Placement(folding, ()))
-    report = build(model, "orangecrab-25f", tmp_path, fold=folding.spec, clock_mhz="auto")
+    report = build(model, "orangecrab-25f", tmp_path, fold=folding.spec, clock_mhz="auto",
+                   router="router2")
+    assert report["router"] == "router2"
+    assert "--router router2" in (tmp_path / "build" / "build_bnnhw_top.sh").read_text()
     assert report["clock_request"] == request and request["measured_fmax_mhz"] is None
     assert report["clk_mhz"] == pytest.approx(
         pll_settings("ecp5", 48e6, safe * 1e6).f_out_hz / 1e6)
@@ -170,6 +173,18 @@ def test_auto_clock_of_a_built_design_comes_from_its_measured_fmax():
     assert request["measured_fmax_mhz"] == built["fmax_mhz"] == 85.31
     assert mhz == request["safe_clock_mhz"] == pytest.approx(85.31 / (1 + MEASURED_MARGIN))
     assert 80e6 < pll_settings("ecp5", 25e6, mhz * 1e6).f_out_hz <= mhz * 1e6
+
+
+def test_unknown_router_is_refused_before_synthesis(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"unknown nextpnr router 'router3' \(choose from "
+                                         r"router1, router2\)"):
+        build(tiny_model(), "orangecrab-25f", tmp_path / "out", router="router3")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["build", str(DOCS / "models" / "tfc_mnist.npz"), "--board", "ulx3s-85f",
+                  "--out", str(tmp_path / "b"), "--router", "fast"])
+    assert exc.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_bad_clock_is_refused_before_synthesis(tmp_path, capsys):
