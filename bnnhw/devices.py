@@ -36,10 +36,14 @@ from typing import Any
 from .folding import Folding, divisors, parse_fold
 from .model import Model
 
-__all__ = ["BOARDS", "SPRAM_BLOCKS", "SPRAM_EBR_SHARE", "SPRAM_MAX_LANES", "SPRAM_WIDTH",
+__all__ = ["BOARDS", "NEXTPNR_ROUTERS", "SPRAM_BLOCKS", "SPRAM_EBR_SHARE", "SPRAM_MAX_LANES",
+           "SPRAM_WIDTH",
            "SPRAM_WORDS", "Board", "Placement", "SpramLayer", "auto_spram_layers", "check_fits",
            "place",
            "get_board", "plan_spram", "spram_folding"]
+
+NEXTPNR_ROUTERS = ("router1", "router2")
+"""nextpnr's routers, for a build's ``router`` (its default is router1)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,11 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bnnhw.devices import NEXTPNR_ROUTERS
 from bnnhw.estimate import resolve_fold
 from bnnhw.evaluate import evaluate
 from bnnhw.model import load_model, write_atomic
 
-from .build import ROUTERS, BuildError, build, format_report
+from .build import BuildError, build, format_report
 from .pll import clock_arg
 
 
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("docs/boards"))
     parser.add_argument("--clock-mhz", type=clock_arg,
                         help="run from a PLL at up to this clock (MHz), or 'auto'")
-    parser.add_argument("--router", choices=ROUTERS, help="nextpnr's router (default router1)")
+    parser.add_argument("--router", choices=NEXTPNR_ROUTERS,
+                        help="nextpnr's router (default router1)")
     args = parser.parse_args(argv)
     try:
         run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir,

@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bnnhw.devices import Board, Placement, get_board, place
+from bnnhw.devices import NEXTPNR_ROUTERS, Board, Placement, get_board, place
 from bnnhw.estimate import estimate
 from bnnhw.model import Model, log_tail, write_atomic
 
@@ -51,11 +51,9 @@ from . import protocol
 from .platforms import make_platform
 from .pll import check_clock, pll_settings
 
-__all__ = ["ROUTERS", "BuildError", "build", "parse_nextpnr_log", "toolchain_env"]
+__all__ = ["BuildError", "build", "parse_nextpnr_log", "toolchain_env"]
 
 NAME = "bnnhw_top"
-ROUTERS = ("router1", "router2")
-"""nextpnr's routers (``--router``)."""
 
 RESOURCES = {
     "ice40": {"luts": "ICESTORM_LC", "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM",
@@ -327,8 +325,9 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
     from .top import BoardTop
 
     info = get_board(board)
-    if router not in (None, *ROUTERS):
-        raise ValueError(f"unknown nextpnr router {router!r} (choose from {', '.join(ROUTERS)})")
+    if router not in (None, *NEXTPNR_ROUTERS):
+        raise ValueError(f"unknown nextpnr router {router!r} "
+                         f"(choose from {', '.join(NEXTPNR_ROUTERS)})")
     placement = place(model, info, fold, spram_layers)
     baud = baud or info.default_baud
     if program and shutil.which(info.programmer_path()) is None:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from ..boards.pll import clock_arg
 from ..datasets import DATASETS, DatasetError, load
-from ..devices import BOARDS
+from ..devices import BOARDS, NEXTPNR_ROUTERS
 from ..estimate import estimate, format_estimate, resolve_fold
 from ..evaluate import TEST_IMAGES, check_limit, evaluate
 from ..export import generate
@@ -403,7 +403,7 @@ def _build_parser(command: Callable) -> None:
     p.add_argument("--clock-mhz", type=clock_arg, default=None, metavar="F",
                    help="run from a PLL at up to F MHz, or 'auto': the clock the estimator "
                         "expects to meet timing (default: the board's oscillator)")
-    p.add_argument("--router", choices=("router1", "router2"), default=None,
+    p.add_argument("--router", choices=NEXTPNR_ROUTERS, default=None,
                    help="nextpnr's router (default router1; router2 for large ECP5 designs)")
 
 
