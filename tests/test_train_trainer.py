@@ -105,3 +105,69 @@ def test_other_modes_train(mode):
     assert len(result.history) == 1 and result.history[0]["loss"] > 0
 
 
+
+
+def eval_inputs_of_batchnorms(net, x):
+    """The eval-mode input of every batch norm of ``net`` for encoded inputs ``x``."""
+    from bnnhw.train.layers import BatchNorm1d
+
+    inputs, out = [], np.asarray(x, dtype=np.float32)
+    for layer in net.layers:
+        if isinstance(layer, BatchNorm1d):
+            inputs.append(out.reshape(-1, out.shape[-1]).astype(np.float64))
+        out = layer.forward(out, training=False)
+    return inputs
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_calibrated_statistics_are_the_eval_inputs_exact_moments(conv):
+    """After :meth:`calibrate_batchnorm` each batch norm holds the mean and unbiased variance
+    of its own eval-mode input over the images (the earlier ones already calibrated), however
+    the images are chunked; the parameters are untouched."""
+    from bnnhw.model import InputQuantizer, PixelInput
+    from bnnhw.train.conv import CNN
+    from bnnhw.train.layers import BatchNorm1d
+
+    rng = np.random.default_rng(11)
+    if conv:
+        net = CNN(((3, True), (4, False)), (5,), 3, PixelInput(64), rng, rng, classes=3)
+        images = rng.integers(0, 256, (37, 64), dtype=np.uint8)
+    else:
+        net = MLP((6, 5), "W1A1", InputQuantizer((100,), 12), rng, rng, classes=3, pixels=12)
+        images = rng.integers(0, 256, (37, 12), dtype=np.uint8)
+    params = {k: v.copy() for k, v in net.state().items() if "running" not in k}
+    net.calibrate_batchnorm(images, chunk=10)
+    norms = [layer for layer in net.layers if isinstance(layer, BatchNorm1d)]
+    inputs = eval_inputs_of_batchnorms(net, net.encode(images))
+    assert len(norms) == len(inputs) == (3 if conv else 2)
+    for norm, z in zip(norms, inputs, strict=True):
+        np.testing.assert_allclose(norm.running_mean, z.mean(axis=0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(norm.running_var, z.var(axis=0, ddof=1), rtol=1e-5,
+                                   atol=1e-6)
+    state = net.state()
+    assert all(np.array_equal(state[k], v) for k, v in params.items())
+    one_chunk = {k: v.copy() for k, v in state.items()}
+    net.calibrate_batchnorm(images, chunk=1000)
+    for key, value in net.state().items():
+        np.testing.assert_allclose(value, one_chunk[key], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"at least 2 images .* got shape \(1, "):
+        net.calibrate_batchnorm(images[:1])
+
+
+@pytest.mark.needs_data
+def test_calibrated_model_equals_reference_and_records_itself(tmp_path):
+    """``calibrate``: the final accuracy is the calibrated network's, the exported model still
+    equals the float network image by image, and the recipe and result say what was done."""
+    result = train("mnist", "tfc", 1, 3, tmp_path / "m.npz", progress=False, limit_train=3000,
+                   calibrate=500)
+    test = datasets.load("mnist", "test")
+    floats = result.network.predict(test.images)
+    np.testing.assert_array_equal(floats, infer(result.model, test.images)[0])
+    assert result.float_test_accuracy == float((floats == test.labels).mean())
+    assert result.calibration["images"] == 500
+    assert result.calibration["test_accuracy"] == result.float_test_accuracy
+    assert result.calibration["test_accuracy_before"] == result.history[-1]["test_accuracy"]
+    assert load_model(tmp_path / "m.npz").meta["recipe"]["bn_calibration_images"] == 500
+    for bad in (1, 3001, True, 2.5):
+        with pytest.raises(ValueError, match=f"calibrate.*{bad}"):
+            train("mnist", "tfc", 1, 3, None, progress=False, limit_train=3000, calibrate=bad)

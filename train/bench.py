@@ -166,8 +166,8 @@ def bench(arch: str, dataset: str = "mnist", epochs: int = 10, seed: int = 0,
 
     ``recipe`` passes the trainer's options on (``input_kind``, ``augment``, ``lr``,
     ``lr_end``, ``batch_size``, ``loss``, ``threads``, ``checkpoint``, ``resume``,
-    ``stop_after``, ``output_bn``). A run that ``stop_after`` ends early writes no JSON and
-    returns the partial history.
+    ``stop_after``, ``output_bn``, ``calibrate``). A run that ``stop_after`` ends early writes
+    no JSON and returns the partial history.
 
     Returns
     -------
@@ -192,6 +192,7 @@ def bench(arch: str, dataset: str = "mnist", epochs: int = 10, seed: int = 0,
         "recipe": (result.model.meta.get("recipe") if result.model is not None else None),
         "input": recipe.get("input_kind") or "bits",
         "accuracy": 100 * result.float_test_accuracy,
+        "calibration": result.calibration,
         "seconds": result.seconds, "seconds_per_epoch": result.seconds / epochs,
         "history": result.history, "curves_png": str(curves),
         "command": f"python -m bnnhw.train.bench --arch {arch} --dataset {dataset} "
@@ -250,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-after", type=int, default=None)
     parser.add_argument("--output-bn", action="store_true",
                         help="end in a batch norm per class (exact integer affine scores)")
+    parser.add_argument("--calibrate", type=int, default=None, metavar="N",
+                        help="after the last epoch, recompute the batch-norm statistics over N "
+                             "training images")
     parser.add_argument("--steps", type=int, default=30, help="efficiency: timed steps")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-dir", default="docs")
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
               "lr_end": args.lr_end, "batch_size": args.batch_size, "loss": args.loss,
               "threads": args.threads[0] if args.threads else None,
               "checkpoint": args.checkpoint, "resume": args.resume or None,
-              "stop_after": args.stop_after, "output_bn": args.output_bn or None}
+              "stop_after": args.stop_after, "output_bn": args.output_bn or None,
+              "calibrate": args.calibrate}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     report = bench(args.arch, args.dataset, args.epochs, args.seed, args.data_dir, args.out_dir,
                    args.save, args.mode, args.thermometer, not args.no_progress, **recipe)

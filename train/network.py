@@ -97,6 +97,36 @@ class LayerStack:
                 layer.running_mean = state[f"{i}.running_mean"].copy()
                 layer.running_var = state[f"{i}.running_var"].copy()
 
+    def calibrate_batchnorm(self, images: np.ndarray, chunk: int = 1000) -> None:
+        """Replace every batch norm's running statistics by the exact statistics of its input
+        over ``images``, the network before it in eval mode.
+
+        Layer by layer, over all ``N`` images at once (held in chunks of ``chunk`` images): a
+        batch norm whose input values, pooled over the images and any spatial positions, are
+        ``z_1 .. z_M`` gets ``running_mean = (1/M) sum z_i`` and ``running_var = 1/(M - 1)
+        sum (z_i - mean)**2`` (float64 sums, stored as float32), then the images pass through
+        it in eval mode to the next layer. The running statistics that training keeps are an
+        exponential average over the last few batches (:class:`BatchNorm1d`), so the
+        thresholds ``sign(BN(.))`` folds into move from batch to batch; these are the
+        statistics that the exported, eval-mode network actually sees. Parameters are not
+        touched, so training is unaffected; only eval mode changes.
+        """
+        images = np.asarray(images)
+        if images.ndim != 2 or images.shape[0] < 2:
+            raise ValueError(f"calibration needs at least 2 images as (N, pixels), got shape "
+                             f"{images.shape}")
+        parts = [np.asarray(self.encode(images[s:s + chunk]), dtype=F32)
+                 for s in range(0, images.shape[0], chunk)]
+        for layer in self.layers:
+            if isinstance(layer, BatchNorm1d):
+                axes = tuple(range(parts[0].ndim - 1))
+                count = sum(part.size // part.shape[-1] for part in parts)
+                mean = sum(part.sum(axis=axes, dtype=np.float64) for part in parts) / count
+                square = sum(((part - mean) ** 2).sum(axis=axes) for part in parts)
+                layer.running_mean = mean.astype(F32)
+                layer.running_var = (square / (count - 1)).astype(F32)
+            parts = [layer.forward(part, training=False) for part in parts]
+
     def output_table(self) -> np.ndarray | None:
         """The final batch norm's scores for every output popcount (see
         :class:`~bnnhw.train.layers.OutputBatchNorm`), or None for a scaled output layer."""

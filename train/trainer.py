@@ -60,7 +60,8 @@ class TrainResult:
         Per epoch: ``epoch``, ``lr``, ``loss``, ``train_accuracy``, ``test_accuracy``,
         ``seconds``.
     float_test_accuracy : float
-        Eval-mode accuracy of the float network on the test split after the last epoch.
+        Eval-mode accuracy of the float network on the test split after the last epoch (after
+        the batch-norm calibration, when one was asked for).
     seconds : float
         Training wall time, summed over the epochs (across resumed runs too), each including
         its test evaluation.
@@ -69,6 +70,9 @@ class TrainResult:
         The written model file.
     finished : bool
         False when ``stop_after`` ended the run before its last epoch (no model exported).
+    calibration : dict or None
+        With ``calibrate``: ``images`` (how many), ``test_accuracy_before`` (with the running
+        statistics of training) and ``test_accuracy`` (with the calibrated ones).
     """
 
     model: Model | None
@@ -79,6 +83,7 @@ class TrainResult:
     curves_png: Path | None = None
     out: Path | None = None
     finished: bool = True
+    calibration: dict | None = None
 
 
 INPUT_KINDS = ("bits", "pixels8")
@@ -129,7 +134,7 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
           input_kind: str = "bits", augment: Augment | str | None = None,
           threads: int | None = None, checkpoint: str | Path | None = None,
           resume: bool = False, stop_after: int | None = None,
-          output_bn: bool = False) -> TrainResult:
+          output_bn: bool = False, calibrate: int | None = None) -> TrainResult:
     """Train a preset and (W1A1) export the folded integer model.
 
     Parameters
@@ -183,6 +188,12 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     stop_after : int or None
         Stop once this many epochs of the schedule are done (a time slice of a long run); the
         checkpoint holds the state, and no model is exported until the last epoch.
+    calibrate : int or None
+        After the last epoch, recompute every batch norm's statistics exactly over this many
+        training images (a permutation drawn from ``seed``, no augmentation) with
+        :meth:`~bnnhw.train.network.LayerStack.calibrate_batchnorm`, before the final test
+        accuracy and the export. Training itself is unchanged, so a finished checkpoint can be
+        resumed with it. Recorded in the model's recipe as ``bn_calibration_images``.
 
     Raises
     ------
@@ -200,6 +211,10 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         stop_after, out, output_bn)
     threads = threads or default_threads()
     loss_fn = get_loss(config["loss"])
+    if calibrate is not None and (isinstance(calibrate, bool) or not isinstance(calibrate, int)
+                                  or calibrate < 2):
+        raise ValueError(f"calibrate must be a number of training images >= 2 "
+                         f"(calibrate={calibrate!r})")
     saved = None
     if checkpoint is not None:
         if resume:
@@ -214,6 +229,9 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     images, labels = train_split.images, train_split.labels.astype(np.int64)
     if limit_train is not None:
         images, labels = images[:limit_train], labels[:limit_train]
+    if calibrate is not None and calibrate > images.shape[0]:
+        raise ValueError(f"calibrate={calibrate} asks for more images than the "
+                         f"{images.shape[0]} of the training set")
     test_labels = test_split.labels.astype(np.int64)
 
     net, rngs = _network(preset, mode, quantizer, seed, output_bn)
@@ -254,9 +272,20 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
                          seconds, finished=len(history) == epochs)
     if not result.finished:
         return result
+    if calibrate is not None:
+        pick = np.random.default_rng(seed).permutation(n)[:calibrate]
+        with threadpool_limits(limits=threads, user_api="blas"):
+            net.calibrate_batchnorm(images[pick])
+            accuracy = float((net.predict(test_split.images) == test_labels).mean())
+        result.calibration = {"images": calibrate,
+                              "test_accuracy_before": result.float_test_accuracy,
+                              "test_accuracy": accuracy}
+        result.float_test_accuracy = accuracy
     if mode == "W1A1":
-        result.model = net.export(_model_meta(config, preset, quantizer,
-                                              result.float_test_accuracy))
+        meta = _model_meta(config, preset, quantizer, result.float_test_accuracy)
+        if calibrate is not None:
+            meta["recipe"]["bn_calibration_images"] = calibrate
+        result.model = net.export(meta)
     if out is not None:
         result.out = result.model.save(out)
         if curves_png is None:

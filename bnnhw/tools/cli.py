@@ -83,11 +83,12 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                    input_kind=args.input, augment=args.augment, lr=args.lr,
                    lr_end=args.lr_end, batch_size=args.batch_size, threads=args.threads,
                    checkpoint=args.checkpoint, resume=args.resume, stop_after=args.stop_after,
-                   output_bn=args.output_bn)
+                   output_bn=args.output_bn, calibrate=args.calibrate)
     return {"model": str(args.out) if result.finished else None, "dataset": args.dataset,
             "arch": args.arch, "mode": args.mode, "epochs": args.epochs, "seed": args.seed,
             "epochs_done": len(result.history), "finished": result.finished,
             "float_test_accuracy": result.float_test_accuracy, "seconds": result.seconds,
+            "calibration": result.calibration,
             "curves_png": str(result.curves_png) if result.curves_png else None}
 
 
@@ -329,6 +330,9 @@ def _train_parser(command: Callable) -> None:
                    help="stop after N epochs of the schedule (resume later with --resume)")
     p.add_argument("--output-bn", action="store_true",
                    help="end in a batch norm per class (an exact integer affine in the model)")
+    p.add_argument("--calibrate", type=int, metavar="N",
+                   help="after the last epoch, recompute the batch-norm statistics exactly over "
+                        "N training images (eval mode, no augmentation)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
 
