@@ -13,8 +13,8 @@ threshold 90, W1A32 (BinaryConnect: binary weights, real activations) and FP32. 
 
 The published seed-000 figures are printed beside ours and marked as published.
 
-Usage: ``python -m bnnhw.train.seed000 --epochs N [--augment] [--threads T] [--data-dir D]
-[--out-dir docs]``.
+Usage: ``python -m bnnhw.train.seed000 --epochs N [--augment] [--calibrate N] [--threads T]
+[--data-dir D] [--out-dir docs]``.
 """
 
 from __future__ import annotations
@@ -72,12 +72,14 @@ def best_time(fn, repeats: int) -> float:
 
 def run_row(dataset: str, label: str, mode: str, threshold: float | None, epochs: int,
             seed: int, data_dir: str | Path | None, repeats: int, progress: bool,
-            threads: int | None = None, augment: str | None = None) -> dict:
-    """Train one row (on ``threads`` BLAS threads, with ``augment``), check float == integer
-    (W1A1), and time both inference paths."""
+            threads: int | None = None, augment: str | None = None,
+            calibrate: int | None = None) -> dict:
+    """Train one row (on ``threads`` BLAS threads, with ``augment``, batch norms calibrated on
+    ``calibrate`` training images), check float == integer (W1A1), and time both inference
+    paths."""
     result = train(dataset, "seed000", epochs, seed, None, data_dir=data_dir, mode=mode,
                    input_threshold=threshold, progress=progress, threads=threads,
-                   augment=augment)
+                   augment=augment, calibrate=calibrate)
     test = datasets.load(dataset, "test", data_dir)
     n = test.images.shape[0]
     row = {
@@ -90,6 +92,8 @@ def run_row(dataset: str, label: str, mode: str, threshold: float | None, epochs
         "seconds_per_epoch": result.seconds / epochs,
         "published": PUBLISHED[dataset].get(label),
     }
+    if result.calibration is not None:
+        row["accuracy_before_calibration"] = 100 * result.calibration["test_accuracy_before"]
     if result.model is not None:
         classes = infer(result.model, test.images)[0]
         if not np.array_equal(classes, result.network.predict(test.images)):
@@ -110,6 +114,9 @@ def markdown(report: dict) -> str:
         f"Epochs {report['epochs']}, seed {report['seed']}, {report['machine']}.  ",
         ("Augmentation: " + ", ".join(f"{d} {a}" for d, a in report["augment"].items())
          + ".  " if report.get("augment") else "No augmentation.  "),
+        (f"Batch norms calibrated on {report['calibrate']} training images after the last "
+         "epoch (the accuracy before calibration in brackets).  "
+         if report.get("calibrate") else "Batch norms as training left them.  "),
         "Accuracy: whole test split, float network in eval mode (for W1A1 identical, image by "
         "image, to the packed integer reference). Footprint: KiB needed for inference (packed "
         "weight bits + int16 thresholds for W1A1; packed bits + float32 BN scale/shift for "
@@ -127,7 +134,10 @@ def markdown(report: dict) -> str:
         packed = row.get("packed_ms_per_image")
         ratio = row.get("float_over_packed")
         lines.append(
-            f"| {row['dataset']} | {row['model']} | {row['accuracy']:.2f} "
+            f"| {row['dataset']} | {row['model']} | {row['accuracy']:.2f}"
+            + (f" ({row['accuracy_before_calibration']:.2f})"
+               if "accuracy_before_calibration" in row else "")
+            + " "
             f"| {pub.get('accuracy', '-')} | {row['footprint_kib']:.1f} | {pub.get('kb', '-')} "
             f"| {f'{packed:.4f}' if packed else '-'} | {row['float_ms_per_image']:.4f} "
             f"| {f'{ratio:.2f}x' if ratio else '-'} | {pub.get('ms', '-')} |"
@@ -146,11 +156,14 @@ def markdown(report: dict) -> str:
 def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Path = "docs",
         seed: int = 0, repeats: int = 3, progress: bool = True,
         datasets_: tuple[str, ...] = ("mnist", "fashion-mnist"),
-        threads: int | None = None, augment: bool = False) -> dict:
+        threads: int | None = None, augment: bool = False,
+        calibrate: int | None = None) -> dict:
     """Train every row, write ``seed000.md`` and ``seed000.json`` into ``out_dir`` atomically.
 
     ``threads``: BLAS threads for training and the float inference timing (default: the
     usable cores). ``augment``: train with each dataset's augmentation in :data:`AUGMENT`.
+    ``calibrate``: recompute the batch-norm statistics over this many training images after
+    the last epoch (:func:`bnnhw.train.trainer.train`).
 
     Returns
     -------
@@ -161,7 +174,7 @@ def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Pat
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     with threadpool_limits(limits=threads or default_threads(), user_api="blas"):
         rows = [run_row(ds, label, mode, threshold, epochs, seed, data_dir, repeats, progress,
-                        threads, AUGMENT[ds] if augment else None)
+                        threads, AUGMENT[ds] if augment else None, calibrate)
                 for ds in datasets_ for label, mode, threshold in ROWS]
     report = {
         "rows": rows, "epochs": epochs, "seed": seed, "repeats": repeats,
@@ -171,9 +184,11 @@ def run(data_dir: str | Path | None = None, epochs: int = 30, out_dir: str | Pat
                    + "".join(f" --dataset {d}" for d in datasets_
                              if set(datasets_) != set(datasets.DATASETS))
                    + (f" --threads {threads}" if threads else "")
-                   + (" --augment" if augment else ""),
+                   + (" --augment" if augment else "")
+                   + (f" --calibrate {calibrate}" if calibrate else ""),
         "threads": threads or default_threads(),
         "augment": {ds: AUGMENT[ds] for ds in datasets_} if augment else None,
+        "calibrate": calibrate,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="BLAS threads (default: the usable cores)")
     parser.add_argument("--augment", action="store_true",
                         help="train with random shifts (MNIST) and shifts and flips (Fashion)")
+    parser.add_argument("--calibrate", type=int, default=None, metavar="N",
+                        help="recompute the batch-norm statistics over N training images after "
+                             "the last epoch")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     report = run(args.data_dir, args.epochs, args.out_dir, args.seed, args.repeats,
                  not args.no_progress, tuple(args.dataset or datasets.DATASETS), args.threads,
-                 args.augment)
+                 args.augment, args.calibrate)
     print(markdown(report))
     return 0
 
