@@ -216,10 +216,12 @@ class ClockGenerator(Elaboratable):
                 i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
                 i_PLLWAKESYNC=0, i_ENCLKOP=0,
                 o_CLKOP=pll_clk, o_LOCK=locked)
-        locked_sync = Signal()
+        # The reset comes straight from a flip-flop (no inverter between it and the loads),
+        # set from power-up until the cycle after the PLL reports lock.
+        in_reset = Signal(init=1)
         m.d.comb += ClockSignal("sync").eq(pll_clk)
         m.domains.lock = ClockDomain("lock", reset_less=True)
         m.d.comb += ClockSignal("lock").eq(pll_clk)
-        m.d.lock += locked_sync.eq(locked)
-        m.d.comb += ResetSignal("sync").eq(~locked_sync)
+        m.d.lock += in_reset.eq(~locked)
+        m.d.comb += ResetSignal("sync").eq(in_reset)
         return m

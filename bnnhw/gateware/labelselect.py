@@ -4,6 +4,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .registers import payload_register
+
 __all__ = ["LabelSelect", "result_layout"]
 
 
@@ -101,9 +103,12 @@ class LabelSelect(wiring.Component):
         i, o = self.i_stream, self.o_stream
         s = self.score_bits
         count = Signal(range(self.words))
-        best = Signal(s)
-        best_index = Signal(self.class_bits)
-        scores = Signal(self.classes * s)
+        # Data registers (no reset, :mod:`.registers`): the running maximum, the scores seen so
+        # far, and the finished frame's result.
+        best = Signal(s, reset_less=True)
+        best_index = Signal(self.class_bits, reset_less=True)
+        scores = Signal(self.classes * s, reset_less=True)
+        result = payload_register(m, o, "result")
         valid, ready = i.valid, Signal()
         m.d.comb += ready.eq(~o.valid | o.ready)
         if self.scale is None:
@@ -131,12 +136,8 @@ class LabelSelect(wiring.Component):
         with m.If(valid & ready):
             m.d.sync += [best.eq(value), best_index.eq(index), scores.eq(shifted)]
             with m.If(count == self.words - 1):
-                m.d.sync += [
-                    count.eq(0),
-                    o.valid.eq(1),
-                    o.payload.label.eq(index[:self.class_bits]),
-                    o.payload.scores.eq(shifted),
-                ]
+                m.d.sync += [count.eq(0), o.valid.eq(1), result.label.eq(index[:self.class_bits]),
+                             result.scores.eq(shifted)]
             with m.Else():
                 m.d.sync += count.eq(count + 1)
         return m
@@ -151,7 +152,7 @@ class LabelSelect(wiring.Component):
         i, s = self.i_stream, self.score_bits
         count = Signal(range(self.words), name="affine_count")
         valid = Signal(name="affine_valid")
-        lanes = Signal(self.pe * s, name="affine_scores")
+        lanes = Signal(self.pe * s, name="affine_scores", reset_less=True)
         m.d.comb += i.ready.eq(~valid | ready)
         scores = []
         for p in range(self.pe):

@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .registers import payload_register
+
 __all__ = ["MaxPool"]
 
 
@@ -81,7 +83,8 @@ class MaxPool(wiring.Component):
 
         m.submodules.row = row = memory.Memory(shape=unsigned(c), depth=ow, init=[])
         read, write = row.read_port(), row.write_port()
-        left = Signal(c)
+        left = Signal(c, reset_less=True)
+        pooled = payload_register(m, o, "pooled")
         inside = (y < 2 * oh) & (x < 2 * ow)
         right = inside & x[0]
         emit = right & y[0]
@@ -98,5 +101,5 @@ class MaxPool(wiring.Component):
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.If(fire & emit):
-            m.d.sync += [o.valid.eq(1), o.payload.eq(pair | read.data)]
+            m.d.sync += [o.valid.eq(1), pooled.eq(pair | read.data)]
         return m

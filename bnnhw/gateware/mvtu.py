@@ -225,7 +225,9 @@ class MVTU(wiring.Component):
                 m.d.sync += sf.eq(sf + 1)
 
         # Read stage: XNOR of the buffered slice with each PE's weight word.
-        valid1, part1, tag1 = Signal(), Signal(range(r)), Signal(nf_bits + 2)
+        valid1 = Signal()
+        part1 = Signal(range(r), reset_less=True)
+        tag1 = Signal(nf_bits + 2, reset_less=True)
         m.d.sync += [valid1.eq(go), part1.eq(part), tag1.eq(Cat(nf, sf == 0, last_beat))]
         x = read.data.word_select(part1, e * self.simd)
         if self.pixels8:  # the pixels once, then each PE's weight bits
@@ -234,7 +236,7 @@ class MVTU(wiring.Component):
             lanes_in = Cat(*(~(x ^ port.data) for port in weight_ports), tag1)
         # Registered before the popcount: the memories' clock-to-out and the routing from
         # them end here, not in the popcount's first adders.
-        valid2, lanes2 = Signal(), Signal(len(lanes_in))
+        valid2, lanes2 = Signal(), Signal(len(lanes_in), reset_less=True)
         m.d.sync += [valid2.eq(valid1), lanes2.eq(lanes_in)]
         m.d.comb += [pc.i_stream.valid.eq(valid2), pc.i_stream.payload.eq(lanes2)]
 
@@ -305,7 +307,7 @@ class MVTU(wiring.Component):
         acc_shape = (signed((255 * self.mw).bit_length() + 1) if self.pixels8
                      else unsigned(self.score_bits))
         for pe in range(self.pe):
-            acc = Signal(acc_shape, name=f"acc{pe}")
+            acc = Signal(acc_shape, name=f"acc{pe}", reset_less=True)
             part = pc.o_stream.payload.lanes[pe]
             threshold = None if tread is None else tread.data[pe * tbits:(pe + 1) * tbits]
             if self.pixels8:

@@ -39,7 +39,7 @@ def adder_tree(m, en, lanes, valid, tag, tag_width, signed=False):
     ``|a| <= A``, ``|b| <= B`` becomes one register of range ``[-(A+B), A+B]`` (signed) or
     ``[0, A+B]``, so no level overflows. ``popcount_latency(N)`` levels leave one sum per lane.
     ``valid`` and ``tag`` are registered alongside, and every register advances only when
-    ``en`` is high.
+    ``en`` is high. Only the ``valid`` registers are reset (:mod:`.registers`).
 
     Parameters
     ----------
@@ -70,14 +70,14 @@ def adder_tree(m, en, lanes, valid, tag, tag_width, signed=False):
                 pair = values[k:k + 2]
                 bound = sum(b for _, b in pair)
                 shape = range(-bound, bound + 1) if signed else range(bound + 1)
-                reg = Signal(shape, name=f"l{lane}_s{level}_{k // 2}")
+                reg = Signal(shape, name=f"l{lane}_s{level}_{k // 2}", reset_less=True)
                 with m.If(en):
                     m.d.sync += reg.eq(sum(v for v, _ in pair))
                 new_values.append((reg, bound))
             new_lanes.append(new_values)
         lanes = new_lanes
         valid_reg = Signal(name=f"valid_s{level}")
-        tag_reg = Signal(tag_width, name=f"tag_s{level}")
+        tag_reg = Signal(tag_width, name=f"tag_s{level}", reset_less=True)
         with m.If(en):
             m.d.sync += [valid_reg.eq(valid), tag_reg.eq(tag)]
         valid, tag = valid_reg, tag_reg

@@ -4,6 +4,8 @@ from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .registers import payload_register
+
 __all__ = ["InputQuantizer"]
 
 
@@ -56,10 +58,11 @@ class InputQuantizer(wiring.Component):
         m = Module()
         i, o = self.i_stream, self.o_stream
         m.d.comb += i.ready.eq(~o.valid | o.ready)
+        levels = payload_register(m, o, "levels")
         bits = [i.payload[8 * j:8 * j + 8] >= t
                 for j in range(self.pixels_per_word) for t in self.thresholds]
         with m.If(i.valid & i.ready):
-            m.d.sync += [o.payload.eq(Cat(*bits)), o.valid.eq(1)]
+            m.d.sync += [levels.eq(Cat(*bits)), o.valid.eq(1)]
         with m.Elif(o.ready):
             m.d.sync += o.valid.eq(0)
         return m

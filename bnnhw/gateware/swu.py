@@ -149,14 +149,14 @@ class SlidingWindowUnit(wiring.Component):
             ]
         else:
             column = pixel
-        columns = [Signal(k * c, name=f"column{j}") for j in range(k - 1)]
+        columns = [Signal(k * c, name=f"column{j}", reset_less=True) for j in range(k - 1)]
         window = columns + [column]                 # columns x-K+1 .. x
         with m.If(fire):
             m.d.sync += [a.eq(b) for a, b in zip(columns, window[1:], strict=True)]
 
         # Output register, sent in S slices.
         vector = Cat(*(window[kx][ky * c:(ky + 1) * c] for ky in range(k) for kx in range(k)))
-        held = Signal(k * k * c)
+        held = Signal(k * k * c, reset_less=True)
         part = Signal(range(s))
         last = part == s - 1
         is_window = (y >= k - 1) & (x >= k - 1)

@@ -7,6 +7,8 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .registers import payload_register
+
 __all__ = ["WidthConverter"]
 
 
@@ -98,14 +100,15 @@ class WidthConverter(wiring.Component):
         i, o = self.i_stream, self.o_stream
         r = self.out_width // self.in_width
         count = Signal(range(r))
-        held = Signal((r - 1) * self.in_width)
+        held = Signal((r - 1) * self.in_width, reset_less=True)
         completes = count == r - 1
+        payload = payload_register(m, o, "payload")
         m.d.comb += i.ready.eq(~completes | ~o.valid | o.ready)
         with m.If(o.valid & o.ready):
             m.d.sync += o.valid.eq(0)
         with m.If(i.valid & i.ready):
             with m.If(completes):
-                m.d.sync += [count.eq(0), o.valid.eq(1), o.payload.eq(Cat(held, i.payload))]
+                m.d.sync += [count.eq(0), o.valid.eq(1), payload.eq(Cat(held, i.payload))]
             with m.Else():
                 m.d.sync += count.eq(count + 1)
                 if r > 1:
@@ -115,7 +118,7 @@ class WidthConverter(wiring.Component):
         i, o = self.i_stream, self.o_stream
         r = self.in_width // self.out_width
         b = self.out_width
-        word = Signal(self.in_width)
+        word = Signal(self.in_width, reset_less=True)
         part = Signal(range(r))
         m.d.comb += [
             i.ready.eq(~o.valid | (o.ready & (part == r - 1))),
