@@ -6,17 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from bnnhw.train import MLP, train
-from bnnhw.train.layers import BinaryDense
+from bnnhw.train.conv import CNN
+from bnnhw.train.layers import BatchNorm1d, BinaryDense
 
 from bnnhw import datasets
-from bnnhw.model import load_model
+from bnnhw.model import InputQuantizer, PixelInput, load_model
 from bnnhw.reference import infer
 
 
 def test_output_argmax_tie_goes_to_lowest_index_in_float_network():
     """Equal output rows give equal float logits; predict picks the lowest class like infer."""
-    from bnnhw.model import InputQuantizer
-
     rng = np.random.default_rng(5)
     net = MLP((4,), "W1A1", InputQuantizer((128,), 6), rng, rng, classes=3, pixels=6)
     out = [layer for layer in net.layers if isinstance(layer, BinaryDense)][-1]
@@ -109,8 +108,6 @@ def test_other_modes_train(mode):
 
 def eval_inputs_of_batchnorms(net, x):
     """The eval-mode input of every batch norm of ``net`` for encoded inputs ``x``."""
-    from bnnhw.train.layers import BatchNorm1d
-
     inputs, out = [], np.asarray(x, dtype=np.float32)
     for layer in net.layers:
         if isinstance(layer, BatchNorm1d):
@@ -124,10 +121,6 @@ def test_calibrated_statistics_are_the_eval_inputs_exact_moments(conv):
     """After :meth:`calibrate_batchnorm` each batch norm holds the mean and unbiased variance
     of its own eval-mode input over the images (the earlier ones already calibrated), however
     the images are chunked; the parameters are untouched."""
-    from bnnhw.model import InputQuantizer, PixelInput
-    from bnnhw.train.conv import CNN
-    from bnnhw.train.layers import BatchNorm1d
-
     rng = np.random.default_rng(11)
     if conv:
         net = CNN(((3, True), (4, False)), (5,), 3, PixelInput(64), rng, rng, classes=3)
