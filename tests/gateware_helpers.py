@@ -4,7 +4,9 @@ import numpy as np
 
 from bnnhw.folding import Folding
 from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
+from bnnhw.packing import pixel_words
 from bnnhw.passes import fold_output_affine
+from bnnhw.reference import infer
 
 
 def divisors(n):
@@ -96,3 +98,14 @@ def with_output_affine(rng, model):
     table = batchnorm_table(rng, out.out_features, out.in_features)
     layer = fold_output_affine(2 * out.weights.astype(np.int64) - 1, table)
     return Model(model.quantizer, (*model.layers[:-1], layer), model.meta)
+
+
+def frame_words(folding, images):
+    """The input words of ``images``, frame after frame, as the accelerator takes them."""
+    return [w for image in images for w in pixel_words(image, folding.pixels_per_word)]
+
+
+def reference_outputs(model, images):
+    """``(class, scores)`` per image from the integer reference, as ``Accelerator.decode``."""
+    classes, scores = infer(model, images)
+    return [(int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]

@@ -3,29 +3,28 @@
 
 import numpy as np
 import pytest
-from gateware_helpers import random_conv_model, random_folding, random_images, random_model
+from gateware_helpers import (
+    frame_words,
+    random_conv_model,
+    random_folding,
+    random_images,
+    random_model,
+    reference_outputs,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bnnhw import reference
 from bnnhw.folding import Folding, balanced_folding, parse_fold
 from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.gateware.simulate import measure_accelerator, run_stream, steady_interval
-from bnnhw.packing import pixel_words
-
-
-def frame_words(model, folding, images):
-    return [w for image in images for w in pixel_words(image, folding.pixels_per_word)]
 
 
 def check_against_reference(model, folding, images, seed, in_stall, out_stall):
     accel = Accelerator(model, folding)
-    classes, scores = reference.infer(model, images)
-    words = frame_words(model, folding, images)
+    words = frame_words(folding, images)
     run = run_stream(accel, words, len(images), in_stall=in_stall, out_stall=out_stall,
                      seed=seed, max_cycles=budget(accel, len(images)))
-    got = [accel.decode(word) for word in run.outputs]
-    assert got == [(int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
+    assert [accel.decode(word) for word in run.outputs] == reference_outputs(model, images)
     return accel, words
 
 

@@ -14,20 +14,20 @@ from amaranth.back import rtlil
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 from gateware_helpers import (
+    frame_words,
     random_conv_model,
     random_folding,
     random_images,
     random_model,
     random_thresholds,
+    reference_outputs,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bnnhw import reference
 from bnnhw.folding import parse_fold
 from bnnhw.gateware.dataflow import Accelerator
 from bnnhw.model import ConvLayer, DenseLayer, InputQuantizer, MaxPoolLayer, Model
-from bnnhw.packing import pixel_words
 
 
 def run_with_reset(accel, garbage, reset_at, reset_cycles, words, frames, seed):
@@ -95,16 +95,13 @@ def test_reset_at_any_cycle_leaves_the_next_frames_exact(seed, conv, reset_cycle
         model = random_model(rng, int(rng.integers(1, 12)), 1, sizes)
     folding = random_folding(rng, model)
     accel = Accelerator(model, folding)
-    per_frame = len(pixel_words(random_images(rng, model, 1)[0], folding.pixels_per_word))
-    garbage = [w for image in random_images(rng, model, 2)
-               for w in pixel_words(image, folding.pixels_per_word)][:per_frame * 3 // 2 + 1]
+    per_frame = len(frame_words(folding, random_images(rng, model, 1)))
+    garbage = frame_words(folding, random_images(rng, model, 2))[:per_frame * 3 // 2 + 1]
     reset_at = int(rng.integers(1, accel.latency + 2 * accel.cycles_per_frame + 2))
     images = random_images(rng, model, 3)
-    words = [w for image in images for w in pixel_words(image, folding.pixels_per_word)]
-    after, _ = run_with_reset(accel, garbage, reset_at, reset_cycles, words, 3, seed)
-    classes, scores = reference.infer(model, images)
-    assert [accel.decode(w) for w in after] == [
-        (int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
+    after, _ = run_with_reset(accel, garbage, reset_at, reset_cycles,
+                              frame_words(folding, images), 3, seed)
+    assert [accel.decode(w) for w in after] == reference_outputs(model, images)
 
 
 def test_reset_with_a_result_waiting_drops_it():
@@ -114,16 +111,13 @@ def test_reset_with_a_result_waiting_drops_it():
     model = random_model(rng, 8, 1, [6, 4])
     folding = parse_fold("2x4,2x3@4", model)
     accel = Accelerator(model, folding)
-    first = random_images(rng, model, 1)
-    words = [w for w in pixel_words(first[0], folding.pixels_per_word)]
+    words = frame_words(folding, random_images(rng, model, 1))
     # Enough cycles for the first frame to reach the output, where it waits (ready is random).
     images = random_images(rng, model, 2)
     after, before = run_with_reset(
         accel, words, accel.latency + 20, 1,
-        [w for image in images for w in pixel_words(image, folding.pixels_per_word)], 2, 1)
-    classes, scores = reference.infer(model, images)
-    assert [accel.decode(w) for w in after] == [
-        (int(c), [int(v) for v in s]) for c, s in zip(classes, scores, strict=True)]
+        frame_words(folding, images), 2, 1)
+    assert [accel.decode(w) for w in after] == reference_outputs(model, images)
     assert before <= 1
 
 
