@@ -28,7 +28,8 @@ class SlidingWindowUnit(wiring.Component):
       not run dry while the unit reads ``K - 1`` new rows.
     * **Line buffer.** A memory of ``W`` words of ``(K - 1) * C`` bits: while pixel ``(y,
       x)`` arrives, word ``x`` holds the pixels ``(y - K + 1 .. y - 1, x)``, oldest in the low
-      bits. It is read (synchronously, the address running one pixel ahead) and written back
+      bits. It is read synchronously at the next position (a register, one pixel ahead; a
+      ``(K - 1) * C``-bit register keeps the word of a pixel that waits) and written back
       with the oldest pixel dropped and ``(y, x)`` added, so each pixel is stored once per row
       it is needed in. ``K = 1`` needs no buffer.
     * **Window.** ``K - 1`` column registers of ``K * C`` bits hold columns ``x - K + 1 ..
@@ -39,6 +40,10 @@ class SlidingWindowUnit(wiring.Component):
       low while a window pixel is offered and the register still holds slices that are not
       leaving this cycle. Other pixels are taken every cycle. The input queue's
       ``i_stream.ready`` is low only while it is full.
+    * **Clock.** Whether a pixel is taken, and whether the output register loads, are
+      functions of a handful of flip-flops (queue valid, window-position flags, output
+      valid, last-slice flag) and the consumer's ready, so the only long wires are the
+      enables of the window and output registers (``(2K - 1) * K * C`` bits).
 
     Timing
     ------
@@ -128,21 +133,39 @@ class SlidingWindowUnit(wiring.Component):
             queue.r_en.eq(ready),
         ]
 
+        # Pixel position, and whether it ends a window, kept as flags so that ``fire`` is
+        # a function of a few flip-flops: ``row_ok`` is ``y >= K - 1``, ``col_ok`` is
+        # ``x >= K - 1``.
         x, y = Signal(range(w)), Signal(range(h))
+        row_ok, col_ok = Signal(init=k == 1), Signal(init=k == 1)
         with m.If(fire):
             with m.If(x == w - 1):
-                m.d.sync += [x.eq(0), y.eq(Mux(y == h - 1, 0, y + 1))]
+                m.d.sync += [x.eq(0), col_ok.eq(k == 1)]
+                with m.If(y == h - 1):
+                    m.d.sync += [y.eq(0), row_ok.eq(k == 1)]
+                with m.Else():
+                    m.d.sync += [y.eq(y + 1), row_ok.eq(row_ok | (y == k - 2))]
             with m.Else():
-                m.d.sync += x.eq(x + 1)
+                m.d.sync += [x.eq(x + 1), col_ok.eq(col_ok | (x == k - 2))]
 
-        # The new column: rows y-K+1 .. y at x, oldest first.
+        # The new column: rows y-K+1 .. y at x, oldest first. The line buffer is always read
+        # at the next position ``ahead = (x + 1) mod W`` (a register), so no read address
+        # depends on ``fire``: the word read lands one cycle later, when ``x`` has moved there
+        # if the pixel was taken (``taken``); otherwise the word for ``x`` is still in
+        # ``kept``, which holds the current word every cycle.
         if k > 1:
             m.submodules.lines = lines = memory.Memory(
                 shape=unsigned((k - 1) * c), depth=w, init=[])
             read, write = lines.read_port(), lines.write_port()
-            column = Cat(read.data, pixel)
+            ahead, taken = Signal(range(w), init=1 % w), Signal()
+            kept = Signal((k - 1) * c, reset_less=True)
+            above = Mux(taken, read.data, kept)
+            column = Cat(above, pixel)
+            m.d.sync += [taken.eq(fire), kept.eq(above)]
+            with m.If(fire):
+                m.d.sync += ahead.eq(Mux(ahead == w - 1, 0, ahead + 1))
             m.d.comb += [
-                read.addr.eq(Mux(fire, Mux(x == w - 1, 0, x + 1), x)),
+                read.addr.eq(ahead),
                 write.addr.eq(x),
                 write.data.eq(column[c:]),
                 write.en.eq(fire),
@@ -158,16 +181,21 @@ class SlidingWindowUnit(wiring.Component):
         vector = Cat(*(window[kx][ky * c:(ky + 1) * c] for ky in range(k) for kx in range(k)))
         held = Signal(k * k * c, reset_less=True)
         part = Signal(range(s))
-        last = part == s - 1
-        is_window = (y >= k - 1) & (x >= k - 1)
+        last = Signal(init=s == 1)                  # part == S - 1
+        is_window = row_ok & col_ok
+        free = ~o.valid | (o.ready & last)          # the register may be loaded this cycle
+        # ``load`` is written out rather than as ``fire & is_window`` so that synthesis
+        # gives the output register's enable its own short logic cone.
+        load = queue.r_rdy & is_window & free
         m.d.comb += [
-            ready.eq(~is_window | ~o.valid | (o.ready & last)),
+            ready.eq(~is_window | free),
             o.payload.eq(held.word_select(part, self.out_width)),
         ]
         with m.If(o.valid & o.ready):
-            m.d.sync += part.eq(Mux(last, 0, part + 1))
+            m.d.sync += [part.eq(Mux(last, 0, part + 1)),
+                         last.eq(Mux(last, s == 1, part == s - 2))]
             with m.If(last):
                 m.d.sync += o.valid.eq(0)
-        with m.If(fire & is_window):
-            m.d.sync += [held.eq(vector), o.valid.eq(1), part.eq(0)]
+        with m.If(load):
+            m.d.sync += [held.eq(vector), o.valid.eq(1), part.eq(0), last.eq(s == 1)]
         return m
