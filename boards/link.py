@@ -406,6 +406,7 @@ class Link(wiring.Component):
         n.index = Signal(range(OVERHEAD_BYTES + 1 + max(len(self.identity),
                                                         self.result_bytes)), name="index")
         n.out_crc = Signal(8, name="out_crc")
+        n.at_last = Signal(name="at_last")
         byte, last = self._reply_byte(m, n)
         o, index, result, r_kind, r_status = (self.o_bytes, n.index, n.result, n.r_kind,
                                               n.r_status)
@@ -414,6 +415,11 @@ class Link(wiring.Component):
         # cycle after the index (or the reply) changes. A byte per UART frame leaves time.
         byte_q, fresh = Signal(8, name="byte_q"), Signal(name="fresh")
         m.d.sync += [byte_q.eq(byte), fresh.eq(1)]
+        # Where the index stands, kept as flags that move with it, so that the enables of
+        # the CRC, the result shifter and the FSM do not wait for comparisons of the index:
+        # ``crc_on`` is ``index >= 2``, ``in_body`` is ``index > 5``, ``n.at_last`` is
+        # ``index == last``.
+        crc_on, in_body = Signal(name="crc_on"), Signal(name="in_body")
         m.d.comb += o.payload.eq(byte_q)
 
         # Bytes lost since the last reply left: the next reply says OVERRUN.
@@ -432,7 +438,8 @@ class Link(wiring.Component):
                                  r_status.eq(Mux(lost | self.rx_lost, Status.OVERRUN,
                                                  tokens.r_data[2:4])),
                                  n.r_loaded.eq(tokens.r_data[4]),
-                                 index.eq(0), n.out_crc.eq(0), fresh.eq(0)]
+                                 index.eq(0), n.out_crc.eq(0), fresh.eq(0),
+                                 crc_on.eq(0), in_body.eq(0), n.at_last.eq(0)]
                     with m.If(lost | self.rx_lost):
                         m.d.sync += [lost.eq(0), self.error.eq(1)]
                     with m.If((tokens.r_data[:2] == KIND_IDENTIFY)
@@ -454,19 +461,21 @@ class Link(wiring.Component):
             with m.State("SEND"):
                 m.d.comb += o.valid.eq(fresh)
                 with m.If(fresh & o.ready):
-                    m.d.sync += [index.eq(index + 1), fresh.eq(0)]
-                    with m.If(index >= 2):
+                    m.d.sync += [index.eq(index + 1), fresh.eq(0), crc_on.eq(index >= 1),
+                                 in_body.eq(index >= 5), n.at_last.eq(index + 1 == last)]
+                    with m.If(crc_on):
                         m.d.sync += n.out_crc.eq(crc8_next(n.out_crc, byte_q))
-                    with m.If((index > 5) & (r_kind != KIND_IDENTIFY)):
+                    with m.If(in_body & (r_kind != KIND_IDENTIFY)):
                         m.d.sync += result.eq(result >> 8)
-                    with m.If(index == last):
+                    with m.If(n.at_last):
                         m.d.sync += self.activity.eq(1)
                         m.next = "IDLE"
 
     def _reply_byte(self, m, n):
         """The reply byte at ``n.index`` (combinational), and the index of the last byte."""
         r_kind, index = n.r_kind, n.index
-        ident_rom = Array(Const(v, 8) for v in (self.identity or b"\0"))
+        # Indexed by the reply index itself: the identity starts at byte 6.
+        ident_rom = Array(Const(v, 8) for v in bytes(6) + (self.identity or b"\0"))
         ident_len, result_len = len(self.identity) + 1, self.result_bytes + 1
         is_ident = r_kind == KIND_IDENTIFY
         is_load = r_kind == KIND_LOAD
@@ -492,12 +501,12 @@ class Link(wiring.Component):
             with m.Case(5):
                 m.d.comb += byte.eq(n.r_status)
             with m.Default():
-                with m.If(index == last):
+                with m.If(n.at_last):
                     m.d.comb += byte.eq(n.out_crc)
                 with m.Elif(is_ident):
                     # Bit 2 of the flags byte: weights_loaded when the request was answered.
                     flags = index == 6 + IDENTITY_FLAGS_INDEX
-                    m.d.comb += byte.eq(ident_rom[index - 6] | Mux(flags, n.r_loaded << 2, 0))
+                    m.d.comb += byte.eq(ident_rom[index] | Mux(flags, n.r_loaded << 2, 0))
                 with m.Else():
                     m.d.comb += byte.eq(n.result[:8])
         return byte, last

@@ -35,6 +35,9 @@ from .uart import UARTRx, UARTTx, uart_divisor
 __all__ = ["BoardTop", "LinkTop", "bits_pixel_values", "make_identity"]
 
 RX_FIFO_DEPTH = 16
+ACC_QUEUE_DEPTH = 3
+"""Words between the link and the accelerator: the least depth at which
+:class:`~amaranth.lib.fifo.SyncFIFOBuffered` passes one word per cycle."""
 PRESCALE_BITS = 12
 LED_ROLES = ("class0", "class1", "class2", "class3", "valid", "activity", "error")
 
@@ -86,7 +89,8 @@ class LinkTop(wiring.Component):
     spram_plan : tuple of SpramLayer
         Where the SPRAM layers sit (:func:`bnnhw.devices.plan_spram`).
     latency, cycles_per_frame : int
-        Of the accelerator (the link adds the UART time, see ``link_cycles_per_frame``).
+        Of the accelerator (the link adds the UART time, see ``link_cycles_per_frame``, and
+        its words pass a 2-cycle queue, ``ACC_QUEUE_DEPTH`` words, before the accelerator).
     link_cycles_per_frame : int
         ``request_bytes_raw * 10 * divisor``: cycles the UART needs per CLASSIFY_RAW frame.
     """
@@ -143,7 +147,15 @@ class LinkTop(wiring.Component):
         with m.Elif(rx_full & link.i_bytes.ready):
             m.d.sync += rx_full.eq(0)
         wiring.connect(m, link.o_bytes, tx.i_stream)
-        wiring.connect(m, link.acc_in, acc.i_stream)
+        # The link's words reach the accelerator through a 3-word queue (2 cycles), so the
+        # accelerator's ready, a chain through its first stages, ends at the queue's level
+        # flip-flops instead of running on into the link's parser and the UART FIFO.
+        m.submodules.acc_queue = queue = SyncFIFOBuffered(
+            width=len(link.acc_in.payload), depth=ACC_QUEUE_DEPTH)
+        m.d.comb += [queue.w_data.eq(link.acc_in.payload), queue.w_en.eq(link.acc_in.valid),
+                     link.acc_in.ready.eq(queue.w_rdy),
+                     acc.i_stream.payload.eq(queue.r_data), acc.i_stream.valid.eq(queue.r_rdy),
+                     queue.r_en.eq(acc.i_stream.ready)]
         wiring.connect(m, acc.o_stream, link.acc_out)
         bus = self.weight_bus
         m.d.comb += [bus.addr.eq(link.w_addr), bus.data.eq(link.w_data), bus.en.eq(link.w_en)]
