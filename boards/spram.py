@@ -153,6 +153,10 @@ class _SpramMVTU(MVTU):
         """PE 0 gets the bank, the others a slice of its data; ``init`` goes by LOAD_WEIGHTS."""
         return self.bank if pe == 0 else _Slice(self.bank, pe, self.simd)
 
+    def weight_offsets(self):
+        """All zero: the bank is read at PE 0's address, in the layout LOAD_WEIGHTS writes."""
+        return [0] * self.pe
+
 
 class SpramAccelerator(Accelerator):
     """:class:`~bnnhw.gateware.dataflow.Accelerator` with the layers of ``plan`` in SPRAM.

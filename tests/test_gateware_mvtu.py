@@ -56,6 +56,27 @@ def test_mvtu_weight_memory_is_overridable():
     dut = Recording(weights, None, 2, 2)
     run = run_stream(dut, [0b01, 0b11], 1)
     assert run.outputs == expected_words(weights, None, 2, np.array([[1, 0, 1, 1]]), 3)
+    # PE 1 stores its words one place ahead (weight_offsets: pe mod NF*SF).
+    assert dut.weight_offsets() == [0, 1]
+    assert built == [(0, [0b01, 0b11]), (1, [0b01, 0b00])]
+
+
+def test_mvtu_weight_offsets_can_be_switched_off():
+    built = []
+
+    class Fixed(MVTU):
+        def weight_memory(self, pe, init):
+            built.append((pe, list(init)))
+            return super().weight_memory(pe, init)
+
+        def weight_offsets(self):
+            return [0] * self.pe
+
+    weights = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], dtype=np.uint8)
+    dut = Fixed(weights, None, 2, 2)
+    run = run_stream(dut, [0b01, 0b11, 0b10, 0b00], 2)
+    vectors = np.array([[1, 0, 1, 1], [0, 1, 0, 0]])
+    assert run.outputs == expected_words(weights, None, 2, vectors, 3)
     assert built == [(0, [0b01, 0b11]), (1, [0b00, 0b01])]
 
 

@@ -170,6 +170,20 @@ class MVTU(wiring.Component):
         """
         return memory.Memory(shape=unsigned(self.simd), depth=self.nf * self.sf, init=init)
 
+    def weight_offsets(self):
+        """Address offset of each PE's weight memory: PE ``pe`` stores weight word ``a`` at
+        ``(a + o_pe) mod (NF * SF)`` and reads it with its own address counter, which runs
+        ``o_pe`` ahead of the shared one.
+
+        ``o_pe = pe mod (NF * SF)``, so the PEs' counters are different registers that
+        synthesis cannot merge: each drives one PE's memory, and a small memory built from
+        logic (a few words per PE) is decoded per PE instead of one address net fanning out to
+        every PE's decoder and the decoders sharing logic across the die. An override
+        returns all zeros where the stored layout is fixed from outside (weights written at
+        run time).
+        """
+        return [pe % (self.nf * self.sf) for pe in range(self.pe)]
+
     def elaborate(self, platform):
         m = Module()
         o = self.o_stream
@@ -200,16 +214,20 @@ class MVTU(wiring.Component):
         rbank = Signal(range(b_n))
         nf, sf, part, entry = (Signal(range(nf_n)), Signal(range(sf_n)), Signal(range(r)),
                                Signal(range(d)))
-        waddr = Signal(range(nf_n * sf_n))
         last_beat = sf == sf_n - 1
         go = Signal()
         m.d.comb += go.eq(full.bit_select(rbank, 1)
                           & (~last_beat | (reserved < self.queue_depth)))
         m.d.comb += [read.en.eq(1), read.addr.eq(rbank * d + entry)]
-        for port in weight_ports:
-            m.d.comb += [port.en.eq(1), port.addr.eq(waddr)]
+        # Weight address counters, one per distinct offset (see ``weight_offsets``): the
+        # counter of offset o holds (nf * SF + sf + o) mod (NF * SF).
+        waddr = {}
+        for port, offset in zip(weight_ports, self.weight_offsets(), strict=True):
+            if offset not in waddr:
+                waddr[offset] = Signal(range(nf_n * sf_n), init=offset, name=f"waddr{offset}")
+            m.d.comb += [port.en.eq(1), port.addr.eq(waddr[offset])]
         with m.If(go):
-            m.d.sync += waddr.eq(Mux(waddr == nf_n * sf_n - 1, 0, waddr + 1))
+            m.d.sync += [a.eq(Mux(a == nf_n * sf_n - 1, 0, a + 1)) for a in waddr.values()]
             with m.If(part == r - 1):
                 m.d.sync += [part.eq(0), entry.eq(Mux(entry == d - 1, 0, entry + 1))]
             with m.Else():
@@ -281,8 +299,8 @@ class MVTU(wiring.Component):
         the bits per threshold slot (0)."""
         words = mvtu_weight_words(self.weights, self.pe, self.simd)
         weight_ports = []
-        for pe in range(self.pe):
-            mem = self.weight_memory(pe, words_to_ints(words[pe]))
+        for pe, offset in enumerate(self.weight_offsets()):
+            mem = self.weight_memory(pe, words_to_ints(np.roll(words[pe], offset, axis=0)))
             m.submodules[f"weights{pe}"] = mem
             weight_ports.append(mem.read_port())
         if self.thresholds is None:
