@@ -101,3 +101,23 @@ def test_demo_bench_record_is_shown(repo):
     assert "install (venv + `pip install -e '.[dev]'`) 61 s, `bnnhw demo` 170 s, total 232 s" \
         in text
     assert "train  sfc  20.0" in text
+
+
+def test_stage_fmax_runs_are_tabled(repo):
+    stages = repo / "docs" / "boards" / "stages"
+    stages.mkdir(parents=True, exist_ok=True)
+    path = lambda ns: {"routing_ns": ns, "logic_ns": 1.0, "total_ns": ns + 1.0}  # noqa: E731
+    record = {"board": "ulx3s-85f", "model": "m.npz", "folding": "2x8,1x4@1", "freq_mhz": 100,
+              "seeds": [1, 2], "command": "python -m bnnhw.boards.stage_fmax --model m.npz",
+              "stages": [{"stage": "swu9", "kind": "swu", "fmax_mhz": 81.25,
+                          "runs": [{"seed": 1, "fmax_mhz": 93.5, "luts": 1234,
+                                    "critical_path": path(7.5)},
+                                   {"seed": 2, "fmax_mhz": 81.25, "luts": 1240,
+                                    "critical_path": path(9.0)}]}]}
+    (stages / "stage-fmax_ulx3s-85f_m.json").write_text(json.dumps(record))
+    data = collect(repo / "docs")
+    assert [r["stages"][0]["stage"] for r in data["stage_fmax"]][-1] == "swu9"
+    write_benchmarks(repo)
+    text = (repo / "BENCHMARKS.md").read_text()
+    assert "## Stage fmax" in text
+    assert "| swu9 | swu | 81.25 | 93.50 / 81.25 | 1234 | 7.50 |" in text

@@ -11,6 +11,7 @@ file                                        command
 ``docs/sim_build_<model>_<simulator>.json`` ``python -m bnnhw.sim.build_bench``
 ``docs/boards/<board>_<model>.json``        ``python -m bnnhw.boards.bench``
 ``docs/boards/auto/<board>_<model>.json``   ``python -m bnnhw.boards.bench --fold auto``
+``docs/boards/stages/stage-fmax_*.json``    ``python -m bnnhw.boards.stage_fmax``
 ``docs/estimator-calibration.json``         ``python -m bnnhw.tools.estimate_calibrate``
 ``docs/eval_<model>.json``                  ``bnnhw bench --run`` (reference on the test set)
 ``docs/anchors.json``                       ``bnnhw bench --anchors REFERENCE.md``
@@ -171,11 +172,13 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
     efficiency_path = docs / "training_efficiency.json"
     efficiency = (dict(_read(efficiency_path), source=str(efficiency_path))
                   if efficiency_path.is_file() else None)
+    stage_fmax = [dict(_read(p), source=str(p))
+                  for p in sorted((docs / "boards" / "stages").glob("stage-fmax_*.json"))]
     demo_path = docs / "demo_bench.json"
     demo = dict(_read(demo_path), source=str(demo_path)) if demo_path.is_file() else None
     return {"boards": _board_rows(docs, training), "training": train_rows,
             "simulation": sims, "simulator_builds": sim_builds, "evaluation": evals,
-            "calibration": calibration,
+            "calibration": calibration, "stage_fmax": stage_fmax,
             "anchors": anchors, "demo": demo, "training_efficiency": efficiency,
             "command": "bnnhw bench"}
 
@@ -312,6 +315,21 @@ def _calibration_section(calibration: dict[str, Any]) -> list[str]:
             + ["", "![Estimated against measured LUTs](docs/bench_calibration.png)", ""])
 
 
+def _stage_fmax_section(runs: list[dict[str, Any]]) -> list[str]:
+    out = ["## Stage fmax (each stage placed and routed alone, out of context)", ""]
+    for r in runs:
+        rows = [[s["stage"], s["kind"], _fmt(s["fmax_mhz"], ".2f"),
+                 " / ".join(_fmt(run["fmax_mhz"], ".2f") for run in s["runs"]),
+                 _fmt(s["runs"][0]["luts"]),
+                 _fmt((s["runs"][0]["critical_path"] or {}).get("routing_ns"), ".2f")]
+                for s in r["stages"]]
+        out += [f"`{r['command']}` ({r['board']}, `{r['folding']}`, aimed at "
+                f"{r['freq_mhz']:g} MHz):", ""]
+        out += _table(["stage", "kind", "fmax MHz (lowest)", "per seed", "LUTs",
+                       "routing ns on the path"], rows)
+    return out
+
+
 def _demo_section(demo: dict[str, Any]) -> list[str]:
     return ["## Demo from a fresh virtual environment", "",
             f"`{demo['command']}`: install (venv + `pip install -e '.[dev]'`) "
@@ -333,7 +351,7 @@ def format_markdown(data: dict[str, Any]) -> str:
     sections = [("training_efficiency", _efficiency_section), ("simulation", _simulation_section),
                 ("simulator_builds", _simulator_builds_section),
                 ("evaluation", _evaluation_section), ("calibration", _calibration_section),
-                ("demo", _demo_section)]
+                ("stage_fmax", _stage_fmax_section), ("demo", _demo_section)]
     for key, section in sections:
         if data.get(key):
             out += section(data[key])
