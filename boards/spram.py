@@ -149,13 +149,17 @@ class _SpramMVTU(MVTU):
             tail = words_to_ints(_wide_words(layer.weights, p)[:, p.count * SPRAM_WIDTH:])
         self.bank = _SpramBank(p, bus, tail, preload)
 
-    def weight_memory(self, pe, init):
+    def weight_memory(self, pe, init, width):
         """PE 0 gets the bank, the others a slice of its data; ``init`` goes by LOAD_WEIGHTS."""
         return self.bank if pe == 0 else _Slice(self.bank, pe, self.simd)
 
+    def weight_slices(self):
+        """One slice: the bank holds whole weight words."""
+        return [self.simd]
+
     def weight_offsets(self):
         """All zero: the bank is read at PE 0's address, in the layout LOAD_WEIGHTS writes."""
-        return [0] * self.pe
+        return [[0]] * self.pe
 
 
 class SpramAccelerator(Accelerator):

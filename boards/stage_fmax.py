@@ -99,8 +99,9 @@ def place_stage(component: wiring.Component, board: str, work_dir: Path, freq_mh
     Returns
     -------
     dict
-        ``{"seed", "fmax_mhz", "luts", "ffs", "critical_path"}`` (the last two as
-        :func:`bnnhw.boards.build.parse_nextpnr_log` and ``parse_critical_path`` give them).
+        ``{"seed", "fmax_mhz", "luts", "ffs", "bram", "critical_path"}`` (counts as
+        :func:`bnnhw.boards.build.parse_nextpnr_log` and the path as ``parse_critical_path``
+        give them; ``ffs`` is None on iCE40, where nextpnr counts no flip-flops apart).
     """
     info = get_board(board)
     env = toolchain_env(info, program=False)
@@ -118,9 +119,8 @@ def place_stage(component: wiring.Component, board: str, work_dir: Path, freq_mh
     if run.returncode:
         raise RuntimeError(f"nextpnr failed on seed {seed}, see {work_dir / 'nextpnr.log'}")
     util = parse_nextpnr_log(run.stderr, info.family)
-    return {"seed": seed, "fmax_mhz": util["fmax_mhz"],
-            "luts": util["luts"]["used"] if util["luts"] else None,
-            "ffs": util["ffs"]["used"] if util.get("ffs") else None,
+    used = {key: util[key]["used"] if util.get(key) else None for key in ("luts", "ffs", "bram")}
+    return {"seed": seed, "fmax_mhz": util["fmax_mhz"], **used,
             "critical_path": parse_critical_path(run.stderr)}
 
 
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"folding {folding.spec} on {args.board}")
     for r in rows:
         print(f"  {r['stage']:12s} {r['kind']:12s} fmax {r['fmax_mhz']:7.2f} MHz "
-              f"({r['runs'][0]['luts']} LUTs)")
+              f"({r['runs'][0]['luts']} LUTs, {r['runs'][0]['bram']} block RAMs)")
     if limit is not None:
         print(f"slowest stage: {limit['stage']} at {limit['fmax_mhz']:.2f} MHz")
     args.out_dir.mkdir(parents=True, exist_ok=True)

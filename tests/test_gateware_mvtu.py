@@ -48,16 +48,16 @@ def test_mvtu_weight_memory_is_overridable():
     built = []
 
     class Recording(MVTU):
-        def weight_memory(self, pe, init):
+        def weight_memory(self, pe, init, width):
             built.append((pe, list(init)))
-            return super().weight_memory(pe, init)
+            return super().weight_memory(pe, init, width)
 
     weights = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], dtype=np.uint8)
     dut = Recording(weights, None, 2, 2)
     run = run_stream(dut, [0b01, 0b11], 1)
     assert run.outputs == expected_words(weights, None, 2, np.array([[1, 0, 1, 1]]), 3)
     # PE 1 stores its words one place ahead (weight_offsets: pe mod NF*SF).
-    assert dut.weight_offsets() == [0, 1]
+    assert dut.weight_offsets() == [[0], [1]]
     assert built == [(0, [0b01, 0b11]), (1, [0b01, 0b00])]
 
 
@@ -65,12 +65,12 @@ def test_mvtu_weight_offsets_can_be_switched_off():
     built = []
 
     class Fixed(MVTU):
-        def weight_memory(self, pe, init):
+        def weight_memory(self, pe, init, width):
             built.append((pe, list(init)))
-            return super().weight_memory(pe, init)
+            return super().weight_memory(pe, init, width)
 
         def weight_offsets(self):
-            return [0] * self.pe
+            return [[0]] * self.pe
 
     weights = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], dtype=np.uint8)
     dut = Fixed(weights, None, 2, 2)
@@ -120,4 +120,39 @@ def test_mvtu_over_many_vectors_keeps_the_frame_contract(mh, mw, pe, simd, in_wi
     assert steady_interval(run.out_times, per_frame) == dut.cycles_per_frame
     run = run_stream(MVTU(weights, thresholds, pe, simd, in_width, vectors=vectors, banks=banks),
                      words, len(expected), in_stall=0.3, out_stall=0.3, seed=1)
+    assert run.outputs == expected
+
+
+def test_large_pe_memories_are_split_into_columns_of_whole_block_ram_ports():
+    # cbcnn-deep's dense layer folded 1x256: 4096 words of 256 bits per PE (57 DP16KD): cut
+    # into 36-bit columns (8 cascaded blocks each) and the 4 bits left (one 4096 x 4 block),
+    # every counter its own offset.
+    dut = MVTU(np.zeros((512, 2048), dtype=np.uint8), None, 1, 256)
+    assert dut.nf * dut.sf == 4096
+    assert dut.weight_slices() == [36] * 7 + [4]
+    assert dut.weight_offsets() == [list(range(8))]
+    small = MVTU(np.zeros((64, 576), dtype=np.uint8), None, 16, 192)
+    assert small.weight_slices() == [192]
+
+
+@settings(max_examples=15, deadline=None)
+@given(mh=st.integers(1, 8), mw=st.integers(1, 24), output=st.booleans(),
+       slice_bits=st.integers(1, 64), seed=st.integers(0, 2**32 - 1))
+def test_sliced_weight_memories_match_the_reference(mh, mw, output, slice_bits, seed):
+    rng = np.random.default_rng(seed)
+    pe = int(rng.choice(divisors(mh)))
+    simd = int(rng.choice(divisors(mw)))
+    weights = rng.integers(0, 2, (mh, mw)).astype(np.uint8)
+    thresholds = None if output else random_thresholds(rng, mw, mh)
+    vectors = rng.integers(0, 2, (3, mw)).astype(np.uint8)
+    words = [w for v in vectors for w in words_to_ints(vector_to_words(v, simd))]
+
+    class Sliced(MVTU):
+        def weight_slices(self):
+            # Columns of slice_bits (the last one narrower), as a large memory would be cut.
+            return [min(slice_bits, self.simd - lo) for lo in range(0, self.simd, slice_bits)]
+
+    dut = Sliced(weights, thresholds, pe, simd, simd)
+    expected = expected_words(weights, thresholds, pe, vectors, dut.lane_bits)
+    run = run_stream(dut, words, len(expected), in_stall=0.3, out_stall=0.3, seed=seed)
     assert run.outputs == expected

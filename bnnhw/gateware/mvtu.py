@@ -10,7 +10,18 @@ from ..packing import check_folding, mvtu_thresholds, mvtu_weight_words, words_t
 from .pixeldot import PIXEL_BITS, PixelDot
 from .popcount import Popcount, popcount_latency
 
-__all__ = ["MVTU"]
+WEIGHT_SLICE_BITS = 8 * 16384
+"""Most weight bits behind one address counter: the data bits of 8 ECP5 DP16KD blocks. A PE
+whose memory is larger has it split into column slices (:meth:`MVTU.weight_slices`). It is
+more than all the block RAM of an iCE40UP5K (30 x 4 Kbit), so iCE40 designs are never split."""
+
+WEIGHT_SLICE_QUANTUM = 36
+"""Slice widths are multiples of this: the widest DP16KD port. yosys packs a deep memory into
+36-bit-wide columns of cascaded blocks plus one narrower block for the rest, so cutting at
+multiples of 36 bits leaves the block count unchanged."""
+
+
+__all__ = ["MVTU", "WEIGHT_SLICE_BITS", "WEIGHT_SLICE_QUANTUM"]
 
 
 class MVTU(wiring.Component):
@@ -162,27 +173,48 @@ class MVTU(wiring.Component):
                        for nf in range(self.nf))
         return out
 
-    def weight_memory(self, pe, init):
-        """Create PE ``pe``'s weight memory (``NF * SF`` words of ``SIMD`` bits, ``init``).
+    def weight_memory(self, pe, init, width):
+        """Create one weight memory of PE ``pe``: ``NF * SF`` words of ``width`` bits, ``init``.
 
         The one place weight storage is made; override it to use another kind of memory
         (for example one written at run time). Only a synchronous read port is taken from it.
+        ``width`` is one entry of :meth:`weight_slices` (``SIMD`` unless the PE's weights are
+        split into column slices).
         """
-        return memory.Memory(shape=unsigned(self.simd), depth=self.nf * self.sf, init=init)
+        return memory.Memory(shape=unsigned(width), depth=self.nf * self.sf, init=init)
+
+    def weight_slices(self):
+        """Widths of the column slices of a PE's weight word (summing to ``SIMD``).
+
+        A PE whose weights exceed ``WEIGHT_SLICE_BITS`` (``SIMD * NF * SF`` bits) has them in
+        ``n = ceil(SIMD * NF * SF / WEIGHT_SLICE_BITS)`` memories of about ``SIMD / n``
+        columns, each behind its own address counter, so that no address net runs to more
+        than a few block RAMs. Each width but the last is a multiple of
+        ``WEIGHT_SLICE_QUANTUM``, so the slices take the same block RAMs as the whole word.
+        """
+        depth = self.nf * self.sf
+        count = -(-self.simd * depth // WEIGHT_SLICE_BITS)
+        if count <= 1:
+            return [self.simd]
+        quantum = WEIGHT_SLICE_QUANTUM
+        width = -(-self.simd // (count * quantum)) * quantum
+        widths = [width] * (self.simd // width)
+        return widths + ([self.simd % width] if self.simd % width else [])
 
     def weight_offsets(self):
-        """Address offset of each PE's weight memory: PE ``pe`` stores weight word ``a`` at
-        ``(a + o_pe) mod (NF * SF)`` and reads it with its own address counter, which runs
-        ``o_pe`` ahead of the shared one.
+        """Address offset of each weight memory, ``[pe][slice]``: the memory stores weight word
+        ``a`` at ``(a + o) mod (NF * SF)`` and is read by its own address counter, which runs
+        ``o`` ahead of the shared one.
 
-        ``o_pe = pe mod (NF * SF)``, so the PEs' counters are different registers that
-        synthesis cannot merge: each drives one PE's memory, and a small memory built from
-        logic (a few words per PE) is decoded per PE instead of one address net fanning out to
-        every PE's decoder and the decoders sharing logic across the die. An override
-        returns all zeros where the stored layout is fixed from outside (weights written at
-        run time).
+        ``o = (pe * n + slice) mod (NF * SF)`` for ``n`` slices per PE, so the counters are
+        different registers that synthesis cannot merge: each drives one memory, and a small
+        memory built from logic (a few words per PE) is decoded per PE instead of one address
+        net fanning out to every PE's decoder and the decoders sharing logic across the die.
+        An override returns all zeros where the stored layout is fixed from outside (weights
+        written at run time).
         """
-        return [pe % (self.nf * self.sf) for pe in range(self.pe)]
+        n, depth = len(self.weight_slices()), self.nf * self.sf
+        return [[(pe * n + j) % depth for j in range(n)] for pe in range(self.pe)]
 
     def elaborate(self, platform):
         m = Module()
@@ -222,10 +254,12 @@ class MVTU(wiring.Component):
         # Weight address counters, one per distinct offset (see ``weight_offsets``): the
         # counter of offset o holds (nf * SF + sf + o) mod (NF * SF).
         waddr = {}
-        for port, offset in zip(weight_ports, self.weight_offsets(), strict=True):
-            if offset not in waddr:
-                waddr[offset] = Signal(range(nf_n * sf_n), init=offset, name=f"waddr{offset}")
-            m.d.comb += [port.en.eq(1), port.addr.eq(waddr[offset])]
+        for ports, offsets in zip(weight_ports, self.weight_offsets(), strict=True):
+            for port, offset in zip(ports, offsets, strict=True):
+                if offset not in waddr:
+                    waddr[offset] = Signal(range(nf_n * sf_n), init=offset,
+                                           name=f"waddr{offset}")
+                m.d.comb += [port.en.eq(1), port.addr.eq(waddr[offset])]
         with m.If(go):
             m.d.sync += [a.eq(Mux(a == nf_n * sf_n - 1, 0, a + 1)) for a in waddr.values()]
             with m.If(part == r - 1):
@@ -248,10 +282,11 @@ class MVTU(wiring.Component):
         tag1 = Signal(nf_bits + 2, reset_less=True)
         m.d.sync += [valid1.eq(go), part1.eq(part), tag1.eq(Cat(nf, sf == 0, last_beat))]
         x = read.data.word_select(part1, e * self.simd)
+        weight_words = [Cat(*(port.data for port in ports)) for ports in weight_ports]
         if self.pixels8:  # the pixels once, then each PE's weight bits
-            lanes_in = Cat(x, *(port.data for port in weight_ports), tag1)
+            lanes_in = Cat(x, *weight_words, tag1)
         else:
-            lanes_in = Cat(*(~(x ^ port.data) for port in weight_ports), tag1)
+            lanes_in = Cat(*(~(x ^ word) for word in weight_words), tag1)
         # Registered before the popcount: the memories' clock-to-out and the routing from
         # them end here, not in the popcount's first adders.
         valid2, lanes2 = Signal(), Signal(len(lanes_in), reset_less=True)
@@ -294,15 +329,23 @@ class MVTU(wiring.Component):
         return read, full, next_bank
 
     def _memories(self, m):
-        """One weight memory per PE (:meth:`weight_memory`) and, for a thresholded layer, the
-        threshold memory. Returns the weight read ports, the threshold read port (None) and
-        the bits per threshold slot (0)."""
+        """The weight memories of each PE, one per column slice (:meth:`weight_memory`,
+        :meth:`weight_slices`, rotated by :meth:`weight_offsets`) and, for a thresholded
+        layer, the threshold memory. Returns the weight read ports per PE (low columns
+        first), the threshold read port (None) and the bits per threshold slot (0)."""
         words = mvtu_weight_words(self.weights, self.pe, self.simd)
+        widths = self.weight_slices()
+        lows = np.cumsum([0] + widths)
         weight_ports = []
-        for pe, offset in enumerate(self.weight_offsets()):
-            mem = self.weight_memory(pe, words_to_ints(np.roll(words[pe], offset, axis=0)))
-            m.submodules[f"weights{pe}"] = mem
-            weight_ports.append(mem.read_port())
+        for pe, offsets in enumerate(self.weight_offsets()):
+            ports = []
+            for j, (width, offset) in enumerate(zip(widths, offsets, strict=True)):
+                columns = words[pe][:, lows[j]:lows[j] + width]
+                mem = self.weight_memory(pe, words_to_ints(np.roll(columns, offset, axis=0)),
+                                         width)
+                m.submodules[f"weights{pe}" if len(widths) == 1 else f"weights{pe}_{j}"] = mem
+                ports.append(mem.read_port())
+            weight_ports.append(ports)
         if self.thresholds is None:
             return weight_ports, None, 0
         tbits = self.threshold_bits
