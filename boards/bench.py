@@ -57,7 +57,9 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
     accuracy = evaluate(model_path, dataset, None, data_dir)["accuracy"]
     report[f"reference_accuracy_{dataset}_test"] = accuracy
     report["command"] = "python -m bnnhw.boards.bench " + shlex.join(
-        ["--model", str(model_path), "--board", board] + (["--fold", request] if request else [])
+        ["--model", str(model_path), "--board", board]
+        + (["--dataset", dataset] if dataset != "mnist" else [])
+        + (["--fold", request] if request else [])
         + (["--target-fps", target_fps] if target_fps else [])
         + (["--clock-mhz", clock_mhz if isinstance(clock_mhz, str) else f"{clock_mhz:g}"]
            if clock_mhz else [])
@@ -76,8 +78,8 @@ def run_benchmark(model_path: Path, board: str, fold: str | None = None,
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point."""
+def parser() -> argparse.ArgumentParser:
+    """The command line's arguments (also used to read back the ``command`` of a report)."""
     parser = argparse.ArgumentParser(prog="python -m bnnhw.boards.bench", description=__doc__)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--board", required=True)
@@ -90,7 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run from a PLL at up to this clock (MHz), or 'auto'")
     parser.add_argument("--router", choices=NEXTPNR_ROUTERS,
                         help="nextpnr's router (default router1)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    args = parser().parse_args(argv)
     try:
         run_benchmark(args.model, args.board, args.fold, args.dataset, args.data_dir,
                       args.out_dir, args.target_fps, args.clock_mhz, args.router)

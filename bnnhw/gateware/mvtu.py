@@ -41,7 +41,9 @@ class MVTU(wiring.Component):
 
     Folding and memories (:mod:`bnnhw.packing`): ``NF = MH / PE``, ``SF = MW / SIMD``. PE
     ``pe`` has its own weight ROM of ``NF * SF`` words of ``SIMD`` bits
-    (:func:`~bnnhw.packing.mvtu_weight_words`) and a threshold slot per neuron fold
+    (:func:`~bnnhw.packing.mvtu_weight_words`; stored rotated and read by an address counter
+    of its own, :meth:`weight_offsets`, and cut into column slices when large,
+    :meth:`weight_slices`) and a threshold slot per neuron fold
     (:func:`~bnnhw.packing.mvtu_thresholds`). Output word ``nf`` holds lane ``pe`` = neuron
     ``nf * PE + pe`` (one bit, or one score of ``MW.bit_length()`` bits).
 
