@@ -171,11 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    model = load_model(args.model)
-    folding = resolve_fold(args.fold, model, args.board, args.target_fps)
-    accelerator = Accelerator(model, folding)
     stages = args.stages.split(",") if args.stages else None
-    try:
+    try:  # a bad model file, board, folding or stage name: one line naming it, exit 2
+        model = load_model(args.model)
+        folding = resolve_fold(args.fold, model, args.board, args.target_fps)
+        accelerator = Accelerator(model, folding)
         rows = stage_fmax(accelerator, args.board, stages, args.freq, seeds)
     except ValueError as exc:
         parser.error(str(exc))

@@ -53,6 +53,23 @@ def test_unknown_stage_is_refused_with_the_names():
         stage_fmax.stage_fmax(acc, "orangecrab-25f", ["swu9"])
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--model", "nope.npz", "--board", "ulx3s-85f"], "nope.npz: no such model file"),
+    (["--model", "MODEL", "--board", "de10"], "unknown board 'de10'"),
+    (["--model", "MODEL", "--board", "ulx3s-85f", "--stages", "swu9"], "unknown stage(s)"),
+])
+def test_bad_input_is_named_and_nothing_is_written(args, named, tmp_path, capsys):
+    model = tiny_model()
+    path = tmp_path / "m.npz"
+    model.save(path)
+    args = [str(path) if a == "MODEL" else a for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        stage_fmax.main([*args, "--fold", "2x8,1x4@1", "--out-dir", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_seeds_are_refused(capsys):
     with pytest.raises(SystemExit):
         stage_fmax.main(["--model", "x.npz", "--board", "orangecrab-25f", "--fold", "auto",
