@@ -244,20 +244,30 @@ class MLP(LayerStack):
     def footprint_bytes(self) -> int:
         """Bytes of parameters needed for inference, as stored.
 
-        W1A1: packed weight bits (``ceil(MW / 8)`` bytes per row) plus one int16 threshold per
-        hidden neuron. W1A32: packed weight bits and the eval BN as a float32 scale and shift per
+        W1A1: packed weight bits (``ceil(MW / 8)`` bytes per row) plus one integer threshold
+        per hidden neuron, int16 when the layer's sums fit (``|a| <= MW * x_max <= 32767``,
+        ``x_max`` = 1 for bits, 255 for the 8-bit pixels of a ``pixels8`` first layer), int32
+        otherwise. W1A32: packed weight bits and the eval BN as a float32 scale and shift per
         hidden neuron (the positive output scale does not change the argmax). FP32: every
         weight and bias as float32 plus the BN scale and shift per hidden neuron.
         """
         total = 0
+        sum_bound = 0
         for layer in self.layers:
             if isinstance(layer, BinaryDense):
                 mh, mw = layer.params["W"].shape
                 total += mh * -(-mw // 8)
+                sum_bound = mw
+            elif isinstance(layer, PixelScale):
+                sum_bound *= 255
             elif isinstance(layer, Dense):
                 total += 4 * (layer.params["W"].size + layer.params["b"].size)
             elif isinstance(layer, BatchNorm1d):
-                total += layer.running_mean.size * (2 if self.mode == "W1A1" else 8)
+                if self.mode == "W1A1":
+                    per_neuron = 2 if sum_bound <= np.iinfo(np.int16).max else 4
+                else:
+                    per_neuron = 8
+                total += layer.running_mean.size * per_neuron
         return total
 
     def export(self, meta: dict) -> Model:
