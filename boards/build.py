@@ -74,6 +74,19 @@ class BuildError(RuntimeError):
     """The toolchain ran but failed; the message names the step and ends with the log tail."""
 
 
+class TimingMissed(BuildError):
+    """Place and route finished below the clock asked for; ``fmax_mhz`` is what it reached."""
+
+    def __init__(self, message: str, fmax_mhz: float) -> None:
+        super().__init__(message)
+        self.fmax_mhz = fmax_mhz
+
+
+AUTO_CLOCK_RETRIES = 2
+"""Place-and-route runs ``--clock-mhz auto`` adds after a missed clock, each at the PLL's
+highest frequency up to the fmax the missed run reached."""
+
+
 def toolchain_env(board: Board, program: bool) -> dict[str, str]:
     """Environment for ``platform.build``: absolute YoWASP paths and tool stubs.
 
@@ -299,8 +312,10 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
         Run ``sync`` from a PLL at the highest frequency it can make up to this value
         (:func:`bnnhw.boards.pll.pll_settings`), constrained for nextpnr; None: the board's
         oscillator. ``"auto"``: up to the estimator's ``safe_clock_mhz`` for this design
-        (:func:`bnnhw.estimate.estimate`); the report keeps the request and the estimate as
-        ``clock_request``.
+        (:func:`bnnhw.estimate.estimate`); if place and route misses that clock, it runs
+        again (at most :data:`AUTO_CLOCK_RETRIES` times) at the PLL's highest frequency up to
+        the fmax it reached. The report keeps the request, the estimate and the missed runs
+        (``clock_request["missed"]``: clock and fmax of each) as ``clock_request``.
     router : {"router1", "router2"} or None
         nextpnr's router (None: its default, router1). router2 routes large congested ECP5
         designs that router1 leaves unrouted for hours (cbcnn-deep on the ULX3S, 81 % of the
@@ -320,6 +335,8 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
         ``program=True`` without the programmer, before synthesis.
     BuildError
         A tool failed (message with the log tail); ``out_dir`` keeps no partial report.
+        :class:`TimingMissed` (a ``BuildError``) for a clock that was not met, after the
+        retries of ``"auto"``.
     """
     # The gateware (amaranth) loads when a bitstream is built, not with this module.
     from .top import BoardTop
@@ -340,11 +357,28 @@ def build(model: Model, board: str, out_dir: str | os.PathLike, fold: Any = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    work = _run_toolchain(top, info, env, out_dir, program, router)
+    missed_runs: list[dict[str, float]] = []
+    while True:
+        try:
+            work = _run_toolchain(top, info, env, out_dir, program, router)
+            break
+        except TimingMissed as missed:
+            # "auto" promises a clock that is met: the estimate's clock missed, so route
+            # again at the PLL's highest frequency up to the fmax this run reached.
+            if clock_request is None or len(missed_runs) == AUTO_CLOCK_RETRIES:
+                raise
+            missed_runs.append({"clock_mhz": top.clk_hz / 1e6, "fmax_mhz": missed.fmax_mhz})
+            try:
+                pll = pll_settings(info.family, info.clk_hz, missed.fmax_mhz * 1e6)
+            except ValueError:
+                raise missed from None
+            top = BoardTop(model, placement.folding, board, baud, placement.spram_layers, pll)
+    if missed_runs:
+        shutil.rmtree(out_dir / "build-failed", ignore_errors=True)
     report = _report(model, info, placement, top, pll, baud, env, work, program,
                      time.perf_counter() - start)
     if clock_request is not None:
-        report["clock_request"] = clock_request
+        report["clock_request"] = clock_request | {"missed": missed_runs}
     if router is not None:
         report["router"] = router
 
@@ -393,8 +427,9 @@ def _run_toolchain(top: Any, info: Board, env: dict[str, str], out_dir: Path,
         missed = timing_failure(tim.read_text(errors="replace") if tim.is_file() else "")
         if missed:
             summary, _, path = missed.partition("\n")
-            raise BuildError(f"{info.name}: {summary}; logs kept in {failed}\n{path}"
-                             .rstrip()) from exc
+            fmax = float(_FMAX_FAIL.findall(tim.read_text(errors="replace"))[-1][0])
+            raise TimingMissed(f"{info.name}: {summary}; logs kept in {failed}\n{path}"
+                               .rstrip(), fmax) from exc
         raise BuildError(f"{info.name} build failed ({exc}); logs kept in {failed}\n"
                          f"{log_tail(failed / (NAME + '.tim'), 25)}") from exc
     bitstream = work / f"{NAME}.{info.bitstream}"
@@ -464,7 +499,10 @@ def _clock_request_note(request: dict[str, Any] | None) -> str:
     basis = (f"measured fmax {request['measured_fmax_mhz']:.2f} MHz"
              if request["measured_fmax_mhz"] is not None
              else f"estimated fmax {request['estimated_fmax_mhz']:.1f} MHz")
-    return f"; auto: safe clock {request['safe_clock_mhz']:.2f} MHz from the {basis}"
+    retries = "".join(f"; missed at {run['clock_mhz']:.2f} MHz (fmax {run['fmax_mhz']:.2f}), "
+                      "routed again below it" for run in request.get("missed", ()))
+    return (f"; auto: safe clock {request['safe_clock_mhz']:.2f} MHz from the {basis}"
+            f"{retries}")
 
 
 def _critical_path_lines(path: dict[str, Any] | None) -> list[str]:

@@ -189,10 +189,20 @@ class Link(wiring.Component):
         m = Module()
         n = SimpleNamespace(b=self.i_bytes)
         self._packer(m, n)
-        # Reply tokens: (kind, status, weights_loaded) per reply, in request order.
+        # Reply tokens: (kind, status, weights_loaded) per reply, in request order. The parser
+        # decides a token into a register (``tok_push``, ``tok_q``) and the queue takes it from
+        # there, so the queue's write enables do not wait for the parser's decision logic.
         m.submodules.tokens = n.tokens = SyncFIFOBuffered(width=5, depth=TOKEN_DEPTH)
         n.tok_kind, n.tok_status = Signal(2, name="tok_kind"), Signal(2, name="tok_status")
-        m.d.comb += n.tokens.w_data.eq(Cat(n.tok_kind, n.tok_status, self.weights_loaded))
+        n.tok_push, tok_q = Signal(name="tok_push"), Signal(5, name="tok_q")
+        n.tok_free = ~n.tok_push
+        n.tok_write = Signal(name="tok_write")
+        m.d.comb += [n.tokens.w_en.eq(n.tok_push), n.tokens.w_data.eq(tok_q)]
+        with m.If(n.tok_push & n.tokens.w_rdy):
+            m.d.sync += n.tok_push.eq(0)
+        with m.If(n.tok_write):
+            m.d.sync += [n.tok_push.eq(1),
+                         tok_q.eq(Cat(n.tok_kind, n.tok_status, self.weights_loaded))]
         self._parser(m, n)
         self._serialiser(m, n)
         return m
@@ -366,32 +376,32 @@ class Link(wiring.Component):
     def _end_states(self, m, n):
         """PAD (a timed-out classify completed with zero pixels) and CHECK (the CRC byte,
         compared into a register), then REPLY: each queues the reply token."""
-        tokens, kind = n.tokens, n.kind
+        kind, free = n.kind, n.tok_free
         with m.State("PAD"):
             m.d.comb += [n.pix_valid.eq(n.pixels_left != 0), n.pix_data.eq(0)]
             with m.If((n.pixels_left != 0) & n.pix_ready):
                 m.d.sync += n.pixels_left.eq(n.pixels_left - 1)
-            with m.If((n.pixels_left == 0) & tokens.w_rdy):
-                m.d.comb += [tokens.w_en.eq(1), n.tok_kind.eq(kind),
+            with m.If((n.pixels_left == 0) & free):
+                m.d.comb += [n.tok_write.eq(1), n.tok_kind.eq(kind),
                              n.tok_status.eq(Status.TIMEOUT)]
                 m.next = "HUNT"
         with m.State("CHECK"):
-            # The CRC compare is registered; REPLY queues the token a cycle later, so the
-            # received byte does not reach the token queue's memory within a cycle.
+            # The CRC compare is registered; REPLY decides the token a cycle later, so the
+            # received byte does not reach the token register within a cycle.
             m.d.comb += [n.accept.eq(1), n.tok_kind.eq(kind)]
             with m.If(n.taken):
                 m.d.sync += n.crc_good.eq(n.b.payload == n.crc)
                 m.next = "REPLY"
-            with m.Elif(n.timeout & tokens.w_rdy):
-                m.d.comb += [tokens.w_en.eq(kind != KIND_IDENTIFY),
+            with m.Elif(n.timeout & free):
+                m.d.comb += [n.tok_write.eq(kind != KIND_IDENTIFY),
                              n.tok_status.eq(Status.TIMEOUT)]
                 m.next = "HUNT"
         with m.State("REPLY"):
             good = n.crc_good
             m.d.comb += n.tok_kind.eq(kind)
-            with m.If(tokens.w_rdy):
+            with m.If(free):
                 m.d.comb += [n.tok_status.eq(Mux(good, Status.OK, Status.BAD_CRC)),
-                             tokens.w_en.eq((kind != KIND_IDENTIFY) | good)]
+                             n.tok_write.eq((kind != KIND_IDENTIFY) | good)]
                 with m.If((kind == KIND_LOAD) & n.commit & good):
                     m.d.sync += self.weights_loaded.eq(1)
                 m.next = "HUNT"

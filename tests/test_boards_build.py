@@ -150,7 +150,8 @@ def test_real_orangecrab_build_at_the_auto_clock(tmp_path):
                    router="router2")
     assert report["router"] == "router2"
     assert "--router router2" in (tmp_path / "build" / "build_bnnhw_top.sh").read_text()
-    assert report["clock_request"] == request and request["measured_fmax_mhz"] is None
+    assert report["clock_request"] == request | {"missed": []}
+    assert request["measured_fmax_mhz"] is None
     assert report["clk_mhz"] == pytest.approx(
         pll_settings("ecp5", 48e6, safe * 1e6).f_out_hz / 1e6)
     assert report["pll"] and report["clk_mhz"] <= safe and report["timing_met"]
@@ -253,3 +254,57 @@ def test_a_missed_clock_names_fmax_a_clock_that_passes_and_the_critical_path():
                               "ask for a slower clock (--clock-mhz 147)\n")
     assert "6.78 ns (4.62 logic, 2.16 routing) through layer0" in message
     assert "to   core.accelerator.layer0.popcount.l0_s0_1_TRELLIS_FF_Q" in message
+
+
+def test_auto_clock_routes_again_below_a_missed_clock(tmp_path, monkeypatch):
+    # The toolchain is replaced by a stand-in that misses the first clock (fmax 41.67 MHz) and
+    # meets the next; "auto" must route again at the PLL's step below 41.67, record the miss,
+    # and leave no failed build behind.
+    clocks = []
+
+    def toolchain(top, info, env, out_dir, program, router):
+        clocks.append(top.clk_hz / 1e6)
+        if len(clocks) == 1:
+            (out_dir / "build-failed").mkdir()
+            raise build_mod.TimingMissed("icebreaker: timing not met", 41.67)
+        work = out_dir / "work"
+        work.mkdir()
+        (work / "bnnhw_top.bin").write_bytes(b"bits")
+        return work
+
+    monkeypatch.setattr(build_mod, "_run_toolchain", toolchain)
+    monkeypatch.setattr(build_mod, "_report", lambda model, info, placement, top, *rest: {
+        "bitstream": "bnnhw_top.bin", "clk_mhz": top.clk_hz / 1e6})
+    monkeypatch.setattr(build_mod, "format_report", lambda report: "report")
+    monkeypatch.setattr(build_mod, "auto_clock", lambda model, info, placement: (
+        45.0, {"clock": "auto", "estimated_fmax_mhz": 50.0, "measured_fmax_mhz": None,
+               "safe_clock_mhz": 45.0}))
+    report = build(tiny_model(), "icebreaker", tmp_path, clock_mhz="auto")
+    second = pll_settings("ice40", 12e6, 41.67e6).f_out_hz / 1e6
+    assert clocks == [pll_settings("ice40", 12e6, 45e6).f_out_hz / 1e6, second]
+    assert report["clk_mhz"] == second <= 41.67
+    assert report["clock_request"]["missed"] == [{"clock_mhz": clocks[0], "fmax_mhz": 41.67}]
+    assert not (tmp_path / "build-failed").exists()
+    assert (tmp_path / "bnnhw_top.bin").read_bytes() == b"bits"
+    note = build_mod._clock_request_note(report["clock_request"])
+    assert f"missed at {clocks[0]:.2f} MHz (fmax 41.67), routed again below it" in note
+
+
+def test_auto_clock_gives_up_after_its_retries_and_a_fixed_clock_never_retries(tmp_path,
+                                                                               monkeypatch):
+    calls = []
+
+    def toolchain(top, info, env, out_dir, program, router):
+        calls.append(top.clk_hz / 1e6)
+        raise build_mod.TimingMissed("icebreaker: timing not met", top.clk_hz / 1e6 - 1)
+
+    monkeypatch.setattr(build_mod, "_run_toolchain", toolchain)
+    with pytest.raises(build_mod.TimingMissed):
+        build(tiny_model(), "icebreaker", tmp_path / "auto", clock_mhz="auto")
+    assert len(calls) == 1 + build_mod.AUTO_CLOCK_RETRIES
+    assert calls == sorted(calls, reverse=True) and len(set(calls)) == len(calls)
+    calls.clear()
+    with pytest.raises(build_mod.TimingMissed):
+        build(tiny_model(), "icebreaker", tmp_path / "fixed", clock_mhz=40)
+    assert len(calls) == 1
+    assert not (tmp_path / "auto" / "report.json").exists()
