@@ -45,7 +45,7 @@ def test_two_plus_two_epochs_equal_four(tmp_path, arch, recipe):
 
 @pytest.mark.needs_data
 def test_checkpoint_refusals(tmp_path):
-    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
         train("mnist", "tfc", 2, 0, None, checkpoint=tmp_path / "none", resume=True, **SMALL)
     train("mnist", "tfc", 2, 0, None, checkpoint=tmp_path / "c", stop_after=1, **SMALL)
     with pytest.raises(CheckpointError, match="already exists"):
@@ -86,3 +86,30 @@ def test_cli_train_stops_and_resumes(tmp_path):
     report = json.loads(done.stdout)
     assert report["finished"] is True and report["epochs_done"] == 2
     assert (tmp_path / "m.npz").is_file()
+
+
+@pytest.mark.needs_data
+def test_fine_tune_starts_from_the_checkpoint_weights(tmp_path):
+    """``init`` loads an earlier run's weights: with a learning rate too small to move them, one
+    epoch of fine-tuning leaves the earlier weights, not the new seed's, and the model records
+    where it started; another network's checkpoint is refused by name."""
+    first = train("mnist", "tfc", 2, 0, None, checkpoint=tmp_path / "a", **SMALL)
+    fresh = train("mnist", "tfc", 1, 3, None, lr=1e-9, lr_end=1e-9, **SMALL)
+    tuned = train("mnist", "tfc", 1, 3, tmp_path / "t.npz", init=tmp_path / "a", lr=1e-9,
+                  lr_end=1e-9, **SMALL)
+    weights = [{k: v for k, v in run.network.state().items() if k.endswith(".W")}
+               for run in (first, fresh, tuned)]
+    assert all(np.allclose(weights[2][k], weights[0][k], atol=1e-6) for k in weights[0])
+    assert not any(np.allclose(weights[2][k], weights[1][k], atol=1e-2) for k in weights[0])
+    assert abs(tuned.float_test_accuracy - first.float_test_accuracy) < 0.02
+    recipe = tuned.model.meta["recipe"]
+    assert recipe["init"]["epochs"] == 2
+    assert recipe["init"]["lr"] == first.model.meta["recipe"]["lr"]
+    assert len(recipe["init"]["checkpoint_sha256"]) == 64
+    with pytest.raises(CheckpointError, match=r"different network \(arch: checkpoint 'tfc', "
+                                              r"asked 'sfc'"):
+        train("mnist", "sfc", 1, 0, None, init=tmp_path / "a", **SMALL)
+    with pytest.raises(CheckpointError, match="input: checkpoint 'bits', asked 'pixels8'"):
+        train("mnist", "tfc", 1, 0, None, init=tmp_path / "a", input_kind="pixels8", **SMALL)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train("mnist", "tfc", 1, 0, None, init=tmp_path / "missing", **SMALL)

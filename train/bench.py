@@ -166,8 +166,8 @@ def bench(arch: str, dataset: str = "mnist", epochs: int = 10, seed: int = 0,
 
     ``recipe`` passes the trainer's options on (``input_kind``, ``augment``, ``lr``,
     ``lr_end``, ``batch_size``, ``loss``, ``threads``, ``checkpoint``, ``resume``,
-    ``stop_after``, ``output_bn``, ``calibrate``). A run that ``stop_after`` ends early writes
-    no JSON and returns the partial history.
+    ``stop_after``, ``output_bn``, ``calibrate``, ``init``). A run that ``stop_after`` ends
+    early writes no JSON and returns the partial history.
 
     Returns
     -------
@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrate", type=int, default=None, metavar="N",
                         help="after the last epoch, recompute the batch-norm statistics over N "
                              "training images")
+    parser.add_argument("--init", default=None, metavar="DIR",
+                        help="fine-tune from the weights of this checkpoint")
     parser.add_argument("--steps", type=int, default=30, help="efficiency: timed steps")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out-dir", default="docs")
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
               "threads": args.threads[0] if args.threads else None,
               "checkpoint": args.checkpoint, "resume": args.resume or None,
               "stop_after": args.stop_after, "output_bn": args.output_bn or None,
-              "calibrate": args.calibrate}
+              "calibrate": args.calibrate, "init": args.init}
     recipe = {k: v for k, v in recipe.items() if v is not None}
     report = bench(args.arch, args.dataset, args.epochs, args.seed, args.data_dir, args.out_dir,
                    args.save, args.mode, args.thermometer, not args.no_progress, **recipe)

@@ -17,6 +17,7 @@ previous epoch's checkpoint or the new one, never a mix.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -78,7 +79,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     """
     path = checkpoint_path(directory)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint to resume at {path}")
+        raise CheckpointError(f"no checkpoint at {path}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -100,3 +101,22 @@ def check_config(saved: dict, wanted: dict, path: Path) -> None:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, asked {wanted.get(k)!r}"
                             for k in differ)
         raise CheckpointError(f"{path} was written by a different run ({details})")
+
+
+NETWORK_KEYS = ("arch", "mode", "input", "input_thresholds", "output_bn")
+"""The settings that define a network's layers and shapes: a fine-tune (``init``) must match
+them; the data, schedule and augmentation may differ."""
+
+
+def check_same_network(saved: dict, wanted: dict, path: Path) -> None:
+    """Refuse to fine-tune from a checkpoint of a different network (:data:`NETWORK_KEYS`)."""
+    differ = [k for k in NETWORK_KEYS if saved.get(k) != wanted.get(k)]
+    if differ:
+        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, asked {wanted.get(k)!r}"
+                            for k in differ)
+        raise CheckpointError(f"{path} holds a different network ({details})")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -36,7 +36,9 @@ from .checkpoint import (
     Checkpoint,
     CheckpointError,
     check_config,
+    check_same_network,
     checkpoint_path,
+    file_sha256,
     load_checkpoint,
 )
 from .conv import CNN
@@ -134,7 +136,8 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
           input_kind: str = "bits", augment: Augment | str | None = None,
           threads: int | None = None, checkpoint: str | Path | None = None,
           resume: bool = False, stop_after: int | None = None,
-          output_bn: bool = False, calibrate: int | None = None) -> TrainResult:
+          output_bn: bool = False, calibrate: int | None = None,
+          init: str | Path | None = None) -> TrainResult:
     """Train a preset and (W1A1) export the folded integer model.
 
     Parameters
@@ -194,6 +197,13 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         :meth:`~bnnhw.train.network.LayerStack.calibrate_batchnorm`, before the final test
         accuracy and the export. Training itself is unchanged, so a finished checkpoint can be
         resumed with it. Recorded in the model's recipe as ``bn_calibration_images``.
+    init : path or None
+        Fine-tune: a checkpoint directory of an earlier run of the same network (architecture,
+        mode, input coding, output head) whose weights and batch-norm statistics this run
+        starts from, instead of the seed's random weights; Adam starts afresh with this run's
+        learning rates. The earlier run's epochs and the checkpoint's SHA-256 are recorded in
+        the config (a resumed fine-tune must name the same file) and in the model's recipe as
+        ``init``.
 
     Raises
     ------
@@ -202,13 +212,21 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
         numbers, ``out`` with a mode other than W1A1, or a CNN preset with a mode other than
         W1A1.
     CheckpointError
-        ``resume`` without a readable checkpoint of the same settings, or a fresh run into a
-        directory that already holds one.
+        ``resume`` without a readable checkpoint of the same settings, a fresh run into a
+        directory that already holds one, or an ``init`` checkpoint that is unreadable or of
+        another network (naming the settings that differ).
     """
     preset, config, quantizer, augment = _settings(
         dataset, arch, epochs, seed, mode, input_threshold, thermometer_levels, limit_train,
         loss, lr, lr_end, batch_size, input_kind, augment, threads, checkpoint, resume,
         stop_after, out, output_bn)
+    start = None
+    if init is not None:
+        start = load_checkpoint(init)
+        check_same_network(start.config, config, checkpoint_path(init))
+        config["init"] = {"checkpoint_sha256": file_sha256(checkpoint_path(init)),
+                          "epochs": len(start.history), "lr": start.config["lr"],
+                          "lr_end": start.config["lr_end"], "augment": start.config["augment"]}
     threads = threads or default_threads()
     loss_fn = get_loss(config["loss"])
     if calibrate is not None and (isinstance(calibrate, bool) or not isinstance(calibrate, int)
@@ -238,6 +256,8 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     x_train = None if augment.active else net.encode(images)
     opt = Adam(net.param_groups(), lr=config["lr"])
     history: list[dict] = []
+    if start is not None:
+        net.load_state(start.net)
     if saved is not None:
         net.load_state(saved.net)
         opt.load_state(saved.opt)
@@ -400,7 +420,8 @@ def _model_meta(config: dict[str, Any], preset: Preset, quantizer: InputQuantize
     meta = {k: config[k] for k in ("dataset", "arch", "mode", "epochs", "seed")}
     meta.update(hidden=list(preset.hidden), float_test_accuracy=accuracy,
                 recipe={k: config[k] for k in ("batch_size", "lr", "lr_end", "loss", "augment",
-                                               "dropout_input", "dropout_hidden", "output_bn")
+                                               "dropout_input", "dropout_hidden", "output_bn",
+                                               "init")
                         if k in config})
     if isinstance(quantizer, PixelInput):
         meta["input"] = quantizer.kind

@@ -83,7 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                    input_kind=args.input, augment=args.augment, lr=args.lr,
                    lr_end=args.lr_end, batch_size=args.batch_size, threads=args.threads,
                    checkpoint=args.checkpoint, resume=args.resume, stop_after=args.stop_after,
-                   output_bn=args.output_bn, calibrate=args.calibrate)
+                   output_bn=args.output_bn, calibrate=args.calibrate, init=args.init)
     return {"model": str(args.out) if result.finished else None, "dataset": args.dataset,
             "arch": args.arch, "mode": args.mode, "epochs": args.epochs, "seed": args.seed,
             "epochs_done": len(result.history), "finished": result.finished,
@@ -333,6 +333,9 @@ def _train_parser(command: Callable) -> None:
     p.add_argument("--calibrate", type=int, metavar="N",
                    help="after the last epoch, recompute the batch-norm statistics exactly over "
                         "N training images (eval mode, no augmentation)")
+    p.add_argument("--init", type=Path, metavar="DIR",
+                   help="fine-tune: start from the weights in this checkpoint of the same "
+                        "network (fresh optimizer, this run's learning rates)")
     p.add_argument("--out", type=Path, required=True, help="model file to write")
 
 
