@@ -25,6 +25,7 @@ def same_weights(a, b) -> bool:
 @pytest.mark.parametrize("arch, recipe", [
     ("tfc", {}),
     ("cnv-micro", {"augment": "shift:2,flip", "input_kind": "pixels8"}),
+    ("cnv-micro", {"augment": "shift:1"}),      # bit input: the window-code first block
 ])
 def test_two_plus_two_epochs_equal_four(tmp_path, arch, recipe):
     whole = train("mnist", arch, 4, 5, tmp_path / "whole.npz", checkpoint=tmp_path / "a",

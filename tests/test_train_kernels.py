@@ -137,7 +137,7 @@ def test_fused_conv_blocks_equal_the_separate_layers(kind, conv):
     quantizer = make_quantizer("W1A1", 127.5, None, None, kind)
     nets = [CNN(conv, (16,), 3, quantizer, np.random.default_rng(0), np.random.default_rng(1))
             for _ in range(2)]
-    nets[1]._fused = {}
+    nets[1]._fused, nets[1]._coded = {}, None
     results = []
     for net in nets:
         logits = net.forward(net.encode(images), training=True)
@@ -146,6 +146,71 @@ def test_fused_conv_blocks_equal_the_separate_layers(kind, conv):
                        + [np.asarray(getattr(layer, "running_mean", 0)) for layer in net.layers])
     for fused, plain in zip(*results, strict=True):
         np.testing.assert_allclose(fused, plain, rtol=2e-4, atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(2, 6), st.integers(1, 3), st.integers(1, 3), st.data())
+def test_window_codes_are_the_im2col_bits(n, size, channels, kernel, data):
+    """Code bit j of a window is im2col column j of the sign map (> 0); any entry other than
+    +-1 is refused."""
+    kernel = min(kernel, size)
+    x = data.draw(hnp.arrays(np.int8, (n, size, size, channels),
+                             elements=st.sampled_from([-1, 1])))
+    out = size - kernel + 1
+    codes = np.empty((n, out, out), np.int64)
+    assert kernels.window_codes(x, kernel, codes)
+    cols = im2col(x.reshape(n, -1), (size, size, channels), kernel) > 0
+    weights = 1 << np.arange(cols.shape[1], dtype=np.int64)
+    assert np.array_equal(codes.reshape(-1), cols.astype(np.int64) @ weights)
+    odd = x.astype(F32)
+    odd[data.draw(st.integers(0, n - 1)), 0, 0, 0] = data.draw(st.sampled_from([0.0, 0.5, 2.0]))
+    assert not kernels.window_codes(odd, kernel, codes)
+
+
+@pytest.mark.parametrize("conv, kernel, levels", [
+    (((4, True), (6, True)), 3, None),         # one input bit, pooled first block
+    (((3, False), (5, True)), 3, None),        # first block without pool
+    (((4, True), (5, True)), 2, 2),            # 2-level thermometer: 8 bits per window
+])
+def test_coded_first_block_equals_the_layers(conv, kernel, levels):
+    """The window-code path gives the same logits, statistics and gradients as the fused
+    layers, bit for bit, except the first convolution's weight gradient: the same sum taken per
+    code in float64 instead of float32 BLAS, equal up to the float32 rounding of a sum whose
+    terms cancel (batch norm's gradient sums to zero over the batch)."""
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (24, 784)).astype(np.uint8)
+    labels = rng.integers(0, 10, 24)
+    quantizer = make_quantizer("W1A1", 127.5, None, levels)
+    nets = [CNN(conv, (16,), kernel, quantizer, np.random.default_rng(0),
+                np.random.default_rng(1)) for _ in range(2)]
+    nets[1]._coded = None
+    results = []
+    for net in nets:
+        logits = net.forward(net.encode(images), training=True)
+        net.backward(cross_entropy(logits, labels)[1])
+        results.append((logits, [dict(layer.grads) for layer in net.layers], net.state()))
+    assert nets[0]._coded_active
+    assert np.array_equal(results[0][0], results[1][0])
+    for index, (coded, plain) in enumerate(zip(results[0][1], results[1][1], strict=True)):
+        for name in plain:
+            if index == 0:
+                scale = np.abs(plain[name]).max()
+                assert scale > 1e-3
+                np.testing.assert_allclose(coded[name], plain[name], rtol=0, atol=1e-4 * scale)
+            else:
+                assert np.array_equal(coded[name], plain[name]), (index, name)
+    assert all(np.array_equal(results[0][2][k], results[1][2][k]) for k in results[0][2])
+
+
+def test_coded_first_block_only_where_it_applies():
+    """8-bit pixels, or a window of more than CODE_MAX_BITS bits, keep the layers."""
+    rng = np.random.default_rng(0)
+    pixels = make_quantizer("W1A1", 127.5, None, None, "pixels8")
+    wide = make_quantizer("W1A1", 127.5, None, 2)     # 3 x 3 x 2 = 18 bits
+    bits = make_quantizer("W1A1", 127.5, None, None)
+    assert CNN(((4, True),), (8,), 3, pixels, rng, rng)._coded is None
+    assert CNN(((4, True),), (8,), 3, wide, rng, rng)._coded is None
+    assert CNN(((4, True),), (8,), 3, bits, rng, rng)._coded is not None
 
 
 @settings(max_examples=40, deadline=None)

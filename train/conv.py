@@ -186,6 +186,77 @@ class FusedActivation:
         return dx
 
 
+CODE_MAX_BITS = 10
+"""Largest window (``K * K * C`` input bits) of a first convolution that trains on window codes
+(:class:`CodedFirstBlock`): a table of ``2^bits`` rows per output channel."""
+
+
+class CodedFirstBlock:
+    """Training-mode first conv block on window codes, for a sign input with few bits per window.
+
+    When the network's input is signs (bit or thermometer input) and the first convolution's
+    window holds ``B = K K C <= CODE_MAX_BITS`` bits, the window can only take ``2^B`` values.
+    Each position's window becomes one integer code (:func:`~bnnhw.train.kernels.window_codes`),
+    and the convolution output at that position is row ``code`` of the table
+    ``T = S sign(W)^T``, where ``S`` (``2^B x B``) holds the ``+-1`` entries of every code. The
+    block never materialises the convolution output or its ``im2col`` matrix:
+
+    * forward (:func:`~bnnhw.train.kernels.coded_block_forward`): batch-norm statistics from the
+      code histogram, then ``sign(maxpool?(BN(T[code])))`` as in :class:`FusedActivation`, the
+      same values (the products are small integers, exact in float32 either way);
+    * backward (:func:`~bnnhw.train.kernels.coded_block_backward`): the batch-norm gradients as
+      in :class:`FusedActivation`, and the gradient of the conv output summed per code,
+      ``G[code]``, so that ``dL/dW = G^T S``, the same sum as ``dx^T im2col(x)`` taken in
+      another order (float64).
+
+    If an input entry is not ``+-1``, :meth:`forward` returns None and the network runs the
+    layers instead.
+    """
+
+    def __init__(self, conv: BinaryConv2d, fused: FusedActivation) -> None:
+        self.conv, self.fused, self.end = conv, fused, fused.end
+        bits = conv.params["W"].shape[1]
+        codes = np.arange(2**bits)[:, None]
+        self.signs = np.where((codes >> np.arange(bits)) & 1, 1.0, -1.0)
+
+    def forward(self, x: np.ndarray) -> np.ndarray | None:
+        """Pooled sign maps of the block for the sign input ``x`` (N, H, W, C), or None."""
+        conv, norm = self.conv, self.fused.norm
+        n = x.shape[0]
+        oh, ow, oc = conv.out_shape
+        self._codes = conv.buffer("codes", (n, oh, ow), np.int64)
+        if not kernels.window_codes(x.reshape(n, *conv.in_shape), conv.kernel, self._codes):
+            return None
+        conv._wb = conv.buffer("wb", conv.params["W"].shape)
+        kernels.sign_into(conv.params["W"].reshape(-1), conv._wb.reshape(-1))
+        self._table = (self.signs @ conv._wb.T).astype(F32)
+        pool = self.fused.pool
+        shape = (n, oh // 2, ow // 2, oc) if pool else (n, oh, ow, oc)
+        out = norm.buffer("coded_out", shape)
+        self._passes = norm.buffer("coded_passes", shape, np.bool_)
+        self._arg = norm.buffer("coded_arg", shape, np.uint8)
+        self._counts = norm.buffer("coded_counts", (len(self.signs),), np.int64)
+        self._mean, var, self._sigma = (np.empty(oc, F32) for _ in range(3))
+        kernels.coded_block_forward(self._codes, self._table, norm.params["gamma"],
+                                    norm.params["beta"], F32(norm.eps), pool, self._counts,
+                                    out, self._passes, self._arg, self._mean, var, self._sigma)
+        norm.update_running(self._mean, var, n * oh * ow)
+        return out
+
+    def backward(self, grad: np.ndarray) -> None:
+        """Leave ``dL/dW`` in the convolution and ``dL/dgamma``, ``dL/dbeta`` in the norm."""
+        norm = self.fused.norm
+        sums = norm.buffer("coded_sums", self._table.shape, np.float64)
+        kernels.coded_block_backward(np.ascontiguousarray(grad, dtype=F32), self._passes,
+                                     self._arg, self._codes, self._table, self._counts,
+                                     self.fused.pool, self._mean, self._sigma,
+                                     norm.params["gamma"], sums, norm.grads["gamma"],
+                                     norm.grads["beta"])
+        dw = self.conv.buffer("coded_dw", self.conv.grads["W"].shape, np.float64)
+        np.matmul(sums.T, self.signs, out=dw)
+        self.conv.grads["W"][...] = dw
+
+
 class Flatten(Layer):
     """``(N, H, W, C) -> (N, H * W * C)``, element ``(y * W + x) * C + c`` (channel innermost)."""
 
@@ -278,6 +349,12 @@ class CNN(LayerStack):
             self.layers.append(Dropout(dropout_hidden, dropout_rng))
         self.layers += output_head(width, classes, rng, output_bn, bn_eps)
         self.layers[0].need_input_grad = False
+        first = self.layers[0]
+        self._coded = None
+        if (isinstance(quantizer, InputQuantizer) and 1 in self._fused
+                and first.params["W"].shape[1] <= CODE_MAX_BITS):
+            self._coded = CodedFirstBlock(first, self._fused[1])
+        self._coded_active = False
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """``2 * bits - 1`` (int8) of uint8 images ``(N, pixels)``, shape ``(N, side, side, L)``.
@@ -294,11 +371,18 @@ class CNN(LayerStack):
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         """Logits for encoded inputs; in training each conv block's activation runs fused
-        (:class:`FusedActivation`)."""
+        (:class:`FusedActivation`), and a small-window first block on window codes
+        (:class:`CodedFirstBlock`)."""
         if not training:
             return super().forward(x, training)
-        out = np.asarray(x, dtype=F32)
         i = 0
+        self._coded_active = False
+        if self._coded is not None:
+            coded = self._coded.forward(x)
+            if coded is not None:
+                out, i, self._coded_active = coded, self._coded.end, True
+        if not self._coded_active:
+            out = np.asarray(x, dtype=F32)
         while i < len(self.layers):
             if i in self._fused:
                 out = self._fused[i].forward(out)
@@ -313,6 +397,9 @@ class CNN(LayerStack):
         ends = {block.end: block for block in self._fused.values()}
         i = len(self.layers)
         while i > 0:
+            if self._coded_active and i == self._coded.end:
+                self._coded.backward(grad)
+                return
             if i in ends:
                 grad = ends[i].backward(grad)
                 i = ends[i].start

@@ -441,6 +441,164 @@ def block_backward(grad, passes, arg, x, prescale, pool, mean, sigma, gamma, dx,
 
 
 @KERNEL
+def window_codes(x, kernel, codes):
+    """The bits of each sliding window of a sign map as one integer, or ``False``.
+
+    ``x`` is (N, H, W, C) with every entry ``+1`` or ``-1``; ``codes`` (N, OH, OW) gets
+    ``sum_j [v_j > 0] 2^j`` over the window's entries ``v_j``, ``j = (ky K + kx) C + c`` (the
+    column order of :func:`bnnhw.reference.im2col` and of the convolution's weights). Returns
+    ``True``, or ``False`` as soon as an entry is neither ``+1`` nor ``-1`` (``codes`` is then
+    only partly written).
+    """
+    n, h, w, c = x.shape
+    oh, ow = codes.shape[1], codes.shape[2]
+    pixel = np.empty((h, w), np.int64)
+    rows = np.empty((h, ow), np.int64)
+    for b in range(n):
+        bad = False
+        for y in range(h):
+            for xi in range(w):
+                bits = 0
+                for ch in range(c):
+                    value = x[b, y, xi, ch]
+                    bits |= np.int64(value > 0) << ch
+                    bad |= value * value != 1
+                pixel[y, xi] = bits
+        if bad:
+            return False
+        for y in range(h):
+            for xo in range(ow):
+                code = 0
+                for kx in range(kernel):
+                    code |= pixel[y, xo + kx] << (kx * c)
+                rows[y, xo] = code
+        for y in range(oh):
+            for xo in range(ow):
+                code = 0
+                for ky in range(kernel):
+                    code |= rows[y + ky, xo] << (ky * kernel * c)
+                codes[b, y, xo] = code
+    return True
+
+
+@KERNEL
+def coded_block_forward(codes, table, gamma, beta, eps, pool, counts, out, passes, arg, mean,
+                        var, sigma):
+    """:func:`block_forward` of a convolution whose output at each position is
+    ``table[code]`` for the position's window code (:func:`window_codes`), without the output.
+
+    ``counts`` (rows of ``table``) gets how often each code occurs; the batch-norm statistics
+    over the ``M = N OH OW`` positions come from it (``sum_c counts_c table_c`` and the same of
+    the squares, float64: the integer sums of :func:`batch_statistics`, the same values), then
+    each output (pooled or not) is ``sign`` of the first maximum of
+    ``scale table[code] + shift`` over its window, with ``passes`` and ``arg`` as in
+    :func:`block_forward`.
+    """
+    n, h, w = codes.shape
+    c = table.shape[1]
+    counts[:] = 0
+    for b in range(n):
+        for y in range(h):
+            for xi in range(w):
+                counts[codes[b, y, xi]] += 1
+    total = np.zeros(c, np.float64)
+    squares = np.zeros(c, np.float64)
+    for code in range(table.shape[0]):
+        if counts[code]:
+            for ch in range(c):
+                value = np.float64(table[code, ch])
+                total[ch] += counts[code] * value
+                squares[ch] += counts[code] * (value * value)
+    m = n * h * w
+    for ch in range(c):
+        mu = total[ch] / m
+        mean[ch] = mu
+        var[ch] = max(squares[ch] / m - mu * mu, 0.0)
+        sigma[ch] = np.sqrt(var[ch] + eps)
+    scale = gamma / sigma
+    shift = beta - mean * scale
+    normed = np.empty(table.shape, table.dtype)
+    for code in range(table.shape[0]):
+        for ch in range(c):
+            normed[code, ch] = scale[ch] * table[code, ch] + shift[ch]
+    oh, ow = out.shape[1], out.shape[2]
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                if pool:
+                    window = (codes[b, 2 * y, 2 * xo], codes[b, 2 * y, 2 * xo + 1],
+                              codes[b, 2 * y + 1, 2 * xo], codes[b, 2 * y + 1, 2 * xo + 1])
+                else:
+                    window = (codes[b, y, xo], 0, 0, 0)
+                for ch in range(c):
+                    best = normed[window[0], ch]
+                    where = 0
+                    if pool:
+                        for k in range(1, 4):
+                            value = normed[window[k], ch]
+                            if value > best:
+                                best = value
+                                where = k
+                        arg[b, y, xo, ch] = where
+                    out[b, y, xo, ch] = 1.0 if best >= 0 else -1.0
+                    passes[b, y, xo, ch] = abs(best) <= 1
+
+
+@KERNEL
+def coded_block_backward(grad, passes, arg, codes, table, counts, pool, mean, sigma, gamma,
+                         sums, dgamma, dbeta):
+    """:func:`block_backward` for :func:`coded_block_forward`, summed per window code.
+
+    ``dbeta`` and ``dgamma`` are those of :func:`block_backward` (the same sums in the same
+    order). Instead of ``dx`` it writes ``sums[code] = sum of dx over the positions with that
+    code`` (float64), so that the weight gradient ``dx^T im2col(x)`` of the convolution is
+    ``sums^T S`` with ``S[code, j] = +1`` if bit ``j`` is set, else ``-1``. Per position
+    ``dx = base[code] + (gamma / sigma) g``, the second term only where the position was kept
+    and passed, so one pass over ``grad`` collects both the batch-norm sums and the routed
+    terms, and ``counts * base`` is added per code at the end.
+    """
+    n, h, w = codes.shape
+    c = table.shape[1]
+    oh, ow = grad.shape[1], grad.shape[2]
+    normalised = np.empty(table.shape, table.dtype)
+    for code in range(table.shape[0]):
+        for ch in range(c):
+            normalised[code, ch] = (table[code, ch] - mean[ch]) / sigma[ch]
+    routed = np.empty(c, np.float64)
+    for ch in range(c):
+        routed[ch] = np.float64(gamma[ch]) / np.float64(sigma[ch])
+    sums[:] = 0
+    sum_g = np.zeros(c, np.float64)
+    sum_gx = np.zeros(c, np.float64)
+    for b in range(n):
+        for y in range(oh):
+            for xo in range(ow):
+                if pool:
+                    window = (codes[b, 2 * y, 2 * xo], codes[b, 2 * y, 2 * xo + 1],
+                              codes[b, 2 * y + 1, 2 * xo], codes[b, 2 * y + 1, 2 * xo + 1])
+                else:
+                    window = (codes[b, y, xo], 0, 0, 0)
+                for ch in range(c):
+                    if passes[b, y, xo, ch]:
+                        g = np.float64(grad[b, y, xo, ch])
+                        code = window[arg[b, y, xo, ch]] if pool else window[0]
+                        sum_g[ch] += g
+                        sum_gx[ch] += g * normalised[code, ch]
+                        sums[code, ch] += routed[ch] * g
+    for ch in range(c):
+        dbeta[ch] = sum_g[ch]
+        dgamma[ch] = sum_gx[ch]
+    count = n * h * w
+    for code in range(table.shape[0]):
+        if counts[code]:
+            for ch in range(c):
+                factor = routed[ch] / count
+                xhat = (np.float64(table[code, ch]) - mean[ch]) / np.float64(sigma[ch])
+                sums[code, ch] += counts[code] * factor * (-np.float64(dbeta[ch])
+                                                           - xhat * np.float64(dgamma[ch]))
+
+
+@KERNEL
 def dropout_forward(x, uniform, rate, scale, out, keep):
     """Inverted dropout in one pass over flat arrays: ``keep = uniform >= rate`` and
     ``out = x * scale`` where kept, 0 elsewhere (``scale = 1 / (1 - rate)``)."""
