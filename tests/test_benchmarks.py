@@ -53,6 +53,9 @@ def test_collect_takes_every_figure_from_json(repo):
     assert row["ideal_cycles"] == 784 and row["efficiency"] == 1.0
     assert row["accuracy_pct"] == pytest.approx(100 * report["reference_accuracy_mnist_test"])
     assert {r["arch"] for r in data["training"]} >= {"tfc", "sfc", "lfc"}
+    tuned = [r for r in data["training"]
+             if r["source"].endswith("cbcnn-deep-ft_fashion-mnist.json")]
+    assert len(tuned) == 1 and tuned[0]["init_epochs"] == 60
     assert data["simulation"][0]["mismatches"] == 0
 
 

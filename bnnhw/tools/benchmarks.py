@@ -135,6 +135,7 @@ def collect(docs: Path = Path("docs")) -> dict[str, Any]:
                "input": t.get("input"), "augment": recipe.get("augment"),
                "batch_size": recipe.get("batch_size"), "lr": recipe.get("lr"),
                "lr_end": recipe.get("lr_end"), "seed": t.get("seed"),
+               "init_epochs": (recipe.get("init") or {}).get("epochs"),
                "reference_accuracy_pct": t.get("reference_accuracy"),
                "seconds_per_epoch": t["seconds_per_epoch"], "weight_bits": t.get("weight_bits"),
                "command": t.get("command")}
@@ -236,6 +237,8 @@ def _training_section(runs: list[dict[str, Any]]) -> list[str]:
         if t.get("batch_size"):
             recipe = (f"{t.get('input') or 'bits'}, {t.get('augment') or 'none'}, batch "
                       f"{t['batch_size']}, lr {t['lr']:g}→{t['lr_end']:g}")
+            if t.get("init_epochs"):
+                recipe += f", fine-tuned from a {t['init_epochs']}-epoch checkpoint"
         rows.append([t["arch"], t["dataset"], t["mode"], t["epochs"], recipe,
                      _fmt(t.get("seed")), f"{t['accuracy_pct']:.2f} %",
                      f"{_fmt(t['reference_accuracy_pct'], '.2f')} %",
