@@ -17,7 +17,6 @@ previous epoch's checkpoint or the new one, never a mix.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -96,11 +95,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
 
 def check_config(saved: dict, wanted: dict, path: Path) -> None:
     """Refuse to resume a checkpoint whose settings differ from the run asked for."""
-    differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-    if differ:
-        details = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, asked {wanted.get(k)!r}"
-                            for k in differ)
-        raise CheckpointError(f"{path} was written by a different run ({details})")
+    _refuse_differences(saved, wanted, sorted(saved.keys() | wanted.keys()),
+                        f"{path} was written by a different run")
 
 
 NETWORK_KEYS = ("arch", "mode", "input", "input_thresholds", "output_bn")
@@ -110,13 +106,15 @@ them; the data, schedule and augmentation may differ."""
 
 def check_same_network(saved: dict, wanted: dict, path: Path) -> None:
     """Refuse to fine-tune from a checkpoint of a different network (:data:`NETWORK_KEYS`)."""
-    differ = [k for k in NETWORK_KEYS if saved.get(k) != wanted.get(k)]
+    _refuse_differences(saved, wanted, NETWORK_KEYS, f"{path} holds a different network")
+
+
+def _refuse_differences(saved: dict, wanted: dict, keys: list[str] | tuple[str, ...],
+                        what: str) -> None:
+    """``CheckpointError("<what> (key: checkpoint X, asked Y, ...)")`` if any of ``keys``
+    differs between the saved and the wanted settings."""
+    differ = [k for k in keys if saved.get(k) != wanted.get(k)]
     if differ:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r}, asked {wanted.get(k)!r}"
                             for k in differ)
-        raise CheckpointError(f"{path} holds a different network ({details})")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, hex."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        raise CheckpointError(f"{what} ({details})")

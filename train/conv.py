@@ -214,7 +214,7 @@ class CodedFirstBlock:
     """
 
     def __init__(self, conv: BinaryConv2d, fused: FusedActivation) -> None:
-        self.conv, self.fused, self.end = conv, fused, fused.end
+        self.conv, self.fused = conv, fused
         bits = conv.params["W"].shape[1]
         codes = np.arange(2**bits)[:, None]
         self.signs = np.where((codes >> np.arange(bits)) & 1, 1.0, -1.0)
@@ -227,9 +227,7 @@ class CodedFirstBlock:
         self._codes = conv.buffer("codes", (n, oh, ow), np.int64)
         if not kernels.window_codes(x.reshape(n, *conv.in_shape), conv.kernel, self._codes):
             return None
-        conv._wb = conv.buffer("wb", conv.params["W"].shape)
-        kernels.sign_into(conv.params["W"].reshape(-1), conv._wb.reshape(-1))
-        self._table = (self.signs @ conv._wb.T).astype(F32)
+        self._table = (self.signs @ conv.sign_into_buffer().T).astype(F32)
         pool = self.fused.pool
         shape = (n, oh // 2, ow // 2, oc) if pool else (n, oh, ow, oc)
         out = norm.buffer("coded_out", shape)
@@ -380,7 +378,7 @@ class CNN(LayerStack):
         if self._coded is not None:
             coded = self._coded.forward(x)
             if coded is not None:
-                out, i, self._coded_active = coded, self._coded.end, True
+                out, i, self._coded_active = coded, self._coded.fused.end, True
         if not self._coded_active:
             out = np.asarray(x, dtype=F32)
         while i < len(self.layers):
@@ -397,7 +395,7 @@ class CNN(LayerStack):
         ends = {block.end: block for block in self._fused.values()}
         i = len(self.layers)
         while i > 0:
-            if self._coded_active and i == self._coded.end:
+            if self._coded_active and i == self._coded.fused.end:
                 self._coded.backward(grad)
                 return
             if i in ends:

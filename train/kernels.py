@@ -186,7 +186,14 @@ def batch_statistics(x, prescale, eps, mean, var, sigma):
             value = np.float64(x[i, j] * prescale)
             total[j] += value
             squares[j] += value * value
-    for j in range(c):
+    finish_statistics(total, squares, m, eps, mean, var, sigma)
+
+
+@KERNEL
+def finish_statistics(total, squares, m, eps, mean, var, sigma):
+    """``mean = total / m``, biased ``var = squares / m - mean^2`` (at least 0) and
+    ``sigma = sqrt(var + eps)`` per channel, from float64 sums over ``m`` values."""
+    for j in range(total.size):
         mu = total[j] / m
         mean[j] = mu
         var[j] = max(squares[j] / m - mu * mu, 0.0)
@@ -482,6 +489,16 @@ def window_codes(x, kernel, codes):
 
 
 @KERNEL
+def output_window(codes, b, y, xo, pool):
+    """The codes behind output ``(b, y, xo)``: its ``2 x 2`` window in ``k = dy * 2 + dx`` order
+    (the max-pool's ``arg`` order) with ``pool``, else ``(code, 0, 0, 0)``."""
+    if pool:
+        return (codes[b, 2 * y, 2 * xo], codes[b, 2 * y, 2 * xo + 1],
+                codes[b, 2 * y + 1, 2 * xo], codes[b, 2 * y + 1, 2 * xo + 1])
+    return (codes[b, y, xo], codes[b, y, xo], codes[b, y, xo], codes[b, y, xo])
+
+
+@KERNEL
 def coded_block_forward(codes, table, gamma, beta, eps, pool, counts, out, passes, arg, mean,
                         var, sigma):
     """:func:`block_forward` of a convolution whose output at each position is
@@ -509,12 +526,7 @@ def coded_block_forward(codes, table, gamma, beta, eps, pool, counts, out, passe
                 value = np.float64(table[code, ch])
                 total[ch] += counts[code] * value
                 squares[ch] += counts[code] * (value * value)
-    m = n * h * w
-    for ch in range(c):
-        mu = total[ch] / m
-        mean[ch] = mu
-        var[ch] = max(squares[ch] / m - mu * mu, 0.0)
-        sigma[ch] = np.sqrt(var[ch] + eps)
+    finish_statistics(total, squares, n * h * w, eps, mean, var, sigma)
     scale = gamma / sigma
     shift = beta - mean * scale
     normed = np.empty(table.shape, table.dtype)
@@ -525,11 +537,7 @@ def coded_block_forward(codes, table, gamma, beta, eps, pool, counts, out, passe
     for b in range(n):
         for y in range(oh):
             for xo in range(ow):
-                if pool:
-                    window = (codes[b, 2 * y, 2 * xo], codes[b, 2 * y, 2 * xo + 1],
-                              codes[b, 2 * y + 1, 2 * xo], codes[b, 2 * y + 1, 2 * xo + 1])
-                else:
-                    window = (codes[b, y, xo], 0, 0, 0)
+                window = output_window(codes, b, y, xo, pool)
                 for ch in range(c):
                     best = normed[window[0], ch]
                     where = 0
@@ -573,11 +581,7 @@ def coded_block_backward(grad, passes, arg, codes, table, counts, pool, mean, si
     for b in range(n):
         for y in range(oh):
             for xo in range(ow):
-                if pool:
-                    window = (codes[b, 2 * y, 2 * xo], codes[b, 2 * y, 2 * xo + 1],
-                              codes[b, 2 * y + 1, 2 * xo], codes[b, 2 * y + 1, 2 * xo + 1])
-                else:
-                    window = (codes[b, y, xo], 0, 0, 0)
+                window = output_window(codes, b, y, xo, pool)
                 for ch in range(c):
                     if passes[b, y, xo, ch]:
                         g = np.float64(grad[b, y, xo, ch])

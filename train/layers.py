@@ -75,7 +75,7 @@ Below one 64-bit word per pixel the packed words are mostly padding and BLAS is 
 16-channel convolution); from 64 on the popcount product beats the float32 one."""
 
 
-def binary_product(layer: Layer, x: np.ndarray, kernel: int, out: np.ndarray) -> bool:
+def binary_product(layer: BinaryLayer, x: np.ndarray, kernel: int, out: np.ndarray) -> bool:
     """Write ``sign(W)`` of ``layer`` to its buffer ``layer._wb`` and, if it can, the product.
 
     ``x`` is the input map (N, H, W, C) (a dense layer's (M, K) input as (M, 1, 1, K)) and
@@ -86,8 +86,7 @@ def binary_product(layer: Layer, x: np.ndarray, kernel: int, out: np.ndarray) ->
     times the integer, rounded once. Otherwise ``out`` is untouched and it returns ``False``.
     """
     w = layer.params["W"]
-    layer._wb = layer.buffer("wb", w.shape)
-    kernels.sign_into(w.reshape(-1), layer._wb.reshape(-1))
+    layer.sign_into_buffer()
     channels = x.shape[-1]
     if channels < XNOR_MIN_CHANNELS:
         return False
@@ -130,6 +129,12 @@ class BinaryLayer(Layer):
     def binary_weights(self) -> np.ndarray:
         """``sign(W)`` as float32 +-1."""
         return sign(self.params["W"])
+
+    def sign_into_buffer(self) -> np.ndarray:
+        """Training: write ``sign(W)`` into the kept buffer ``_wb`` (float32 +-1) and return it."""
+        self._wb = self.buffer("wb", self.params["W"].shape)
+        kernels.sign_into(self.params["W"].reshape(-1), self._wb.reshape(-1))
+        return self._wb
 
 
 class BinaryDense(BinaryLayer):

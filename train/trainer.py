@@ -38,7 +38,6 @@ from .checkpoint import (
     check_config,
     check_same_network,
     checkpoint_path,
-    file_sha256,
     load_checkpoint,
 )
 from .conv import CNN
@@ -224,7 +223,7 @@ def train(dataset: str, arch: str, epochs: int, seed: int, out: str | Path | Non
     if init is not None:
         start = load_checkpoint(init)
         check_same_network(start.config, config, checkpoint_path(init))
-        config["init"] = {"checkpoint_sha256": file_sha256(checkpoint_path(init)),
+        config["init"] = {"checkpoint_sha256": datasets.sha256_of(checkpoint_path(init)),
                           "epochs": len(start.history), "lr": start.config["lr"],
                           "lr_end": start.config["lr_end"], "augment": start.config["augment"]}
     threads = threads or default_threads()
