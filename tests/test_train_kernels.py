@@ -8,8 +8,8 @@ import pytest
 from bnnhw.train import kernels
 from bnnhw.train.augment import Augment, AugmentError, parse_augment
 from bnnhw.train.bench import step_matmul_flops
-from bnnhw.train.conv import CNN
-from bnnhw.train.layers import F32, BatchNorm1d, BinaryDense
+from bnnhw.train.conv import CNN, BinaryConv2d
+from bnnhw.train.layers import F32, XNOR_MIN_ROW_BITS, BatchNorm1d, BinaryDense
 from bnnhw.train.losses import cross_entropy
 from bnnhw.train.network import MLP
 from bnnhw.train.trainer import make_quantizer
@@ -238,13 +238,39 @@ def test_xnor_product_is_the_sign_product(n, size, channels, out_channels, kerne
     out_size = size - kernel + 1
     out = np.empty((n, out_size, out_size, out_channels), F32)
     kernels.xnor_conv(bits.reshape(*shape[:3], words), nonzero.reshape(*shape[:3], words),
-                      found, packed_w, kernel, out)
+                      found, packed_w, kernel, kernel, out)
     cols = im2col((signs * keep).reshape(n, -1).astype(np.int64), shape[1:], kernel)
     exact = (cols @ signs_w.astype(np.int64).T).reshape(out.shape)
     assert np.array_equal(out, F32(found) * exact.astype(F32))
     if magnitude == 1.0:
         float_cols = im2col(x.reshape(n, -1), shape[1:], kernel)
         assert np.array_equal(out.reshape(-1, out_channels), float_cols @ signs_w.T)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 7), st.integers(1, 24), st.integers(1, 9),
+       st.integers(1, 3), st.sampled_from([1.0, 1 / 0.7]), st.booleans(), st.data())
+def test_binary_conv_forward_is_the_float_product(n, size, channels, out_channels, kernel,
+                                                   magnitude, dropped, data):
+    """A convolution's training forward, on pixel words, row words (``K C`` of 32 to 64 bits)
+    or BLAS, is the float32 product with sign(W): exactly for m = 1, and m times the exact
+    integer after inverted dropout."""
+    kernel = min(kernel, size)
+    shape = (n, size, size, channels)
+    signs = data.draw(hnp.arrays(np.int8, shape, elements=st.sampled_from([-1, 1])))
+    keep = data.draw(hnp.arrays(np.bool_, shape)) if dropped else np.ones(shape, np.bool_)
+    x = (signs * keep).astype(F32) * F32(magnitude)
+    layer = BinaryConv2d(shape[1:], out_channels, kernel, np.random.default_rng(channels))
+    out = layer.forward(x, training=True).reshape(-1, out_channels)
+    rows = XNOR_MIN_ROW_BITS <= kernel * channels <= kernels.WORD_BITS
+    assert ("xrows" in layer._buffers) == rows
+    cols = im2col((signs * keep).reshape(n, -1).astype(np.int64), shape[1:], kernel)
+    exact = cols @ np.where(layer.params["W"] >= 0, 1, -1).T
+    if rows or magnitude == 1.0:
+        expected = F32(magnitude) * exact.astype(F32) if rows else exact.astype(F32)
+        assert np.array_equal(out, expected)
+    else:
+        np.testing.assert_allclose(out, F32(magnitude) * exact, rtol=1e-6, atol=1e-5)
 
 
 def test_pack_refuses_mixed_magnitudes_and_the_layer_falls_back():
@@ -262,7 +288,7 @@ def test_pack_refuses_mixed_magnitudes_and_the_layer_falls_back():
                           signs @ layer.binary_weights().T)
 
 
-@pytest.mark.parametrize("arch", ["cbcnn", "tfc"])
+@pytest.mark.parametrize("arch", ["cbcnn", "tfc", "cnv-tiny"])
 def test_xnor_forward_leaves_training_bit_identical(arch, monkeypatch):
     """The same seed and batches give the same weights and statistics with the XNOR forward
     as with the float32 product (inputs of +-1: the products are the same integers)."""
@@ -273,8 +299,10 @@ def test_xnor_forward_leaves_training_bit_identical(arch, monkeypatch):
     images = rng.integers(0, 256, (300, 784)).astype(np.uint8)
     labels = rng.integers(0, 10, 300)
     states, packed = [], []
-    for threshold in (layers.XNOR_MIN_CHANNELS, 10**9):
+    for threshold, row_bits in ((layers.XNOR_MIN_CHANNELS, layers.XNOR_MIN_ROW_BITS),
+                                (10**9, 10**9)):
         monkeypatch.setattr(layers, "XNOR_MIN_CHANNELS", threshold)
+        monkeypatch.setattr(layers, "XNOR_MIN_ROW_BITS", row_bits)
         net = time_steps(arch, images, labels, 2)[1]
         states.append(net.state())
         packed.append(sum("xbits" in layer._buffers for layer in net.layers))

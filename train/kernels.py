@@ -132,37 +132,60 @@ def pack_weight_signs(w, bits):
 
 
 @KERNEL
-def xnor_conv(bits, nonzero, magnitude, weights, kernel, out):
+def join_window_rows(bits, kernel, c, rows):
+    """Join the packed bits of ``kernel`` neighbouring pixels into one word per window row.
+
+    ``bits`` (N, H, W, 1) holds each pixel's ``c`` channel bits (:func:`pack_uniform_signs`,
+    ``kernel * c <= 64``); ``rows`` (N, H, W - kernel + 1, 1) gets bit ``kx * c + ch`` from bit
+    ``ch`` of pixel ``x + kx``: the ``(kx, c)`` order of a window row in the convolution's
+    weight columns, so a ``kernel x kernel`` window is ``kernel`` words instead of
+    ``kernel^2``.
+    """
+    n, h, ow = rows.shape[0], rows.shape[1], rows.shape[2]
+    for b in range(n):
+        for y in range(h):
+            for xo in range(ow):
+                rows[b, y, xo, 0] = bits[b, y, xo, 0]
+            for kx in range(1, kernel):
+                shift = np.uint64(kx * c)
+                for xo in range(ow):
+                    rows[b, y, xo, 0] |= bits[b, y, xo + kx, 0] << shift
+
+
+@KERNEL
+def xnor_conv(bits, nonzero, magnitude, weights, kernel_height, kernel_width, out):
     """Binary convolution by XNOR and popcount, stride 1, no padding.
 
     ``bits``, ``nonzero`` (N, H, W, Cw) are the packed input (:func:`pack_uniform_signs`, one
-    row per pixel), ``weights`` (K * K, Cw, OC) the packed ``sign(W)`` (:func:`pack_weight_signs`).
-    For each output position, with ``d`` the window's XOR of input and weight bits restricted
-    to the nonzero inputs::
+    row per pixel, or :func:`join_window_rows`, one word per window row), ``weights``
+    (KH * KW, Cw, OC) the packed ``sign(W)`` (:func:`pack_weight_signs`). For each output
+    position, with ``d`` the window's XOR of input and weight bits restricted to the nonzero
+    inputs::
 
         out[n, y, x, o] = m * (nonzero count of the window - 2 * popcount(d))
 
     which is ``sum_k x_k sign(W)_ok`` exactly: for ``m = 1`` the float32 matrix product gives
-    the same integers. A dense layer is ``H = W = K = 1``. The innermost loop runs over the
-    output channels, so it compiles to vector XOR, AND and popcount.
+    the same integers. A ``K x K`` convolution is ``KH = KW = K`` on pixel words or
+    ``KH = K, KW = 1`` on row words; a dense layer is ``H = W = KH = KW = 1``. The innermost
+    loop runs over the output channels, so it compiles to vector XOR, AND and popcount.
     """
     n, h, w, cw = bits.shape
     oc = weights.shape[2]
-    oh, ow = h - kernel + 1, w - kernel + 1
-    flat = weights.reshape(kernel * kernel * cw, oc)
+    oh, ow = h - kernel_height + 1, w - kernel_width + 1
+    flat = weights.reshape(kernel_height * kernel_width * cw, oc)
     differ = np.empty(oc, np.int64)
     for b in range(n):
         for y in range(oh):
             for xo in range(ow):
                 count = 0
                 differ[:] = 0
-                for ky in range(kernel):
-                    for kx in range(kernel):
+                for ky in range(kernel_height):
+                    for kx in range(kernel_width):
                         for word in range(cw):
                             x_bits = bits[b, y + ky, xo + kx, word]
                             x_nonzero = nonzero[b, y + ky, xo + kx, word]
                             count += popcount64(x_nonzero)
-                            row = flat[(ky * kernel + kx) * cw + word]
+                            row = flat[(ky * kernel_width + kx) * cw + word]
                             for o in range(oc):
                                 differ[o] += popcount64(x_nonzero & (x_bits ^ row[o]))
                 for o in range(oc):
@@ -408,29 +431,42 @@ def block_backward(grad, passes, arg, x, prescale, pool, mean, sigma, gamma, dx,
 
         dbeta = sum g,   dgamma = sum g xhat
         dx = prescale * gamma / (M sigma) * (M g - dbeta - xhat dgamma)
+
+    The loops over channels are branch-free (masks and the kept position are selects, a
+    masked-out term adds an exact 0), so they vectorise; the sums keep their order.
     """
     n, h, w, c = x.shape
     oh, ow = grad.shape[1], grad.shape[2]
     sum_g = np.zeros(c, np.float64)
     sum_gx = np.zeros(c, np.float64)
+    masked = np.empty(c, np.float64)
+    kept = np.empty(c, x.dtype)
     for b in range(n):
         for y in range(oh):
             for xo in range(ow):
                 for ch in range(c):
-                    if passes[b, y, xo, ch]:
-                        g = np.float64(grad[b, y, xo, ch])
-                        k = arg[b, y, xo, ch] if pool else 0
-                        yi = 2 * y + k // 2 if pool else y
-                        xi = 2 * xo + k % 2 if pool else xo
-                        xhat = (x[b, yi, xi, ch] * prescale - mean[ch]) / sigma[ch]
-                        sum_g[ch] += g
-                        sum_gx[ch] += g * xhat
+                    masked[ch] = np.float64(grad[b, y, xo, ch]) if passes[b, y, xo, ch] else 0.0
+                if pool:
+                    for ch in range(c):
+                        k = np.int32(arg[b, y, xo, ch])
+                        value = x[b, 2 * y, 2 * xo, ch]
+                        value = x[b, 2 * y, 2 * xo + 1, ch] if k == 1 else value
+                        value = x[b, 2 * y + 1, 2 * xo, ch] if k == 2 else value
+                        kept[ch] = x[b, 2 * y + 1, 2 * xo + 1, ch] if k == 3 else value
+                else:
+                    for ch in range(c):
+                        kept[ch] = x[b, y, xo, ch]
+                for ch in range(c):
+                    xhat = (kept[ch] * prescale - mean[ch]) / sigma[ch]
+                    sum_g[ch] += masked[ch]
+                    sum_gx[ch] += masked[ch] * xhat
     for ch in range(c):
         dbeta[ch] = sum_g[ch]
         dgamma[ch] = sum_gx[ch]
     count = n * h * w
     factor = prescale * gamma / (count * sigma)
     inverse = 1 / sigma
+    windows = 4 if pool else 1
     for b in range(n):
         for y in range(h):
             for xi in range(w):
@@ -439,12 +475,14 @@ def block_backward(grad, passes, arg, x, prescale, pool, mean, sigma, gamma, dx,
                     dx[b, y, xi, ch] = factor[ch] * (-dbeta[ch] - xhat * dgamma[ch])
         for y in range(oh):
             for xo in range(ow):
-                for ch in range(c):
-                    if passes[b, y, xo, ch]:
-                        k = arg[b, y, xo, ch] if pool else 0
-                        yi = 2 * y + k // 2 if pool else y
-                        xi = 2 * xo + k % 2 if pool else xo
-                        dx[b, yi, xi, ch] += factor[ch] * count * grad[b, y, xo, ch]
+                for j in range(windows):
+                    yi = 2 * y + j // 2 if pool else y
+                    xi = 2 * xo + j % 2 if pool else xo
+                    for ch in range(c):
+                        hit = passes[b, y, xo, ch] and (not pool
+                                                        or np.int32(arg[b, y, xo, ch]) == j)
+                        routed = factor[ch] * count * grad[b, y, xo, ch]
+                        dx[b, yi, xi, ch] += routed if hit else 0.0
 
 
 @KERNEL
@@ -454,37 +492,29 @@ def window_codes(x, kernel, codes):
     ``x`` is (N, H, W, C) with every entry ``+1`` or ``-1``; ``codes`` (N, OH, OW) gets
     ``sum_j [v_j > 0] 2^j`` over the window's entries ``v_j``, ``j = (ky K + kx) C + c`` (the
     column order of :func:`bnnhw.reference.im2col` and of the convolution's weights). Returns
-    ``True``, or ``False`` as soon as an entry is neither ``+1`` nor ``-1`` (``codes`` is then
-    only partly written).
+    ``True``, or ``False`` (``codes`` untouched) if an entry is neither ``+1`` nor ``-1``.
+    Each window bit ORs one shifted row of the map into a row of codes, a branch-free loop
+    along ``x`` that the compiler vectorises.
     """
     n, h, w, c = x.shape
     oh, ow = codes.shape[1], codes.shape[2]
-    pixel = np.empty((h, w), np.int64)
-    rows = np.empty((h, ow), np.int64)
+    flat = x.reshape(-1)
+    bad = False
+    for i in range(flat.size):
+        bad |= flat[i] * flat[i] != 1
+    if bad:
+        return False
+    zero = codes.dtype.type(0)
     for b in range(n):
-        bad = False
-        for y in range(h):
-            for xi in range(w):
-                bits = 0
-                for ch in range(c):
-                    value = x[b, y, xi, ch]
-                    bits |= np.int64(value > 0) << ch
-                    bad |= value * value != 1
-                pixel[y, xi] = bits
-        if bad:
-            return False
-        for y in range(h):
-            for xo in range(ow):
-                code = 0
-                for kx in range(kernel):
-                    code |= pixel[y, xo + kx] << (kx * c)
-                rows[y, xo] = code
         for y in range(oh):
             for xo in range(ow):
-                code = 0
-                for ky in range(kernel):
-                    code |= rows[y + ky, xo] << (ky * kernel * c)
-                codes[b, y, xo] = code
+                codes[b, y, xo] = zero
+            for ky in range(kernel):
+                for kx in range(kernel):
+                    for ch in range(c):
+                        bit = codes.dtype.type(1) << ((ky * kernel + kx) * c + ch)
+                        for xo in range(ow):
+                            codes[b, y, xo] |= bit if x[b, y + ky, xo + kx, ch] > 0 else zero
     return True
 
 
@@ -499,6 +529,25 @@ def output_window(codes, b, y, xo, pool):
 
 
 @KERNEL
+def code_histogram(codes, counts):
+    """``counts[v]`` = how often code ``v`` occurs in ``codes`` (any shape), in four interleaved
+    partial histograms: a run of equal codes (the background of an image) then updates four
+    counters in turn instead of waiting on one."""
+    flat = codes.reshape(-1)
+    parts = np.zeros((4, counts.shape[0]), np.int64)
+    whole = flat.size // 4
+    for i in range(whole):
+        parts[0, flat[4 * i]] += 1
+        parts[1, flat[4 * i + 1]] += 1
+        parts[2, flat[4 * i + 2]] += 1
+        parts[3, flat[4 * i + 3]] += 1
+    for i in range(4 * whole, flat.size):
+        parts[0, flat[i]] += 1
+    for v in range(counts.shape[0]):
+        counts[v] = parts[0, v] + parts[1, v] + parts[2, v] + parts[3, v]
+
+
+@KERNEL
 def coded_block_forward(codes, table, gamma, beta, eps, pool, counts, out, passes, arg, mean,
                         var, sigma):
     """:func:`block_forward` of a convolution whose output at each position is
@@ -509,15 +558,13 @@ def coded_block_forward(codes, table, gamma, beta, eps, pool, counts, out, passe
     the squares, float64: the integer sums of :func:`batch_statistics`, the same values), then
     each output (pooled or not) is ``sign`` of the first maximum of
     ``scale table[code] + shift`` over its window, with ``passes`` and ``arg`` as in
-    :func:`block_forward`.
+    :func:`block_forward`. The maximum and its position are selects (a later value replaces
+    the best only if strictly greater, so the first maximum wins), which vectorise over the
+    channels.
     """
     n, h, w = codes.shape
     c = table.shape[1]
-    counts[:] = 0
-    for b in range(n):
-        for y in range(h):
-            for xi in range(w):
-                counts[codes[b, y, xi]] += 1
+    code_histogram(codes, counts)
     total = np.zeros(c, np.float64)
     squares = np.zeros(c, np.float64)
     for code in range(table.shape[0]):
@@ -537,19 +584,28 @@ def coded_block_forward(codes, table, gamma, beta, eps, pool, counts, out, passe
     for b in range(n):
         for y in range(oh):
             for xo in range(ow):
-                window = output_window(codes, b, y, xo, pool)
-                for ch in range(c):
-                    best = normed[window[0], ch]
-                    where = 0
-                    if pool:
-                        for k in range(1, 4):
-                            value = normed[window[k], ch]
-                            if value > best:
-                                best = value
-                                where = k
+                w0, w1, w2, w3 = output_window(codes, b, y, xo, pool)
+                if pool:
+                    for ch in range(c):
+                        best, where = normed[w0, ch], np.int32(0)
+                        value = normed[w1, ch]
+                        where = np.int32(1) if value > best else where
+                        best = value if value > best else best
+                        value = normed[w2, ch]
+                        where = np.int32(2) if value > best else where
+                        best = value if value > best else best
+                        value = normed[w3, ch]
+                        where = np.int32(3) if value > best else where
+                        best = value if value > best else best
                         arg[b, y, xo, ch] = where
-                    out[b, y, xo, ch] = 1.0 if best >= 0 else -1.0
+                        out[b, y, xo, ch] = best
+                else:
+                    for ch in range(c):
+                        out[b, y, xo, ch] = normed[w0, ch]
+                for ch in range(c):
+                    best = out[b, y, xo, ch]
                     passes[b, y, xo, ch] = abs(best) <= 1
+                    out[b, y, xo, ch] = 1.0 if best >= 0 else -1.0
 
 
 @KERNEL
