@@ -432,8 +432,9 @@ def block_backward(grad, passes, arg, x, prescale, pool, mean, sigma, gamma, dx,
         dbeta = sum g,   dgamma = sum g xhat
         dx = prescale * gamma / (M sigma) * (M g - dbeta - xhat dgamma)
 
-    The loops over channels are branch-free (masks and the kept position are selects, a
-    masked-out term adds an exact 0), so they vectorise; the sums keep their order.
+    The loops over channels are branch-free (masks and the kept position are selects; a
+    masked-out term adds an exact 0 to the float64 sums), so they vectorise; the sums keep their
+    order and the results are bit for bit those of the branching loops.
     """
     n, h, w, c = x.shape
     oh, ow = grad.shape[1], grad.shape[2]
@@ -481,8 +482,9 @@ def block_backward(grad, passes, arg, x, prescale, pool, mean, sigma, gamma, dx,
                     for ch in range(c):
                         hit = passes[b, y, xo, ch] and (not pool
                                                         or np.int32(arg[b, y, xo, ch]) == j)
-                        routed = factor[ch] * count * grad[b, y, xo, ch]
-                        dx[b, yi, xi, ch] += routed if hit else 0.0
+                        current = dx[b, yi, xi, ch]
+                        routed = current + factor[ch] * count * grad[b, y, xo, ch]
+                        dx[b, yi, xi, ch] = routed if hit else current
 
 
 @KERNEL
