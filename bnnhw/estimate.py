@@ -13,7 +13,11 @@ ECP5 distributed RAM (``DPR16X4``: 16 words of 4 bits), or soft logic.
 
 * Block RAM count for a shape: ``B(D, W) = min_c ceil(D / d_c) * ceil(W / w_c)`` over the
   block's shapes ``(d_c, w_c)``: iCE40 EBR (4 Kbit) ``4096x1, 2048x2, 1024x4, 512x8,
-  256x16``; ECP5 DP16KD (18 Kbit) ``16384x1, 8192x2, 4096x4, 2048x9, 1024x18, 512x36``.
+  256x16``; ECP5 DP16KD (18 Kbit) ``16384x1, 8192x2, 4096x4, 2048x9, 1024x18, 512x36``; or,
+  when fewer, ``floor(W / w) ceil(D / d)`` blocks of the widest shape ``(d, w)`` plus
+  ``B(D, W mod w)`` for the rest of the columns (yosys packs a wide, deep memory into columns
+  of the widest shape and one narrower column: 1280 x 80 bits is 2 x 3 blocks of 512x36 and
+  one of 2048x9, 7 instead of 9).
 * Cost comparison (yosys' costs: a block is 64 (iCE40) or 128 (ECP5); a logic ROM bit 1/16; a
   logic RAM bit 1; a ``DPR16X4`` 4): a synchronous ROM (weights, SPRAM tails) with
   ``D * W <= 16 * cost * B`` goes to logic, else to ``B`` blocks. A RAM (MVTU input
@@ -165,7 +169,14 @@ class MemoryMap:
 
 
 def _blocks(family: str, depth: int, width: int) -> int:
-    return min(ceil(depth / d) * ceil(width / w) for d, w in BLOCK_SHAPES[family])
+    shapes = BLOCK_SHAPES[family]
+    single = min(ceil(depth / d) * ceil(width / w) for d, w in shapes)
+    widest_depth, widest = shapes[-1]
+    rest = width % widest
+    if width < widest or not rest:
+        return single
+    columns = (width // widest) * ceil(depth / widest_depth)
+    return min(single, columns + _blocks(family, depth, rest))
 
 
 def map_memory(family: str, depth: int, width: int, *, writable: bool = False,

@@ -77,6 +77,7 @@ CONFIGS: tuple[tuple[str, str, str], ...] = (
     ("ulx3s-85f", "cnv-tiny", "8x9,-,8x48,-,1x50,1x1"),
     ("orangecrab-25f", "cnv-tiny", "16x9,-,16x48,-,2x40,1x1"),
     ("icebreaker", "sfc", "1x49,16x1,16x1,1x1@1"),
+    ("orangecrab-25f", "cbcnn-small", "32x9,-,8x288,-,8x64,1x4@1"),
 )
 """``(board, model, fold)`` built by ``--run``; the model is ``docs/models/<model>_mnist.npz``."""
 
