@@ -101,9 +101,9 @@ def binary_product(layer: BinaryLayer, x: np.ndarray, kernel: int, out: np.ndarr
     w = layer.params["W"]
     layer.sign_into_buffer()
     channels = x.shape[-1]
-    rows = (channels < XNOR_MIN_CHANNELS
-            and XNOR_MIN_ROW_BITS <= kernel * channels <= kernels.WORD_BITS)
-    if channels < XNOR_MIN_CHANNELS and not rows:
+    pixel_words = channels >= XNOR_MIN_CHANNELS
+    rows = not pixel_words and XNOR_MIN_ROW_BITS <= kernel * channels <= kernels.WORD_BITS
+    if not (pixel_words or rows):
         return False
     words = -(-channels // kernels.WORD_BITS)
     pixels = x.reshape(-1, channels)
